@@ -1,0 +1,112 @@
+//! `orchestrator checkpoint`: the agent reports progress and usage; we answer with the level.
+
+use anyhow::Result;
+use serde_json::{Map, json};
+
+use super::status::{budget_report, token_source};
+use super::{Context, select_session};
+use crate::cli::CheckpointArgs;
+use crate::core::session::{Session, TokenReading};
+use crate::core::stack::{Checkpoint, Status};
+use crate::error::{Failure, code};
+
+pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
+    let message = args.message.trim();
+    if message.is_empty() {
+        return Err(Failure::user("checkpoint message cannot be empty"));
+    }
+    let ws = ctx.workspace()?;
+    let lock = ws.lock()?;
+    let mut stack = ws.load_stack()?;
+    let mut session = select_session(&ws, args.session.session.as_deref(), false)?;
+    let lease = Session::lease(stack.settings.lease_minutes);
+    let stack_path = ws.stack_path();
+    let task = stack.task_mut(&session.task).ok_or_else(|| {
+        Failure::user(format!(
+            "{}: task `{}` of session {} is no longer in the stack",
+            stack_path.display(),
+            session.task,
+            session.id
+        ))
+    })?;
+    if let Some(claim) = &task.claim
+        && claim.session != session.id
+    {
+        return Err(Failure::user(format!(
+            "task `{}` is now held by {}; session {} lost its claim (its lease ran out)",
+            task.id, claim.session, session.id
+        )));
+    }
+
+    let total = task.progress.total;
+    let done = match (args.progress, args.advance) {
+        (Some(n), _) if n > total => {
+            return Err(Failure::user(format!(
+                "--progress {n} is above the total of task `{}` ({total})",
+                task.id
+            )));
+        }
+        (Some(n), _) => n,
+        (None, Some(k)) => {
+            let target = i128::from(task.progress.done) + i128::from(k);
+            if target > i128::from(total) {
+                tracing::warn!("--advance {k} would pass the total; progress stops at {total}");
+            }
+            target.clamp(0, i128::from(total)) as u64
+        }
+        (None, None) => task.progress.done,
+    };
+    task.progress.done = done;
+    if task.status == Status::Pending {
+        task.status = Status::InProgress;
+    }
+    if let Some(tokens) = args.tokens {
+        session.tokens = Some(TokenReading {
+            used: tokens,
+            source: "explicit".into(),
+            at: ctx.now,
+        });
+    }
+    let checkpoint = Checkpoint {
+        at: ctx.now,
+        session: session.id.clone(),
+        message: message.to_string(),
+        progress: done,
+        tokens: args.tokens,
+        extra: Map::new(),
+    };
+    task.record_checkpoint(checkpoint.clone());
+    session.checkpoints.push(checkpoint);
+    session.issues.extend(
+        args.issues
+            .iter()
+            .map(|i| i.trim().to_string())
+            .filter(|i| !i.is_empty()),
+    );
+    let expires = ctx.now + lease;
+    session.lease_expires = expires;
+    if let Some(claim) = task.claim.as_mut() {
+        claim.lease_expires = expires;
+    }
+    let progress = task.progress;
+
+    // The session record first: a crash between the two writes loses the stack's copy of this
+    // checkpoint, never the full record.
+    ws.save_active(&lock, &session)?;
+    ws.save_stack(&lock, &stack)?;
+    drop(lock);
+
+    let source = if args.tokens.is_some() {
+        "explicit"
+    } else {
+        token_source(&session)
+    };
+    let (mut json, text, level) = budget_report(&stack, &session, progress, source);
+    json["checkpoints"] = json!(session.checkpoints.len());
+    ctx.emit(json, &text);
+    Ok(if args.exit_zero {
+        code::OK
+    } else {
+        level.exit_code()
+    })
+}

@@ -1,0 +1,124 @@
+//! `orchestrator init`: create a workspace.
+
+use anyhow::{Context as _, Result};
+use serde_json::json;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::Context;
+use crate::cli::InitArgs;
+use crate::core::stack::{DatabaseSettings, Settings, TaskStack};
+use crate::error::Failure;
+use crate::store::{self, STACK_FILE, Workspace};
+
+/// What git must never see, whatever the user's own .gitignore says.
+pub fn never_committed(settings: &Settings) -> Vec<String> {
+    let mut lines = vec![
+        ".orchestrator/lock".to_string(),
+        ".orchestrator/sessions/active/".to_string(),
+        ".orchestrator/cache/".to_string(),
+        ".*.tmp.*".to_string(),
+    ];
+    if let Some(db) = &settings.database {
+        let name = Path::new(&db.path)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !name.is_empty() {
+            lines.push(format!("{name}.backup_*"));
+            for suffix in ["-wal", "-shm", "-journal"] {
+                lines.push(format!("{name}{suffix}"));
+            }
+        }
+    }
+    lines
+}
+
+pub fn run(ctx: &Context, args: InitArgs) -> Result<u8> {
+    let root = match &ctx.dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_dir().context("cannot read the current directory")?,
+    };
+    let mut settings = Settings::default();
+    if let Some(tokens) = args.budget {
+        settings.budget.tokens = tokens;
+    }
+    if let Some(warn) = args.warn {
+        settings.budget.warn = warn;
+    }
+    if let Some(shutdown) = args.shutdown {
+        settings.budget.shutdown = shutdown;
+    }
+    if let Some(db) = args.db {
+        settings.database = Some(DatabaseSettings::new(db));
+    }
+    let stack = TaskStack::new(settings);
+    stack
+        .validate()
+        .map_err(|invalid| Failure::user(format!("{STACK_FILE}: {invalid}")))?;
+
+    fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    let ws = Workspace::at(root.canonicalize().unwrap_or(root));
+    let stack_path = ws.stack_path();
+    let lock = ws.lock()?;
+    if stack_path.exists() {
+        return Err(Failure::user(format!(
+            "{} already exists; not overwriting it",
+            stack_path.display()
+        )));
+    }
+    let handoff_dir = ws.root().join(&stack.settings.handoff_dir);
+    for dir in [ws.active_dir(), ws.archive_dir(), handoff_dir.clone()] {
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // Keeps the otherwise empty handoff directory in git.
+    let keep = handoff_dir.join(".gitkeep");
+    if !keep.exists() {
+        store::write_atomic(&keep, b"")?;
+    }
+    let gitignore = ws.root().join(".gitignore");
+    let added = add_ignore_lines(&gitignore, &never_committed(&stack.settings))?;
+    ws.save_stack(&lock, &stack)?;
+
+    let json = json!({
+        "workspace": ws.root(),
+        "task_stack": stack_path,
+        "handoff_dir": handoff_dir,
+        "gitignore_added": added,
+    });
+    let text = format!(
+        "Initialized {}\nNext: add tasks with `orchestrator task add ID --title T --total N`, then run `orchestrator start`.\n",
+        stack_path.display()
+    );
+    ctx.emit(json, &text);
+    Ok(0)
+}
+
+/// Appends the lines the file lacks; returns them.
+fn add_ignore_lines(path: &PathBuf, lines: &[String]) -> Result<Vec<String>> {
+    let existing = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let present: Vec<&str> = existing.lines().map(str::trim).collect();
+    let missing: Vec<String> = lines
+        .iter()
+        .filter(|line| !present.contains(&line.as_str()))
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        return Ok(missing);
+    }
+    let mut text = existing.clone();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str("# orchestrator: never committed\n");
+    for line in &missing {
+        text.push_str(line);
+        text.push('\n');
+    }
+    store::write_atomic(path, text.as_bytes())?;
+    Ok(missing)
+}

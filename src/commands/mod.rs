@@ -1,0 +1,115 @@
+//! One file per command. Each returns the process exit code, or an error for `main` to print.
+
+mod checkpoint;
+mod init;
+mod next;
+mod start;
+mod status;
+mod task;
+mod wrap;
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use std::path::PathBuf;
+
+use crate::cli::{Cli, Command};
+use crate::core::session::Session;
+use crate::error::Failure;
+use crate::store::Workspace;
+
+/// What every command gets: where to work, how to print, and what time it is.
+pub struct Context {
+    pub dir: Option<PathBuf>,
+    pub json: bool,
+    pub now: DateTime<Utc>,
+}
+
+impl Context {
+    pub fn workspace(&self) -> Result<Workspace> {
+        Workspace::find(self.dir.as_deref())
+    }
+
+    /// Machine output on stdout: the JSON object under `--json`, else the text.
+    pub fn emit(&self, json: Value, text: &str) {
+        if self.json {
+            println!("{json}");
+        } else {
+            print!("{text}");
+            if !text.ends_with('\n') {
+                println!();
+            }
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> Result<u8> {
+    let ctx = Context {
+        dir: cli.global.dir,
+        json: cli.global.json,
+        now: crate::clock::now()?,
+    };
+    match cli.command {
+        Command::Init(args) => init::run(&ctx, args),
+        Command::Task(cmd) => task::run(&ctx, cmd),
+        Command::Next => next::run(&ctx),
+        Command::Start(args) => start::run(&ctx, args),
+        Command::Checkpoint(args) => checkpoint::run(&ctx, args),
+        Command::Status(args) => status::run(&ctx, args),
+        Command::Wrap(args) => wrap::run(&ctx, args),
+    }
+}
+
+/// Which session a command means: `--session`/`ORCHESTRATOR_SESSION`, else the only one.
+/// `include_wrapping` lets `wrap` pick up a session whose wrap was cut off.
+pub fn select_session(
+    ws: &Workspace,
+    named: Option<&str>,
+    include_wrapping: bool,
+) -> Result<Session> {
+    if let Some(id) = named {
+        crate::core::ids::check_session_id(id)
+            .map_err(|e| Failure::user(format!("--session: {e}")))?;
+        let path = ws.active_path(id);
+        if path.exists() {
+            let session = ws.load_session(&path)?;
+            if session.is_wrapping() && !include_wrapping {
+                return Err(Failure::user(format!(
+                    "session {id} is being wrapped; run `orchestrator wrap --session {id}` to finish it"
+                )));
+            }
+            return Ok(session);
+        }
+        if ws.archive_path(id).exists() {
+            return Err(Failure::user(format!(
+                "session {id} was already wrapped; start a new one"
+            )));
+        }
+        return Err(Failure::user(format!(
+            "no session {id} in {}",
+            ws.display(&ws.active_dir())
+        )));
+    }
+    let mut sessions: Vec<Session> = ws
+        .active_sessions()?
+        .into_iter()
+        .filter(|s| include_wrapping || !s.is_wrapping())
+        .collect();
+    match sessions.len() {
+        0 => Err(Failure::user(
+            "no live session; run `orchestrator start` first",
+        )),
+        1 => Ok(sessions.remove(0)),
+        _ => {
+            let ids: Vec<String> = sessions
+                .iter()
+                .map(|s| format!("{} ({}, {})", s.id, s.agent, s.task))
+                .collect();
+            Err(Failure::user(format!(
+                "{} live sessions: {}; name one with --session or ORCHESTRATOR_SESSION",
+                ids.len(),
+                ids.join(", ")
+            )))
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! `orchestrator next`: the task `start` would pick, and why the others are not ready.
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::Context;
+use crate::core::select::select_next;
+use crate::error::code;
+
+pub fn run(ctx: &Context) -> Result<u8> {
+    let ws = ctx.workspace()?;
+    let stack = ws.load_stack()?;
+    let selection = select_next(&stack, ctx.now);
+    let others: Vec<_> = selection
+        .others
+        .iter()
+        .map(|(task, reason)| {
+            json!({"task": task.id, "status": task.status, "priority": task.priority,
+                   "reason": reason.code(), "detail": reason.to_string()})
+        })
+        .collect();
+    let mut text = match selection.chosen {
+        Some(task) => format!(
+            "next={} priority={} progress={} status={}\n{}\n",
+            task.id,
+            task.priority,
+            task.progress,
+            task.status,
+            task.display_title()
+        ),
+        None => "next=none\nNo task is ready.\n".to_string(),
+    };
+    if !selection.others.is_empty() {
+        text.push_str("\nNot picked:\n");
+        for (task, reason) in &selection.others {
+            text.push_str(&format!("  {:<24} {reason}\n", task.id));
+        }
+    }
+    let json = json!({
+        "task": selection.chosen.map(|t| &t.id),
+        "title": selection.chosen.map(|t| &t.title),
+        "progress": selection.chosen.map(|t| t.progress),
+        "others": others,
+    });
+    ctx.emit(json, &text);
+    Ok(if selection.chosen.is_some() {
+        code::OK
+    } else {
+        code::NOTHING_TO_DO
+    })
+}

@@ -1,0 +1,250 @@
+//! `orchestrator start`: open a session on the next task and print the brief.
+
+use anyhow::Result;
+use serde_json::{Map, Value, json};
+
+use super::Context;
+use crate::cli::StartArgs;
+use crate::core::ids::{check_task_id, new_session_id};
+use crate::core::select::{readiness, select_next};
+use crate::core::session::{Session, TokenReading};
+use crate::core::stack::{Claim, Status, Task, TaskStack};
+use crate::error::{Failure, code};
+use crate::handoff::progress_bar;
+use crate::shutdown;
+use crate::store::Workspace;
+use crate::vcs;
+
+pub fn run(ctx: &Context, args: StartArgs) -> Result<u8> {
+    let agent = args.agent.trim().to_string();
+    check_agent_name(&agent)?;
+    if let Some(id) = &args.task {
+        check_task_id(id).map_err(|e| Failure::user(format!("--task: {e}")))?;
+    }
+    if args.budget == Some(0) {
+        return Err(Failure::user("--budget must be above 0"));
+    }
+    let ws = ctx.workspace()?;
+    let lock = ws.lock()?;
+    let mut stack = ws.load_stack()?;
+    let sessions = ws.active_sessions()?;
+
+    // Refuse a double start before touching anything.
+    if let Some(live) = sessions
+        .iter()
+        .find(|s| s.agent == agent && !s.is_wrapping() && !s.is_stale(ctx.now))
+    {
+        return Err(Failure::busy(format!(
+            "agent `{agent}` already has a live session {} on task `{}` (lease until {}); checkpoint or wrap it first",
+            live.id,
+            live.task,
+            crate::clock::format(live.lease_expires)
+        )));
+    }
+    if let Some(id) = &args.task
+        && let Some(holder) = sessions
+            .iter()
+            .find(|s| &s.task == id && !s.is_wrapping() && !s.is_stale(ctx.now))
+    {
+        return Err(Failure::busy(format!(
+            "task `{id}` is held by live session {} (agent {})",
+            holder.id, holder.agent
+        )));
+    }
+
+    ws.clean_temp_files(&lock, &[]);
+    let recovered = shutdown::recover(&ws, &lock, &mut stack, sessions, ctx.now)?;
+    for report in &recovered {
+        eprintln!(
+            "recovered session {} ({}): handoff {}",
+            report.session,
+            report.reason,
+            report.handoff.display()
+        );
+    }
+
+    let task_id = match &args.task {
+        Some(id) => {
+            let task = stack.task(id).ok_or_else(|| {
+                Failure::user(format!("{}: no task `{id}`", ws.stack_path().display()))
+            })?;
+            if let Err(reason) = readiness(&stack, task, ctx.now) {
+                return Err(Failure::nothing_to_do(format!(
+                    "task `{id}` is not ready: {reason}"
+                )));
+            }
+            id.clone()
+        }
+        None => {
+            let selection = select_next(&stack, ctx.now);
+            match selection.chosen {
+                Some(task) => task.id.clone(),
+                None => {
+                    let why: Vec<String> = selection
+                        .others
+                        .iter()
+                        .map(|(t, r)| format!("{}: {r}", t.id))
+                        .collect();
+                    let detail = if why.is_empty() {
+                        "the stack has no tasks".to_string()
+                    } else {
+                        why.join("; ")
+                    };
+                    return Err(Failure::nothing_to_do(format!("no ready task ({detail})")));
+                }
+            }
+        }
+    };
+
+    let id = new_session_id(ctx.now, |id| ws.session_id_taken(id));
+    let expires = ctx.now + Session::lease(stack.settings.lease_minutes);
+    let host = host_name();
+    let pid = std::process::id();
+    let budget = args.budget.unwrap_or(stack.settings.budget.tokens);
+    let metrics_at_start = shutdown::read_metrics(&ws, &stack);
+    let task = stack.task_mut(&task_id).expect("the chosen task exists");
+    let mut extra = Map::new();
+    if let Some(transcript) = &args.transcript {
+        extra.insert("transcript".into(), json!(transcript));
+    }
+    let session = Session {
+        id: id.clone(),
+        agent: agent.clone(),
+        task: task_id.clone(),
+        started: ctx.now,
+        lease_expires: expires,
+        host: host.clone(),
+        pid,
+        budget,
+        tokens: None::<TokenReading>,
+        progress_at_start: task.progress,
+        git_head_at_start: vcs::head_oid(ws.root()).unwrap_or_else(|err| {
+            tracing::warn!("cannot read git HEAD: {err:#}");
+            None
+        }),
+        metrics_at_start,
+        checkpoints: Vec::new(),
+        issues: Vec::new(),
+        wrap: None,
+        extra,
+    };
+    let resumed = task.status == Status::InProgress || task.progress.done > 0;
+    task.status = Status::InProgress;
+    task.claim = Some(Claim {
+        session: id.clone(),
+        agent: agent.clone(),
+        host,
+        pid,
+        lease_expires: expires,
+        extra: Map::new(),
+    });
+    let task = task.clone();
+    ws.save_active(&lock, &session)?;
+    ws.save_stack(&lock, &stack)?;
+    drop(lock);
+
+    let (json, text) = brief(&ws, &stack, &session, &task, resumed, &recovered);
+    ctx.emit(json, &text);
+    Ok(code::OK)
+}
+
+fn brief(
+    ws: &Workspace,
+    stack: &TaskStack,
+    session: &Session,
+    task: &Task,
+    resumed: bool,
+    recovered: &[shutdown::WrapReport],
+) -> (Value, String) {
+    let budget = &stack.settings.budget;
+    let last_checkpoint = task.checkpoints.last();
+    let last_handoff = last_handoff(ws, task);
+    let json = json!({
+        "session": session.id,
+        "agent": session.agent,
+        "task": task.id,
+        "title": task.title,
+        "progress": task.progress,
+        "resumed": resumed,
+        "last_checkpoint": last_checkpoint,
+        "last_handoff": last_handoff,
+        "budget": {"tokens": session.budget, "warn": budget.warn, "shutdown": budget.shutdown},
+        "lease_expires": session.lease_expires,
+        "recovered": recovered.iter().map(|r| json!({"session": r.session, "handoff": r.handoff})).collect::<Vec<_>>(),
+    });
+    let verb = if resumed { "Resume" } else { "Start" };
+    let mut text = format!(
+        "session={} task={} progress={} budget={} agent={}\n{verb} {} at {}; run `orchestrator checkpoint \"<what you did>\" --progress N --tokens N` after each unit of work.\n\n",
+        session.id, task.id, task.progress, session.budget, session.agent, task.id, task.progress
+    );
+    text.push_str(&format!(
+        "Task:            {} ({})\n",
+        task.id,
+        task.display_title()
+    ));
+    text.push_str(&format!(
+        "Progress:        {}\n",
+        progress_bar(task.progress)
+    ));
+    match last_checkpoint {
+        Some(cp) => text.push_str(&format!(
+            "Last checkpoint: {} at {} ({}): {}\n",
+            cp.progress,
+            crate::clock::format(cp.at),
+            cp.session,
+            cp.message
+        )),
+        None => text.push_str("Last checkpoint: none yet\n"),
+    }
+    match &last_handoff {
+        Some(path) => text.push_str(&format!("Last handoff:    {path} (read it first)\n")),
+        None => text.push_str("Last handoff:    none\n"),
+    }
+    text.push_str(&format!(
+        "Budget:          {} tokens; warn at {:.0}% ({}), shutdown at {:.0}% ({})\n",
+        session.budget,
+        budget.warn * 100.0,
+        (session.budget as f64 * budget.warn).round() as u64,
+        budget.shutdown * 100.0,
+        (session.budget as f64 * budget.shutdown).round() as u64
+    ));
+    text.push_str(&format!(
+        "Session:         {} (export ORCHESTRATOR_SESSION={} when several sessions share this workspace)\n",
+        session.id, session.id
+    ));
+    text.push_str("Exit codes:      checkpoint/status exit 0 ok, 10 warn (finish the unit, then wrap), 11 shutdown (wrap now)\n");
+    text.push_str("When done:       orchestrator wrap --summary \"...\" --next \"...\" [--done]\n");
+    (json, text)
+}
+
+/// The newest handoff written for this task, as a path relative to the workspace.
+fn last_handoff(ws: &Workspace, task: &Task) -> Option<String> {
+    let path = task.last_handoff.as_ref()?;
+    ws.root().join(path).is_file().then(|| path.clone())
+}
+
+fn check_agent_name(agent: &str) -> Result<()> {
+    let ok = !agent.is_empty()
+        && agent.len() <= 64
+        && agent
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Failure::user(format!(
+            "agent name `{}` is not allowed: use 1-64 letters, digits, `_`, `-`, `.` or `@`",
+            agent.escape_debug()
+        )))
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}

@@ -1,0 +1,136 @@
+//! `orchestrator wrap`: end the session gracefully (see `shutdown` for the steps).
+
+use anyhow::Result;
+use serde_json::{Value, json};
+
+use super::{Context, select_session};
+use crate::cli::WrapArgs;
+use crate::error::{Failure, code};
+use crate::shutdown::{self, WrapOptions, WrapReport};
+
+pub fn run(ctx: &Context, args: WrapArgs) -> Result<u8> {
+    let reason = args.reason.trim().to_string();
+    if reason.is_empty() {
+        return Err(Failure::user("--reason cannot be empty"));
+    }
+    let ws = ctx.workspace()?;
+    let lock = ws.lock()?;
+    let mut stack = ws.load_stack()?;
+    let mut session = select_session(&ws, args.session.session.as_deref(), true)?;
+    ws.clean_temp_files(&lock, &[ws.root().join(&stack.settings.handoff_dir)]);
+    let before = session.clone();
+    let fresh = !session.is_wrapping();
+    if fresh {
+        let options = WrapOptions {
+            reason,
+            summary: args.summary,
+            next_steps: args.next,
+            mark_done: args.done,
+            backup: !args.no_backup,
+            commit: !args.no_commit && stack.settings.git.commit_on_wrap,
+        };
+        shutdown::begin(&mut session, options, ctx.now, ctx.now);
+        ws.save_active(&lock, &session)?;
+    } else if let Some(journal) = session.wrap.as_mut() {
+        eprintln!(
+            "finishing the wrap of {} begun at {}",
+            session.id,
+            crate::clock::format(journal.begun)
+        );
+        // Lets a user get past a step that keeps failing (a lost database, a broken repo).
+        if args.no_backup
+            && journal
+                .steps
+                .backup
+                .as_ref()
+                .is_none_or(|b| b["result"] == "pending")
+        {
+            journal.backup_enabled = false;
+        }
+        if args.no_commit
+            && journal
+                .steps
+                .commit
+                .as_ref()
+                .is_none_or(|c| c["result"] == "pending")
+        {
+            journal.commit_enabled = false;
+        }
+    }
+
+    let report = match shutdown::finish(&ws, &lock, &mut stack, session, ctx.now) {
+        Ok(report) => report,
+        Err(err) => {
+            // Failing before any step completed (a backup that cannot be made) leaves the session
+            // live, as if wrap had never run.
+            if fresh {
+                let current = ws.load_session(&ws.active_path(&before.id));
+                if current.is_ok_and(|s| s.wrap.is_some_and(|j| j.steps.metrics.is_none())) {
+                    ws.save_active(&lock, &before)?;
+                }
+            }
+            return Err(err);
+        }
+    };
+    drop(lock);
+    let (json, text) = describe(&report);
+    ctx.emit(json, &text);
+    Ok(code::OK)
+}
+
+pub fn describe(report: &WrapReport) -> (Value, String) {
+    let commit = match report.commit["result"].as_str() {
+        Some("committed") => report.commit["oid"]
+            .as_str()
+            .map_or("committed".into(), |o| o[..o.len().min(12)].to_string()),
+        Some(other) => other.to_string(),
+        None => "none".into(),
+    };
+    let backup = match report.backup["result"].as_str() {
+        Some("ok") => report.backup["path"].as_str().unwrap_or("ok").to_string(),
+        Some(other) => other.to_string(),
+        None => "none".into(),
+    };
+    let handoff = report.handoff.display().to_string();
+    let json = json!({
+        "session": report.session,
+        "task": report.task,
+        "reason": report.reason,
+        "handoff": handoff,
+        "backup": report.backup,
+        "metrics": report.metrics,
+        "commit": report.commit,
+        "steps": report.steps,
+        "resumed": report.resumed,
+        "progress": report.progress,
+        "status": report.status,
+    });
+    let next = if report.status.is_open() {
+        format!(
+            "the next `orchestrator start` resumes {} from {}",
+            report.task, report.progress
+        )
+    } else {
+        format!(
+            "task {} is {}; the next `orchestrator start` picks the next task",
+            report.task, report.status
+        )
+    };
+    let mut text = format!(
+        "session={} task={} progress={} status={} handoff={handoff} backup={backup} commit={commit}\nWrapped {}; {next}.\n",
+        report.session, report.task, report.progress, report.status, report.session
+    );
+    if let Some(skipped) = report.commit["skipped"]
+        .as_array()
+        .filter(|s| !s.is_empty())
+    {
+        for file in skipped {
+            text.push_str(&format!(
+                "not committed: {} ({})\n",
+                file["path"].as_str().unwrap_or_default(),
+                file["reason"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+    (json, text)
+}

@@ -1,0 +1,8 @@
+//! The pure core: data model and decisions, no I/O.
+//! Everything here is deterministic given its inputs (including "now"), so it is unit-tested directly.
+
+pub mod budget;
+pub mod ids;
+pub mod select;
+pub mod session;
+pub mod stack;

@@ -1,0 +1,224 @@
+//! Which task comes next. This is decided here, in code, never by the agent.
+
+use chrono::{DateTime, Utc};
+use std::fmt;
+
+use super::stack::{Status, Task, TaskStack};
+
+/// Why a task is not the one picked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NotReady {
+    Finished(Status),
+    Blocked,
+    WaitingOn(Vec<(String, Status)>),
+    HeldBy {
+        session: String,
+        agent: String,
+    },
+    /// Ready, but the picked task comes first.
+    Behind {
+        chosen: String,
+    },
+}
+
+impl fmt::Display for NotReady {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotReady::Finished(status) => write!(f, "{status}"),
+            NotReady::Blocked => f.write_str("blocked"),
+            NotReady::WaitingOn(deps) => {
+                let deps: Vec<String> = deps
+                    .iter()
+                    .map(|(id, status)| format!("{id} ({status})"))
+                    .collect();
+                write!(f, "waiting on {}", deps.join(", "))
+            }
+            NotReady::HeldBy { session, agent } => write!(f, "held by {session} (agent {agent})"),
+            NotReady::Behind { chosen } => write!(f, "ready, after {chosen}"),
+        }
+    }
+}
+
+impl NotReady {
+    pub fn code(&self) -> &'static str {
+        match self {
+            NotReady::Finished(_) => "finished",
+            NotReady::Blocked => "blocked",
+            NotReady::WaitingOn(_) => "waiting",
+            NotReady::HeldBy { .. } => "held",
+            NotReady::Behind { .. } => "queued",
+        }
+    }
+}
+
+/// Whether a task could be started now, and if not, why.
+pub fn readiness(stack: &TaskStack, task: &Task, now: DateTime<Utc>) -> Result<(), NotReady> {
+    match task.status {
+        Status::Done | Status::Skipped => return Err(NotReady::Finished(task.status)),
+        Status::Blocked => return Err(NotReady::Blocked),
+        Status::Pending | Status::InProgress => {}
+    }
+    let waiting: Vec<(String, Status)> = task
+        .depends_on
+        .iter()
+        .filter_map(|dep| stack.task(dep))
+        .filter(|dep| dep.status != Status::Done)
+        .map(|dep| (dep.id.clone(), dep.status))
+        .collect();
+    if !waiting.is_empty() {
+        return Err(NotReady::WaitingOn(waiting));
+    }
+    if let Some(claim) = task.claim.as_ref().filter(|c| c.is_live(now)) {
+        return Err(NotReady::HeldBy {
+            session: claim.session.clone(),
+            agent: claim.agent.clone(),
+        });
+    }
+    Ok(())
+}
+
+pub struct Selection<'a> {
+    pub chosen: Option<&'a Task>,
+    /// Every other task, in file order, with the reason it was not picked.
+    pub others: Vec<(&'a Task, NotReady)>,
+}
+
+/// The ready task with the lowest priority number; ties go to in-progress, then file order.
+pub fn select_next(stack: &TaskStack, now: DateTime<Utc>) -> Selection<'_> {
+    let verdicts: Vec<(&Task, Result<(), NotReady>)> = stack
+        .tasks
+        .iter()
+        .map(|task| (task, readiness(stack, task, now)))
+        .collect();
+    let chosen = verdicts
+        .iter()
+        .filter(|(_, verdict)| verdict.is_ok())
+        .map(|(task, _)| *task)
+        .min_by_key(|task| (task.priority, task.status != Status::InProgress));
+    let others = verdicts
+        .into_iter()
+        .filter(|(task, _)| chosen.is_none_or(|c| !std::ptr::eq(*task, c)))
+        .map(|(task, verdict)| {
+            let reason = verdict.err().unwrap_or_else(|| NotReady::Behind {
+                chosen: chosen.map(|c| c.id.clone()).unwrap_or_default(),
+            });
+            (task, reason)
+        })
+        .collect();
+    Selection { chosen, others }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::stack::Claim;
+    use chrono::{Duration, TimeZone};
+    use serde_json::Map;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 11, 6, 0, 0, 0).unwrap()
+    }
+
+    fn task(id: &str, priority: i64, status: Status, deps: &[&str]) -> Task {
+        let mut t = Task::new(
+            id.into(),
+            String::new(),
+            priority,
+            10,
+            deps.iter().map(|d| d.to_string()).collect(),
+        );
+        t.status = status;
+        t
+    }
+
+    fn stack(tasks: Vec<Task>) -> TaskStack {
+        let mut s = TaskStack::new(Default::default());
+        s.tasks = tasks;
+        s
+    }
+
+    fn claim(expires: DateTime<Utc>) -> Claim {
+        Claim {
+            session: "session_20251106_000000".into(),
+            agent: "claude".into(),
+            host: "h".into(),
+            pid: 1,
+            lease_expires: expires,
+            extra: Map::new(),
+        }
+    }
+
+    #[test]
+    fn lowest_priority_number_wins() {
+        let s = stack(vec![
+            task("b", 2, Status::Pending, &[]),
+            task("a", 1, Status::Pending, &[]),
+        ]);
+        let sel = select_next(&s, now());
+        assert_eq!(sel.chosen.unwrap().id, "a");
+        assert_eq!(sel.others[0].1, NotReady::Behind { chosen: "a".into() });
+    }
+
+    #[test]
+    fn ties_go_to_in_progress_then_file_order() {
+        let s = stack(vec![
+            task("p1", 1, Status::Pending, &[]),
+            task("p2", 1, Status::Pending, &[]),
+            task("ip", 1, Status::InProgress, &[]),
+        ]);
+        assert_eq!(select_next(&s, now()).chosen.unwrap().id, "ip");
+        let s = stack(vec![
+            task("p1", 1, Status::Pending, &[]),
+            task("p2", 1, Status::Pending, &[]),
+        ]);
+        assert_eq!(select_next(&s, now()).chosen.unwrap().id, "p1");
+    }
+
+    #[test]
+    fn dependencies_finished_tasks_and_live_claims_hold_tasks_back() {
+        let mut held = task("held", 1, Status::InProgress, &[]);
+        held.claim = Some(claim(now() + Duration::minutes(5)));
+        let s = stack(vec![
+            task("dep", 3, Status::Pending, &[]),
+            task("after", 1, Status::Pending, &["dep"]),
+            task("finished", 1, Status::Done, &[]),
+            task("parked", 1, Status::Blocked, &[]),
+            held,
+        ]);
+        let sel = select_next(&s, now());
+        assert_eq!(sel.chosen.unwrap().id, "dep");
+        let reasons: Vec<String> = sel
+            .others
+            .iter()
+            .map(|(t, r)| format!("{}: {r}", t.id))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                "after: waiting on dep (pending)",
+                "finished: done",
+                "parked: blocked",
+                "held: held by session_20251106_000000 (agent claude)"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_expired_claim_does_not_hold_the_task() {
+        let mut t = task("a", 1, Status::InProgress, &[]);
+        t.claim = Some(claim(now()));
+        let s = stack(vec![t]);
+        assert_eq!(select_next(&s, now()).chosen.unwrap().id, "a");
+    }
+
+    #[test]
+    fn nothing_ready_means_no_choice() {
+        let s = stack(vec![
+            task("a", 1, Status::Done, &[]),
+            task("b", 1, Status::Skipped, &[]),
+        ]);
+        let sel = select_next(&s, now());
+        assert!(sel.chosen.is_none());
+        assert_eq!(sel.others.len(), 2);
+    }
+}

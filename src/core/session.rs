@@ -1,0 +1,171 @@
+//! A session: one agent working on one task, from `start` to `wrap`.
+//!
+//! The record lives in `.orchestrator/sessions/active/<id>.json` while the session runs and is
+//! archived when it is wrapped. It holds every checkpoint (the stack keeps only the recent ones)
+//! and the wrap journal that makes an interrupted wrap resumable.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::budget::Usage;
+use super::stack::{BudgetSettings, Checkpoint, Progress};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Session {
+    pub id: String,
+    pub agent: String,
+    pub task: String,
+    pub started: DateTime<Utc>,
+    pub lease_expires: DateTime<Utc>,
+    pub host: String,
+    pub pid: u32,
+    /// The token budget for this session (`start --budget` or the stack's setting at start).
+    pub budget: u64,
+    #[serde(default)]
+    pub tokens: Option<TokenReading>,
+    pub progress_at_start: Progress,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_head_at_start: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics_at_start: Vec<MetricValue>,
+    #[serde(default)]
+    pub checkpoints: Vec<Checkpoint>,
+    #[serde(default)]
+    pub issues: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wrap: Option<WrapJournal>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The latest token figure and where it came from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TokenReading {
+    pub used: u64,
+    pub source: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MetricValue {
+    pub name: String,
+    #[serde(default)]
+    pub value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What a wrap was asked to do and which of its steps are complete.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WrapJournal {
+    pub begun: DateTime<Utc>,
+    /// When the session's work ended: the wrap time, or the last sign of life for a recovery.
+    pub ended: DateTime<Utc>,
+    pub reason: String,
+    #[serde(default)]
+    pub summary: Option<String>,
+    #[serde(default)]
+    pub next_steps: Vec<String>,
+    #[serde(default)]
+    pub mark_done: bool,
+    #[serde(default)]
+    pub backup_enabled: bool,
+    #[serde(default)]
+    pub commit_enabled: bool,
+    #[serde(default)]
+    pub steps: WrapSteps,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct WrapSteps {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Vec<MetricValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<String>,
+    #[serde(default)]
+    pub stack: bool,
+    #[serde(default)]
+    pub archive: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<Value>,
+}
+
+/// The recovery reason written by `start` for a session whose lease ran out.
+pub const REASON_RECOVERED: &str = "recovered";
+
+impl Session {
+    pub fn lease(minutes: u64) -> Duration {
+        Duration::minutes(i64::try_from(minutes).unwrap_or(i64::MAX / 120_000))
+    }
+
+    pub fn is_wrapping(&self) -> bool {
+        self.wrap.is_some()
+    }
+
+    pub fn is_stale(&self, now: DateTime<Utc>) -> bool {
+        !self.is_wrapping() && self.lease_expires <= now
+    }
+
+    pub fn tokens_used(&self) -> u64 {
+        self.tokens.as_ref().map_or(0, |t| t.used)
+    }
+
+    pub fn usage(&self, budget: &BudgetSettings) -> Usage {
+        Usage {
+            used: self.tokens_used(),
+            limit: self.budget,
+            warn: budget.warn,
+            shutdown: budget.shutdown,
+        }
+    }
+
+    /// The last time the session showed signs of life.
+    pub fn last_activity(&self) -> DateTime<Utc> {
+        self.checkpoints.last().map_or(self.started, |c| c.at)
+    }
+}
+
+/// "6 minutes", "1 hour 5 minutes", "less than a minute".
+pub fn describe_duration(duration: Duration) -> String {
+    let minutes = duration.num_minutes().max(0);
+    if minutes == 0 {
+        return "less than a minute".into();
+    }
+    let plural = |n: i64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    let (hours, minutes) = (minutes / 60, minutes % 60);
+    match (hours, minutes) {
+        (0, m) => plural(m, "minute"),
+        (h, 0) => plural(h, "hour"),
+        (h, m) => format!("{} {}", plural(h, "hour"), plural(m, "minute")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(
+            describe_duration(Duration::seconds(30)),
+            "less than a minute"
+        );
+        assert_eq!(
+            describe_duration(Duration::seconds(6 * 60 + 6)),
+            "6 minutes"
+        );
+        assert_eq!(describe_duration(Duration::minutes(1)), "1 minute");
+        assert_eq!(describe_duration(Duration::minutes(60)), "1 hour");
+        assert_eq!(
+            describe_duration(Duration::minutes(125)),
+            "2 hours 5 minutes"
+        );
+        assert_eq!(
+            describe_duration(Duration::minutes(-5)),
+            "less than a minute"
+        );
+    }
+}

@@ -1,0 +1,669 @@
+//! The task stack: `task_stack.json`, version 1.
+//!
+//! Every struct keeps the fields it does not know in `extra`, so a rewrite never drops what a
+//! newer orchestrator or a human put there.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use super::ids::check_task_id;
+
+pub const STACK_VERSION: u64 = 1;
+/// The stack keeps only the latest checkpoints per task; the session record keeps them all.
+pub const RECENT_CHECKPOINTS: usize = 50;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskStack {
+    pub version: u64,
+    #[serde(default)]
+    pub settings: Settings,
+    #[serde(default)]
+    pub tasks: Vec<Task>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Settings {
+    pub budget: BudgetSettings,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseSettings>,
+    pub git: GitSettings,
+    pub handoff_dir: String,
+    pub lease_minutes: u64,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            budget: BudgetSettings::default(),
+            database: None,
+            git: GitSettings::default(),
+            handoff_dir: "session_handoffs".into(),
+            lease_minutes: 30,
+            extra: Map::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct BudgetSettings {
+    pub tokens: u64,
+    pub warn: f64,
+    pub shutdown: f64,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Default for BudgetSettings {
+    fn default() -> Self {
+        BudgetSettings {
+            tokens: 200_000,
+            warn: 0.75,
+            shutdown: 0.85,
+            extra: Map::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DatabaseSettings {
+    pub path: String,
+    #[serde(default = "default_backup_dir")]
+    pub backup_dir: String,
+    #[serde(default = "default_keep_backups")]
+    pub keep_backups: usize,
+    #[serde(default)]
+    pub metrics: Vec<MetricSpec>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl DatabaseSettings {
+    pub fn new(path: String) -> Self {
+        DatabaseSettings {
+            path,
+            backup_dir: default_backup_dir(),
+            keep_backups: default_keep_backups(),
+            metrics: Vec::new(),
+            extra: Map::new(),
+        }
+    }
+}
+
+fn default_backup_dir() -> String {
+    ".".into()
+}
+
+fn default_keep_backups() -> usize {
+    10
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MetricSpec {
+    pub name: String,
+    pub query: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goal: Option<f64>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct GitSettings {
+    pub commit_on_wrap: bool,
+    pub commit_on_checkpoint: bool,
+    pub max_file_mb: u64,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Default for GitSettings {
+    fn default() -> Self {
+        GitSettings {
+            commit_on_wrap: true,
+            commit_on_checkpoint: false,
+            max_file_mb: 50,
+            extra: Map::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    #[default]
+    Pending,
+    InProgress,
+    Done,
+    Blocked,
+    Skipped,
+}
+
+impl Status {
+    pub const ALL: [Status; 5] = [
+        Status::Pending,
+        Status::InProgress,
+        Status::Done,
+        Status::Blocked,
+        Status::Skipped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::InProgress => "in_progress",
+            Status::Done => "done",
+            Status::Blocked => "blocked",
+            Status::Skipped => "skipped",
+        }
+    }
+
+    /// Pending and in-progress tasks are the ones work can still happen on.
+    pub fn is_open(self) -> bool {
+        matches!(self, Status::Pending | Status::InProgress)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Status::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown status `{s}` (expected pending, in_progress, done, blocked or skipped)"
+                )
+            })
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress { done: 0, total: 1 }
+    }
+}
+
+impl Progress {
+    pub fn percent(self) -> f64 {
+        if self.total == 0 {
+            return 0.0;
+        }
+        self.done as f64 * 100.0 / self.total as f64
+    }
+
+    pub fn is_complete(self) -> bool {
+        self.done >= self.total
+    }
+}
+
+impl fmt::Display for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.done, self.total)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Checkpoint {
+    pub at: DateTime<Utc>,
+    pub session: String,
+    pub message: String,
+    pub progress: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u64>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A live session's hold on a task. Renewed by every checkpoint; once `lease_expires` has
+/// passed, the next `start` recovers the session.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Claim {
+    pub session: String,
+    pub agent: String,
+    pub host: String,
+    pub pid: u32,
+    pub lease_expires: DateTime<Utc>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Claim {
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        self.lease_expires > now
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Task {
+    pub id: String,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default = "default_priority")]
+    pub priority: i64,
+    #[serde(default)]
+    pub status: Status,
+    #[serde(default)]
+    pub progress: Progress,
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<Claim>,
+    #[serde(default)]
+    pub checkpoints: Vec<Checkpoint>,
+    /// The handoff of the last wrapped session on this task, relative to the workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handoff: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+fn default_priority() -> i64 {
+    1
+}
+
+impl Task {
+    pub fn new(
+        id: String,
+        title: String,
+        priority: i64,
+        total: u64,
+        depends_on: Vec<String>,
+    ) -> Self {
+        Task {
+            id,
+            title,
+            priority,
+            status: Status::Pending,
+            progress: Progress { done: 0, total },
+            depends_on,
+            claim: None,
+            checkpoints: Vec::new(),
+            last_handoff: None,
+            extra: Map::new(),
+        }
+    }
+
+    /// Appends a checkpoint, keeping only the most recent ones.
+    pub fn record_checkpoint(&mut self, checkpoint: Checkpoint) {
+        self.checkpoints.push(checkpoint);
+        if self.checkpoints.len() > RECENT_CHECKPOINTS {
+            let excess = self.checkpoints.len() - RECENT_CHECKPOINTS;
+            self.checkpoints.drain(..excess);
+        }
+    }
+
+    pub fn display_title(&self) -> &str {
+        if self.title.is_empty() {
+            &self.id
+        } else {
+            &self.title
+        }
+    }
+}
+
+/// Why a stack is refused. The caller adds the file name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invalid(pub String);
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+impl TaskStack {
+    pub fn new(settings: Settings) -> Self {
+        TaskStack {
+            version: STACK_VERSION,
+            settings,
+            tasks: Vec::new(),
+            extra: Map::new(),
+        }
+    }
+
+    /// Parses and validates. Parse errors carry line and column.
+    pub fn parse(text: &str) -> Result<TaskStack, Invalid> {
+        // The version is checked before the shape, so a future format gets a version message
+        // rather than a confusing field error.
+        #[derive(Deserialize)]
+        struct VersionOnly {
+            version: Option<Value>,
+        }
+        let version: VersionOnly = serde_json::from_str(text).map_err(parse_error)?;
+        match version.version {
+            None => return Err(Invalid("missing `version` (expected 1)".into())),
+            Some(Value::Number(n)) if n.as_u64() == Some(STACK_VERSION) => {}
+            Some(other) => {
+                return Err(Invalid(format!(
+                    "unsupported version {other} (this orchestrator reads version {STACK_VERSION})"
+                )));
+            }
+        }
+        let stack: TaskStack = serde_json::from_str(text).map_err(parse_error)?;
+        stack.validate()?;
+        Ok(stack)
+    }
+
+    pub fn to_json(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).expect("a task stack always serializes");
+        text.push('\n');
+        text
+    }
+
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let budget = &self.settings.budget;
+        if budget.tokens == 0 {
+            return Err(Invalid("settings.budget.tokens must be above 0".into()));
+        }
+        for (name, value) in [("warn", budget.warn), ("shutdown", budget.shutdown)] {
+            if !(value > 0.0 && value <= 1.0) {
+                return Err(Invalid(format!(
+                    "settings.budget.{name} is {value}; thresholds are fractions above 0 and at most 1 (0.75 = 75%)"
+                )));
+            }
+        }
+        if budget.warn >= budget.shutdown {
+            return Err(Invalid(format!(
+                "settings.budget.warn ({}) must be below settings.budget.shutdown ({})",
+                budget.warn, budget.shutdown
+            )));
+        }
+        if self.settings.lease_minutes == 0 {
+            return Err(Invalid("settings.lease_minutes must be at least 1".into()));
+        }
+        if self.settings.handoff_dir.trim().is_empty() {
+            return Err(Invalid("settings.handoff_dir cannot be empty".into()));
+        }
+        if let Some(db) = &self.settings.database {
+            if db.path.trim().is_empty() {
+                return Err(Invalid("settings.database.path cannot be empty".into()));
+            }
+            let mut names = HashSet::new();
+            for metric in &db.metrics {
+                if !names.insert(metric.name.as_str()) {
+                    return Err(Invalid(format!(
+                        "settings.database.metrics: metric `{}` is defined twice",
+                        metric.name
+                    )));
+                }
+            }
+        }
+
+        let mut ids = HashSet::new();
+        for task in &self.tasks {
+            check_task_id(&task.id).map_err(Invalid)?;
+            if !ids.insert(task.id.as_str()) {
+                return Err(Invalid(format!("task `{}` is defined twice", task.id)));
+            }
+        }
+        for task in &self.tasks {
+            validate_task(task)?;
+            for dep in &task.depends_on {
+                if !ids.contains(dep.as_str()) {
+                    return Err(Invalid(format!(
+                        "task `{}` depends on unknown task `{}`",
+                        task.id,
+                        dep.escape_debug()
+                    )));
+                }
+            }
+        }
+        if let Some(cycle) = self.find_cycle() {
+            return Err(Invalid(format!("dependency cycle: {}", cycle.join(" -> "))));
+        }
+        Ok(())
+    }
+
+    pub fn task(&self, id: &str) -> Option<&Task> {
+        self.tasks.iter().find(|t| t.id == id)
+    }
+
+    pub fn task_mut(&mut self, id: &str) -> Option<&mut Task> {
+        self.tasks.iter_mut().find(|t| t.id == id)
+    }
+
+    /// A cycle as a path that starts and ends with the same id.
+    fn find_cycle(&self) -> Option<Vec<String>> {
+        #[derive(Clone, Copy, PartialEq)]
+        enum Mark {
+            Unvisited,
+            OnPath,
+            Finished,
+        }
+        let index: HashMap<&str, usize> = self
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.as_str(), i))
+            .collect();
+        let mut marks = vec![Mark::Unvisited; self.tasks.len()];
+        // Iterative DFS: stacks can be long chains and recursion depth should not depend on input.
+        for root in 0..self.tasks.len() {
+            if marks[root] != Mark::Unvisited {
+                continue;
+            }
+            let mut path: Vec<(usize, usize)> = vec![(root, 0)];
+            marks[root] = Mark::OnPath;
+            while let Some(&mut (node, ref mut next_dep)) = path.last_mut() {
+                let deps = &self.tasks[node].depends_on;
+                if *next_dep == deps.len() {
+                    marks[node] = Mark::Finished;
+                    path.pop();
+                    continue;
+                }
+                let dep = index[deps[*next_dep].as_str()];
+                *next_dep += 1;
+                match marks[dep] {
+                    Mark::Finished => {}
+                    Mark::OnPath => {
+                        let start = path.iter().position(|&(n, _)| n == dep).unwrap_or(0);
+                        let mut cycle: Vec<String> = path[start..]
+                            .iter()
+                            .map(|&(n, _)| self.tasks[n].id.clone())
+                            .collect();
+                        cycle.push(self.tasks[dep].id.clone());
+                        return Some(cycle);
+                    }
+                    Mark::Unvisited => {
+                        marks[dep] = Mark::OnPath;
+                        path.push((dep, 0));
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+fn validate_task(task: &Task) -> Result<(), Invalid> {
+    let id = &task.id;
+    if task.priority < 1 {
+        return Err(Invalid(format!(
+            "task `{id}`: priority must be 1 or more (1 is the most urgent), got {}",
+            task.priority
+        )));
+    }
+    if task.progress.total == 0 {
+        return Err(Invalid(format!(
+            "task `{id}`: progress.total must be at least 1"
+        )));
+    }
+    if task.progress.done > task.progress.total {
+        return Err(Invalid(format!(
+            "task `{id}`: progress.done ({}) is above progress.total ({})",
+            task.progress.done, task.progress.total
+        )));
+    }
+    let mut seen = HashSet::new();
+    for dep in &task.depends_on {
+        if !seen.insert(dep) {
+            return Err(Invalid(format!(
+                "task `{id}` lists dependency `{dep}` twice"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn parse_error(err: serde_json::Error) -> Invalid {
+    // serde_json appends " at line L column C"; put the position first, as compilers do.
+    let text = err.to_string();
+    let suffix = format!(" at line {} column {}", err.line(), err.column());
+    let message = text.strip_suffix(&suffix).unwrap_or(&text);
+    Invalid(format!(
+        "line {}, column {}: {message}",
+        err.line(),
+        err.column()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stack_with(tasks: &str) -> String {
+        format!(r#"{{"version": 1, "tasks": [{tasks}]}}"#)
+    }
+
+    #[test]
+    fn missing_settings_take_their_defaults() {
+        let stack = TaskStack::parse(&stack_with(r#"{"id": "a"}"#)).unwrap();
+        assert_eq!(stack.settings, Settings::default());
+        assert_eq!(stack.settings.budget.tokens, 200_000);
+        assert_eq!(stack.settings.lease_minutes, 30);
+        let task = &stack.tasks[0];
+        assert_eq!((task.priority, task.status), (1, Status::Pending));
+        assert_eq!(task.progress, Progress { done: 0, total: 1 });
+    }
+
+    #[test]
+    fn unknown_fields_survive_a_rewrite() {
+        let text = r#"{"version": 1, "owner": "ops", "settings": {"budget": {"tokens": 5, "model": "x"}, "color": true},
+            "tasks": [{"id": "a", "labels": ["db"], "checkpoints": [{"at": "2025-11-06T00:15:02Z", "session": "s", "message": "m", "progress": 1, "mood": 3}]}]}"#;
+        let stack = TaskStack::parse(text).unwrap();
+        let again = TaskStack::parse(&stack.to_json()).unwrap();
+        assert_eq!(stack, again);
+        let value: Value = serde_json::from_str(&again.to_json()).unwrap();
+        assert_eq!(value["owner"], "ops");
+        assert_eq!(value["settings"]["color"], true);
+        assert_eq!(value["settings"]["budget"]["model"], "x");
+        assert_eq!(value["tasks"][0]["labels"][0], "db");
+        assert_eq!(value["tasks"][0]["checkpoints"][0]["mood"], 3);
+    }
+
+    #[test]
+    fn refusals_name_the_problem() {
+        let cases = [
+            ("{", "line 1, column 1"),
+            (r#"{"tasks": []}"#, "missing `version`"),
+            (r#"{"version": 2}"#, "unsupported version 2"),
+            (
+                &stack_with(r#"{"id": "a"}, {"id": "a"}"#),
+                "task `a` is defined twice",
+            ),
+            (
+                &stack_with(r#"{"id": "a", "depends_on": ["z"]}"#),
+                "depends on unknown task `z`",
+            ),
+            (
+                &stack_with(
+                    r#"{"id": "a", "depends_on": ["b"]}, {"id": "b", "depends_on": ["a"]}"#,
+                ),
+                "dependency cycle: a -> b -> a",
+            ),
+            (
+                &stack_with(r#"{"id": "a", "depends_on": ["a"]}"#),
+                "dependency cycle: a -> a",
+            ),
+            (
+                &stack_with(r#"{"id": "a", "priority": 0}"#),
+                "task `a`: priority must be 1 or more",
+            ),
+            (
+                &stack_with(r#"{"id": "a", "progress": {"done": 5, "total": 4}}"#),
+                "progress.done (5) is above progress.total (4)",
+            ),
+            (
+                &stack_with(r#"{"id": "a", "progress": {"done": 0, "total": 0}}"#),
+                "total must be at least 1",
+            ),
+            (&stack_with(r#"{"id": "../x"}"#), "task id `../x`"),
+            (&stack_with(r#"{"id": "a/b"}"#), "path separator"),
+            (
+                &stack_with(r#"{"id": "a", "status": "later"}"#),
+                "unknown variant `later`",
+            ),
+            (
+                r#"{"version": 1, "settings": {"budget": {"warn": 0.9, "shutdown": 0.85}}}"#,
+                "warn (0.9) must be below settings.budget.shutdown (0.85)",
+            ),
+            (
+                r#"{"version": 1, "settings": {"budget": {"shutdown": 1.5}}}"#,
+                "settings.budget.shutdown is 1.5",
+            ),
+            (
+                r#"{"version": 1, "settings": {"budget": {"warn": -0.1}}}"#,
+                "settings.budget.warn is -0.1",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = TaskStack::parse(text).expect_err(text).0;
+            assert!(
+                err.contains(expected),
+                "{text}: got {err:?}, want {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_long_dependency_chain_is_not_a_cycle_and_does_not_recurse() {
+        let tasks: Vec<String> = (0..5000)
+            .map(|i| match i {
+                0 => r#"{"id": "t0"}"#.to_string(),
+                _ => format!(r#"{{"id": "t{i}", "depends_on": ["t{}"]}}"#, i - 1),
+            })
+            .collect();
+        assert!(TaskStack::parse(&stack_with(&tasks.join(","))).is_ok());
+    }
+
+    #[test]
+    fn only_recent_checkpoints_are_kept_on_the_task() {
+        let mut task = Task::new("a".into(), String::new(), 1, 100, vec![]);
+        for i in 0..(RECENT_CHECKPOINTS as u64 + 7) {
+            task.record_checkpoint(Checkpoint {
+                at: Utc::now(),
+                session: "s".into(),
+                message: format!("m{i}"),
+                progress: i,
+                tokens: None,
+                extra: Map::new(),
+            });
+        }
+        assert_eq!(task.checkpoints.len(), RECENT_CHECKPOINTS);
+        assert_eq!(task.checkpoints[0].message, "m7");
+    }
+}

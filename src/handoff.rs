@@ -1,0 +1,435 @@
+//! The markdown handoff a wrap leaves for the next session, and the wrap commit message.
+//! Rendering is pure; the wrap engine decides where it is written.
+
+use std::fmt::Write as _;
+
+use crate::core::budget::format_pct;
+use crate::core::session::{REASON_RECOVERED, Session, WrapJournal, describe_duration};
+use crate::core::stack::{BudgetSettings, Progress, Status};
+
+const BAR_WIDTH: u64 = 20;
+
+/// `[#####---------------] 10/40 (25%)`
+pub fn progress_bar(progress: Progress) -> String {
+    let filled = (progress.done.min(progress.total) * BAR_WIDTH)
+        .checked_div(progress.total)
+        .unwrap_or(0) as usize;
+    format!(
+        "[{}{}] {progress} ({}%)",
+        "#".repeat(filled),
+        "-".repeat(BAR_WIDTH as usize - filled),
+        format_pct(progress.percent())
+    )
+}
+
+pub struct HandoffInput<'a> {
+    pub session: &'a Session,
+    pub journal: &'a WrapJournal,
+    pub title: &'a str,
+    pub progress: Progress,
+    pub status: Status,
+    pub budget: &'a BudgetSettings,
+    /// Bullet lines for `## Database`, already worded by the wrap engine.
+    pub database: Vec<String>,
+    /// Bullet lines for `## Changes`.
+    pub changes: Vec<String>,
+}
+
+pub fn render(input: &HandoffInput) -> String {
+    let HandoffInput {
+        session, journal, ..
+    } = input;
+    let mut md = String::new();
+    let w = &mut md;
+    let _ = writeln!(w, "# Session Handoff: {}\n", session.task);
+
+    let _ = writeln!(w, "## Session\n");
+    let _ = writeln!(w, "- **Session:** {}", session.id);
+    let _ = writeln!(w, "- **Agent:** {}", session.agent);
+    let _ = writeln!(w, "- **Task:** {} ({})", session.task, input.title);
+    let _ = writeln!(w, "- **Started:** {}", rfc3339(session.started));
+    let _ = writeln!(w, "- **Ended:** {}", rfc3339(journal.ended));
+    let _ = writeln!(
+        w,
+        "- **Duration:** {}",
+        describe_duration(journal.ended - session.started)
+    );
+    let _ = writeln!(w, "- **Ended by:** {}", journal.reason);
+    if journal.reason == REASON_RECOVERED {
+        let last = match session.checkpoints.last() {
+            Some(cp) => format!(
+                "its last checkpoint was \"{}\" at {} (progress {})",
+                inline(&cp.message),
+                rfc3339(cp.at),
+                cp.progress
+            ),
+            None => "it recorded no checkpoint".to_string(),
+        };
+        let _ = writeln!(
+            w,
+            "\n> **This session ended without a wrap.** Its lease ran out at {} and a later `start` \
+             recovered it; {last}. Work after that checkpoint may be uncommitted or lost: check the \
+             working tree before continuing.",
+            rfc3339(session.lease_expires)
+        );
+    }
+    if let Some(summary) = journal.summary.as_deref().filter(|s| !s.trim().is_empty()) {
+        let _ = writeln!(w, "\n## Summary\n\n{}", summary.trim());
+    }
+
+    let start = session.progress_at_start;
+    let _ = writeln!(w, "\n## Progress\n");
+    let _ = writeln!(w, "`{}`\n", progress_bar(input.progress));
+    let _ = writeln!(w, "- **Status:** {}", input.status);
+    let _ = writeln!(
+        w,
+        "- **This session:** {} -> {} ({:+})",
+        start,
+        input.progress,
+        input.progress.done as i128 - start.done as i128
+    );
+
+    let _ = writeln!(w, "\n## Checkpoints\n");
+    if session.checkpoints.is_empty() {
+        let _ = writeln!(w, "No checkpoints were recorded.");
+    } else {
+        let _ = writeln!(w, "| # | Time (UTC) | Progress | Tokens | Message |");
+        let _ = writeln!(w, "|---|---|---|---|---|");
+        for (i, cp) in session.checkpoints.iter().enumerate() {
+            let _ = writeln!(
+                w,
+                "| {} | {} | {}/{} | {} | {} |",
+                i + 1,
+                cp.at.format("%Y-%m-%d %H:%M:%S"),
+                cp.progress,
+                input.progress.total,
+                cp.tokens.map_or("-".to_string(), thousands),
+                table_cell(&cp.message)
+            );
+        }
+    }
+
+    let usage = session.usage(input.budget);
+    let _ = writeln!(w, "\n## Token Usage\n");
+    match &session.tokens {
+        Some(reading) => {
+            let _ = writeln!(
+                w,
+                "- **Used:** {} of {} tokens ({}%)",
+                thousands(usage.used),
+                thousands(usage.limit),
+                format_pct(usage.pct())
+            );
+            let _ = writeln!(
+                w,
+                "- **Level:** {} (warn at {}%, shutdown at {}%)",
+                usage.level(),
+                format_pct(input.budget.warn * 100.0),
+                format_pct(input.budget.shutdown * 100.0)
+            );
+            let _ = writeln!(
+                w,
+                "- **Source:** {} at {}",
+                reading.source,
+                rfc3339(reading.at)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                w,
+                "- **Used:** unknown (no checkpoint reported tokens); budget {} tokens",
+                thousands(usage.limit)
+            );
+        }
+    }
+
+    section(w, "Database", &input.database, "No database is configured.");
+    section(w, "Changes", &input.changes, "No change information.");
+
+    let _ = writeln!(w, "\n## Issues Encountered\n");
+    if session.issues.is_empty() {
+        let _ = writeln!(w, "None recorded.");
+    } else {
+        for issue in &session.issues {
+            let _ = writeln!(w, "- {}", inline(issue));
+        }
+    }
+
+    let _ = writeln!(w, "\n## Next Steps\n");
+    for step in journal.next_steps.iter().filter(|s| !s.trim().is_empty()) {
+        let _ = writeln!(w, "- {}", inline(step));
+    }
+    let resume = resume_command(session, input.status);
+    if input.status == Status::Done {
+        let _ = writeln!(
+            w,
+            "- Task {} is done; `orchestrator start` picks the next task.",
+            session.task
+        );
+    } else {
+        let _ = writeln!(w, "- Resume {} from {}.", session.task, input.progress);
+    }
+
+    let _ = writeln!(w, "\n## Resume\n");
+    let _ = writeln!(w, "```sh\n{resume}\n```");
+    md
+}
+
+/// The exact command the next session runs.
+pub fn resume_command(session: &Session, status: Status) -> String {
+    if status.is_open() {
+        format!(
+            "orchestrator start --task {} --agent {}",
+            session.task, session.agent
+        )
+    } else {
+        format!("orchestrator start --agent {}", session.agent)
+    }
+}
+
+/// The SPEC's wrap commit message, with trailers that let a resumed wrap find its own commit.
+pub fn commit_message(
+    session: &Session,
+    journal: &WrapJournal,
+    budget: &BudgetSettings,
+    progress: Progress,
+) -> String {
+    let usage = session.usage(budget);
+    let tokens = match &session.tokens {
+        Some(_) => format!("{}% of budget", format_pct(usage.pct())),
+        None => "unknown".to_string(),
+    };
+    let minutes = (journal.ended - session.started).num_minutes().max(0);
+    format!(
+        "Session Wrap: {task}\n\nToken usage: {tokens}\nDuration: {minutes} minute{plural}\n\nProgress: {progress}\nCheckpoints: {checkpoints}\n\nSession: {id}\nStarted: {started}\n\nOrchestrator-Session: {id}\nOrchestrator-Task: {task}\n",
+        task = session.task,
+        plural = if minutes == 1 { "" } else { "s" },
+        checkpoints = session.checkpoints.len(),
+        id = session.id,
+        started = rfc3339(session.started),
+    )
+}
+
+fn section(w: &mut String, title: &str, lines: &[String], empty: &str) {
+    let _ = writeln!(w, "\n## {title}\n");
+    if lines.is_empty() {
+        let _ = writeln!(w, "{empty}");
+    }
+    for line in lines {
+        let _ = writeln!(w, "- {line}");
+    }
+}
+
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    crate::clock::format(t)
+}
+
+/// 143000 -> "143,000"
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Agent-written text on one line.
+fn inline(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn table_cell(text: &str) -> String {
+    inline(text).replace('|', "\\|")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::session::{TokenReading, WrapSteps};
+    use crate::core::stack::Checkpoint;
+    use chrono::{DateTime, TimeZone, Utc};
+    use serde_json::Map;
+
+    fn at(h: u32, m: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 11, 6, h, m, s).unwrap()
+    }
+
+    fn seed_session() -> Session {
+        let cp = |t, message: &str, progress, tokens| Checkpoint {
+            at: t,
+            session: "session_20251106_001355".into(),
+            message: message.into(),
+            progress,
+            tokens,
+            extra: Map::new(),
+        };
+        Session {
+            id: "session_20251106_001355".into(),
+            agent: "droid".into(),
+            task: "integrate_sessions_101_140".into(),
+            started: at(0, 13, 55),
+            lease_expires: at(0, 50, 2),
+            host: "h".into(),
+            pid: 1,
+            budget: 200_000,
+            tokens: Some(TokenReading {
+                used: 143_000,
+                source: "explicit".into(),
+                at: at(0, 20, 2),
+            }),
+            progress_at_start: Progress { done: 0, total: 40 },
+            git_head_at_start: None,
+            metrics_at_start: vec![],
+            checkpoints: vec![
+                cp(at(0, 15, 2), "Database status checked", 1, None),
+                cp(
+                    at(0, 20, 2),
+                    "Droid inbox checked: 29 files | all integrated",
+                    10,
+                    Some(143_000),
+                ),
+            ],
+            issues: vec!["inbox had\ntwo duplicates".into()],
+            wrap: None,
+            extra: Map::new(),
+        }
+    }
+
+    fn journal(reason: &str) -> WrapJournal {
+        WrapJournal {
+            begun: at(0, 20, 1),
+            ended: at(0, 20, 1),
+            reason: reason.into(),
+            summary: Some("Checked the inbox.".into()),
+            next_steps: vec!["Integrate session 111".into()],
+            mark_done: false,
+            backup_enabled: false,
+            commit_enabled: false,
+            steps: WrapSteps::default(),
+        }
+    }
+
+    #[test]
+    fn progress_bar_fills_proportionally() {
+        assert_eq!(
+            progress_bar(Progress {
+                done: 10,
+                total: 40
+            }),
+            "[#####---------------] 10/40 (25%)"
+        );
+        assert_eq!(
+            progress_bar(Progress { done: 0, total: 3 }),
+            "[--------------------] 0/3 (0%)"
+        );
+        assert_eq!(
+            progress_bar(Progress { done: 1, total: 3 }),
+            "[######--------------] 1/3 (33.3%)"
+        );
+        assert_eq!(
+            progress_bar(Progress { done: 3, total: 3 }),
+            "[####################] 3/3 (100%)"
+        );
+    }
+
+    #[test]
+    fn handoff_has_every_section_of_the_spec() {
+        let session = seed_session();
+        let journal = journal("wrap");
+        let md = render(&HandoffInput {
+            session: &session,
+            journal: &journal,
+            title: "Integrate sessions 101-140",
+            progress: Progress {
+                done: 10,
+                total: 40,
+            },
+            status: Status::InProgress,
+            budget: &BudgetSettings::default(),
+            database: vec![],
+            changes: vec!["3 files changed, 10 insertions(+), 2 deletions(-)".into()],
+        });
+        for heading in [
+            "## Session",
+            "## Progress",
+            "## Checkpoints",
+            "## Token Usage",
+            "## Database",
+            "## Changes",
+            "## Issues Encountered",
+            "## Next Steps",
+            "## Resume",
+        ] {
+            assert!(
+                md.contains(&format!("\n{heading}\n")),
+                "missing {heading}:\n{md}"
+            );
+        }
+        assert!(md.contains("- **Duration:** 6 minutes"), "{md}");
+        assert!(md.contains("`[#####---------------] 10/40 (25%)`"));
+        assert!(md.contains("| 1 | 2025-11-06 00:15:02 | 1/40 | - | Database status checked |"));
+        assert!(md.contains("| 2 | 2025-11-06 00:20:02 | 10/40 | 143,000 | Droid inbox checked: 29 files \\| all integrated |"));
+        assert!(md.contains("143,000 of 200,000 tokens (71.5%)"));
+        assert!(md.contains("- inbox had two duplicates"));
+        assert!(
+            md.contains("- Integrate session 111\n- Resume integrate_sessions_101_140 from 10/40.")
+        );
+        assert!(md.contains("orchestrator start --task integrate_sessions_101_140 --agent droid"));
+        assert!(!md.contains("ended without a wrap"));
+    }
+
+    #[test]
+    fn a_recovered_session_says_it_ended_without_a_wrap() {
+        let session = seed_session();
+        let md = render(&HandoffInput {
+            session: &session,
+            journal: &journal(REASON_RECOVERED),
+            title: "t",
+            progress: Progress {
+                done: 10,
+                total: 40,
+            },
+            status: Status::InProgress,
+            budget: &BudgetSettings::default(),
+            database: vec![],
+            changes: vec![],
+        });
+        assert!(md.contains("This session ended without a wrap"), "{md}");
+        assert!(md.contains(
+            "\"Droid inbox checked: 29 files | all integrated\" at 2025-11-06T00:20:02Z"
+        ));
+    }
+
+    #[test]
+    fn commit_message_follows_the_spec_and_carries_trailers() {
+        let mut journal = journal("wrap");
+        journal.ended = at(0, 20, 1);
+        let msg = commit_message(
+            &seed_session(),
+            &journal,
+            &BudgetSettings::default(),
+            Progress {
+                done: 10,
+                total: 40,
+            },
+        );
+        assert_eq!(
+            msg,
+            "Session Wrap: integrate_sessions_101_140\n\nToken usage: 71.5% of budget\nDuration: 6 minutes\n\n\
+             Progress: 10/40\nCheckpoints: 2\n\nSession: session_20251106_001355\nStarted: 2025-11-06T00:13:55Z\n\n\
+             Orchestrator-Session: session_20251106_001355\nOrchestrator-Task: integrate_sessions_101_140\n"
+        );
+    }
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(23_627), "23,627");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+}

@@ -1,0 +1,40 @@
+//! `orchestrator`: keeps AI coding agents working through a task queue across sessions.
+
+mod backup;
+mod cli;
+mod clock;
+mod commands;
+mod core;
+mod error;
+mod handoff;
+mod shutdown;
+mod store;
+mod vcs;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    init_tracing();
+    match commands::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("error: {}", error::one_line(&err));
+            ExitCode::from(error::exit_code(&err))
+        }
+    }
+}
+
+/// Logs go to stderr so stdout stays machine-readable; `RUST_LOG` tunes them.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .init();
+}

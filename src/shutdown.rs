@@ -1,0 +1,517 @@
+//! The wrap engine: a graceful, resumable shutdown of one session.
+//!
+//! Each step is recorded in the session's wrap journal as soon as it completes, and the journal
+//! is saved before the next step begins. A wrap cut off anywhere is finished by the next `wrap`
+//! or `start`, which skips what the journal says is done: one backup, one handoff, one commit.
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+use crate::backup;
+use crate::core::session::{MetricValue, REASON_RECOVERED, Session, WrapJournal, WrapSteps};
+use crate::core::stack::{Status, TaskStack};
+use crate::handoff::{self, HandoffInput, thousands};
+use crate::store::{Workspace, WorkspaceLock};
+use crate::vcs;
+
+/// Test-only: exit abruptly right after the named step is recorded, as a crash would.
+const CRASH_AFTER_VAR: &str = "ORCHESTRATOR_TEST_CRASH_AFTER";
+
+pub struct WrapOptions {
+    pub reason: String,
+    pub summary: Option<String>,
+    pub next_steps: Vec<String>,
+    pub mark_done: bool,
+    pub backup: bool,
+    pub commit: bool,
+}
+
+#[derive(Debug)]
+pub struct WrapReport {
+    pub session: String,
+    pub task: String,
+    pub reason: String,
+    pub handoff: PathBuf,
+    pub backup: Value,
+    pub metrics: Vec<MetricValue>,
+    pub commit: Value,
+    /// The steps this call performed (fewer than all when it finished a cut-off wrap).
+    pub steps: Vec<&'static str>,
+    pub resumed: bool,
+    pub progress: crate::core::stack::Progress,
+    pub status: Status,
+}
+
+/// Opens the wrap journal. `ended` is when the session's work ended.
+pub fn begin(
+    session: &mut Session,
+    options: WrapOptions,
+    now: DateTime<Utc>,
+    ended: DateTime<Utc>,
+) {
+    session.wrap = Some(WrapJournal {
+        begun: now,
+        ended,
+        reason: options.reason,
+        summary: options.summary,
+        next_steps: options.next_steps,
+        mark_done: options.mark_done,
+        backup_enabled: options.backup,
+        commit_enabled: options.commit,
+        steps: WrapSteps::default(),
+    });
+}
+
+/// Wraps every session whose wrap was cut off or whose lease ran out, and releases claims
+/// that no session file backs (left by a start killed between its two writes).
+pub fn recover(
+    ws: &Workspace,
+    lock: &WorkspaceLock,
+    stack: &mut TaskStack,
+    sessions: Vec<Session>,
+    now: DateTime<Utc>,
+) -> Result<Vec<WrapReport>> {
+    let mut reports = Vec::new();
+    let mut remaining = Vec::new();
+    for mut session in sessions {
+        if session.is_wrapping() {
+            tracing::info!("finishing the cut-off wrap of {}", session.id);
+        } else if session.is_stale(now) {
+            tracing::warn!(
+                "session {} is stale (lease ran out at {}); recovering it",
+                session.id,
+                session.lease_expires
+            );
+            let options = WrapOptions {
+                reason: REASON_RECOVERED.into(),
+                summary: None,
+                next_steps: Vec::new(),
+                mark_done: false,
+                backup: true,
+                commit: stack.settings.git.commit_on_wrap,
+            };
+            let ended = session.last_activity();
+            begin(&mut session, options, now, ended);
+            ws.save_active(lock, &session)?;
+        } else {
+            remaining.push(session.id);
+            continue;
+        }
+        reports.push(finish(ws, lock, stack, session, now)?);
+    }
+    let mut released = false;
+    for task in &mut stack.tasks {
+        if let Some(claim) = &task.claim
+            && !remaining.contains(&claim.session)
+        {
+            tracing::warn!(
+                "releasing task `{}`: its session {} no longer exists",
+                task.id,
+                claim.session
+            );
+            task.claim = None;
+            released = true;
+        }
+    }
+    if released {
+        ws.save_stack(lock, stack)?;
+    }
+    Ok(reports)
+}
+
+/// Runs every step the journal does not mark done.
+pub fn finish(
+    ws: &Workspace,
+    lock: &WorkspaceLock,
+    stack: &mut TaskStack,
+    mut session: Session,
+    now: DateTime<Utc>,
+) -> Result<WrapReport> {
+    let mut journal = session.wrap.take().expect("finish() needs a begun wrap");
+    let resumed = journal.steps != WrapSteps::default();
+    let recovering = journal.reason == REASON_RECOVERED;
+    let mut performed = Vec::new();
+    let save = |session: &mut Session, journal: &WrapJournal, step: &'static str| -> Result<()> {
+        session.wrap = Some(journal.clone());
+        ws.save_active(lock, session)?;
+        session.wrap = None;
+        crash_point(step);
+        Ok(())
+    };
+
+    if journal.steps.backup.is_none() || is_pending(journal.steps.backup.as_ref()) {
+        let result = match backup_step(ws, stack, &mut session, &mut journal, now, lock) {
+            Ok(value) => value,
+            // A recovery must not wedge every later `start`: record the failure and go on.
+            Err(err) if recovering => {
+                tracing::warn!("backup of recovered session {} failed: {err:#}", session.id);
+                json!({"result": "failed", "error": format!("{err:#}")})
+            }
+            Err(err) => return Err(err),
+        };
+        journal.steps.backup = Some(result);
+        save(&mut session, &journal, "backup")?;
+        performed.push("backup");
+    }
+
+    if journal.steps.metrics.is_none() {
+        journal.steps.metrics = Some(read_metrics(ws, stack));
+        save(&mut session, &journal, "metrics")?;
+        performed.push("metrics");
+    }
+
+    let task = stack.task(&session.task).cloned();
+    let (mut progress, mut status, title) = match &task {
+        Some(t) => (t.progress, t.status, t.title.clone()),
+        None => (session.progress_at_start, Status::InProgress, String::new()),
+    };
+    if journal.mark_done {
+        progress.done = progress.total;
+    }
+    if journal.mark_done || progress.is_complete() {
+        status = Status::Done;
+    } else if status == Status::Pending {
+        status = Status::InProgress;
+    }
+    let handoff_rel =
+        Path::new(&stack.settings.handoff_dir).join(format!("handoff_{}.md", session.id));
+    let handoff_path = ws.root().join(&handoff_rel);
+
+    if journal.steps.handoff.is_none() {
+        let input = HandoffInput {
+            session: &session,
+            journal: &journal,
+            title: if title.is_empty() {
+                &session.task
+            } else {
+                &title
+            },
+            progress,
+            status,
+            budget: &stack.settings.budget,
+            database: database_lines(stack, &session, &journal),
+            changes: change_lines(ws, &session, stack),
+        };
+        crate::store::write_atomic(&handoff_path, handoff::render(&input).as_bytes())?;
+        journal.steps.handoff = Some(handoff_rel.to_string_lossy().into_owned());
+        save(&mut session, &journal, "handoff")?;
+        performed.push("handoff");
+    }
+
+    if !journal.steps.stack {
+        match stack.task_mut(&session.task) {
+            Some(task) => {
+                task.progress = progress;
+                task.status = status;
+                task.last_handoff = Some(handoff_rel.to_string_lossy().into_owned());
+                if task.claim.as_ref().is_some_and(|c| c.session == session.id) {
+                    task.claim = None;
+                }
+                ws.save_stack(lock, stack)?;
+            }
+            None => tracing::warn!(
+                "task `{}` is no longer in the stack; nothing to update",
+                session.task
+            ),
+        }
+        journal.steps.stack = true;
+        save(&mut session, &journal, "stack")?;
+        performed.push("stack");
+    }
+
+    if !journal.steps.archive {
+        journal.steps.archive = true;
+        session.wrap = Some(journal.clone());
+        ws.save_archive(lock, &session)?;
+        session.wrap = None;
+        save(&mut session, &journal, "archive")?;
+        performed.push("archive");
+    }
+
+    if journal.steps.commit.is_none() || is_pending(journal.steps.commit.as_ref()) {
+        let message = handoff::commit_message(&session, &journal, &stack.settings.budget, progress);
+        journal.steps.commit = Some(json!({"result": "pending"}));
+        save(&mut session, &journal, "commit-pending")?;
+        journal.steps.commit = Some(commit_step(ws, stack, &session, &journal, &message)?);
+        save(&mut session, &journal, "commit")?;
+        performed.push("commit");
+    }
+
+    ws.remove_active(lock, &session.id)?;
+    Ok(WrapReport {
+        session: session.id.clone(),
+        task: session.task.clone(),
+        reason: journal.reason.clone(),
+        handoff: handoff_path,
+        backup: journal.steps.backup.clone().unwrap_or(Value::Null),
+        metrics: journal.steps.metrics.clone().unwrap_or_default(),
+        commit: journal.steps.commit.clone().unwrap_or(Value::Null),
+        steps: performed,
+        resumed,
+        progress,
+        status,
+    })
+}
+
+fn is_pending(step: Option<&Value>) -> bool {
+    step.is_some_and(|v| v["result"] == "pending")
+}
+
+fn crash_point(step: &str) {
+    if std::env::var(CRASH_AFTER_VAR).is_ok_and(|v| v == step) {
+        eprintln!("{CRASH_AFTER_VAR}: exiting after step {step}");
+        std::process::exit(86);
+    }
+}
+
+fn backup_step(
+    ws: &Workspace,
+    stack: &TaskStack,
+    session: &mut Session,
+    journal: &mut WrapJournal,
+    now: DateTime<Utc>,
+    lock: &WorkspaceLock,
+) -> Result<Value> {
+    let Some(db) = &stack.settings.database else {
+        return Ok(json!({"result": "skipped", "reason": "no database configured"}));
+    };
+    if !journal.backup_enabled {
+        return Ok(json!({"result": "skipped", "reason": "--no-backup"}));
+    }
+    let db_path = ws.root().join(&db.path);
+    let backup_dir = ws.root().join(&db.backup_dir);
+    // The name is fixed before the copy starts, so a resumed wrap finds a finished copy
+    // instead of making a second one.
+    let name = match journal
+        .steps
+        .backup
+        .as_ref()
+        .and_then(|v| v["name"].as_str())
+    {
+        Some(name) => name.to_string(),
+        None => {
+            let name = backup::backup_file_name(&db_path, now);
+            journal.steps.backup = Some(json!({"result": "pending", "name": name}));
+            session.wrap = Some(journal.clone());
+            ws.save_active(lock, session)?;
+            session.wrap = None;
+            name
+        }
+    };
+    let final_path = backup_dir.join(&name);
+    let bytes = if final_path.exists() {
+        backup::verify_backup(&final_path)?;
+        std::fs::metadata(&final_path).map(|m| m.len()).unwrap_or(0)
+    } else {
+        let show_progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        backup::backup_database(&db_path, &backup_dir, &name, show_progress)?.bytes
+    };
+    let removed = backup::prune_backups(&backup_dir, &db_path, db.keep_backups)?;
+    Ok(json!({
+        "result": "ok",
+        "name": name,
+        "path": ws.display(&final_path).to_string(),
+        "bytes": bytes,
+        "verified": "quick_check",
+        "removed": removed.iter().map(|p| ws.display(p).to_string()).collect::<Vec<_>>(),
+    }))
+}
+
+/// Reads the configured metrics; failures are values, not errors.
+pub fn read_metrics(ws: &Workspace, stack: &TaskStack) -> Vec<MetricValue> {
+    let Some(db) = &stack.settings.database else {
+        return Vec::new();
+    };
+    if db.metrics.is_empty() {
+        return Vec::new();
+    }
+    let specs: Vec<backup::MetricSpec> = db
+        .metrics
+        .iter()
+        .map(|m| backup::MetricSpec {
+            name: m.name.clone(),
+            query: m.query.clone(),
+            goal: m.goal,
+        })
+        .collect();
+    backup::read_metrics(&ws.root().join(&db.path), &specs)
+        .into_iter()
+        .map(|r| MetricValue {
+            name: r.name,
+            value: r.value,
+            error: r.error,
+        })
+        .collect()
+}
+
+fn database_lines(stack: &TaskStack, session: &Session, journal: &WrapJournal) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(backup) = &journal.steps.backup {
+        lines.push(match backup["result"].as_str() {
+            Some("ok") => {
+                let removed = backup["removed"].as_array().map_or(0, Vec::len);
+                format!(
+                    "Backup: `{}` ({} bytes, verified with PRAGMA quick_check){}",
+                    backup["path"].as_str().unwrap_or_default(),
+                    thousands(backup["bytes"].as_u64().unwrap_or(0)),
+                    if removed > 0 {
+                        format!("; removed {removed} old backup(s)")
+                    } else {
+                        String::new()
+                    }
+                )
+            }
+            Some("skipped") => format!(
+                "Backup: skipped ({})",
+                backup["reason"].as_str().unwrap_or_default()
+            ),
+            _ => format!(
+                "Backup: FAILED: {}",
+                backup["error"].as_str().unwrap_or("unknown error")
+            ),
+        });
+    }
+    for metric in journal.steps.metrics.iter().flatten() {
+        let baseline = session
+            .metrics_at_start
+            .iter()
+            .find(|m| m.name == metric.name)
+            .and_then(|m| m.value);
+        lines.push(match (&metric.error, metric.value) {
+            (Some(err), _) => format!("{}: query failed: {err}", metric.name),
+            (None, Some(value)) => {
+                let goal = stack
+                    .settings
+                    .database
+                    .iter()
+                    .flat_map(|db| &db.metrics)
+                    .find(|m| m.name == metric.name)
+                    .and_then(|m| m.goal);
+                format!(
+                    "{}: {}",
+                    metric.name,
+                    backup::describe_metric(value, goal, baseline)
+                )
+            }
+            (None, None) => format!("{}: no value", metric.name),
+        });
+    }
+    lines
+}
+
+fn change_lines(ws: &Workspace, session: &Session, stack: &TaskStack) -> Vec<String> {
+    let plan = match with_request(ws, stack, "", vcs::plan_commit) {
+        Ok(plan) => plan,
+        Err(err) => return vec![format!("Could not read the git state: {err:#}")],
+    };
+    let Some(plan) = plan else {
+        return vec!["Not a git repository: nothing is committed.".into()];
+    };
+    let mut lines = Vec::new();
+    match vcs::diff_stats_worktree(ws.root(), session.git_head_at_start.as_deref()) {
+        Ok(Some(stats)) => lines.push(format!(
+            "{} file(s) changed, {} insertion(s)(+), {} deletion(s)(-) since the session started",
+            stats.files_changed, stats.insertions, stats.deletions
+        )),
+        Ok(None) => {}
+        Err(err) => lines.push(format!("Could not diff the work tree: {err:#}")),
+    }
+    for skipped in &plan.skipped {
+        lines.push(format!(
+            "Not committed: `{}` ({})",
+            skipped.path, skipped.reason
+        ));
+    }
+    lines
+}
+
+/// Paths git must never take from this workspace, whatever `.gitignore` says.
+fn excluded(stack: &TaskStack) -> (Vec<PathBuf>, Vec<String>) {
+    let paths = vec![
+        PathBuf::from(".orchestrator/lock"),
+        PathBuf::from(".orchestrator/sessions/active"),
+        PathBuf::from(".orchestrator/cache"),
+    ];
+    let mut globs = vec![".*.tmp.*".to_string()];
+    if let Some(db) = &stack.settings.database {
+        let db_path = Path::new(&db.path);
+        if let Some(name) = db_path.file_name().and_then(|n| n.to_str()) {
+            let dir = Path::new(&db.backup_dir);
+            globs.push(
+                dir.join(format!("{name}.backup_*"))
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            globs.push(format!(".{name}.backup_*"));
+            let parent = db_path.parent().unwrap_or(Path::new(""));
+            for suffix in ["-wal", "-shm", "-journal"] {
+                globs.push(
+                    parent
+                        .join(format!("{name}{suffix}"))
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+    (paths, globs)
+}
+
+/// Runs `f` with the commit request for this workspace.
+fn with_request<T>(
+    ws: &Workspace,
+    stack: &TaskStack,
+    message: &str,
+    f: impl FnOnce(&vcs::CommitRequest) -> T,
+) -> T {
+    let (exclude, exclude_globs) = excluded(stack);
+    f(&vcs::CommitRequest {
+        workdir: ws.root(),
+        message,
+        exclude: &exclude,
+        exclude_globs: &exclude_globs,
+        max_file_bytes: stack.settings.git.max_file_mb.saturating_mul(1024 * 1024),
+    })
+}
+
+fn commit_step(
+    ws: &Workspace,
+    stack: &TaskStack,
+    session: &Session,
+    journal: &WrapJournal,
+    message: &str,
+) -> Result<Value> {
+    if !journal.commit_enabled {
+        return Ok(
+            json!({"result": "skipped", "reason": "commit disabled (--no-commit or settings.git.commit_on_wrap)"}),
+        );
+    }
+    // A wrap cut off after git wrote the commit but before the journal said so: find it.
+    if let Some(oid) = vcs::find_commit_with_trailer(
+        ws.root(),
+        session.git_head_at_start.as_deref(),
+        "Orchestrator-Session",
+        &session.id,
+    )? {
+        return Ok(json!({"result": "committed", "oid": oid, "found_existing": true}));
+    }
+    let outcome = with_request(ws, stack, message, vcs::commit_all)?;
+    Ok(commit_json(outcome))
+}
+
+pub fn commit_json(outcome: vcs::CommitOutcome) -> Value {
+    match outcome {
+        vcs::CommitOutcome::NotARepository => {
+            tracing::warn!("the workspace is not in a git repository; skipping the commit");
+            json!({"result": "not_a_repository"})
+        }
+        other => {
+            if let vcs::CommitOutcome::Committed { detached: true, .. } = &other {
+                tracing::warn!("HEAD is detached; the commit is not on any branch");
+            }
+            serde_json::to_value(other).unwrap_or(Value::Null)
+        }
+    }
+}

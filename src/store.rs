@@ -1,0 +1,325 @@
+//! Locked, atomic persistence of the workspace's state files.
+//!
+//! Every write goes to a temp file in the same directory, is fsynced, renamed over the target,
+//! and the directory is fsynced, so a reader (or a crash) only ever sees a whole old or a whole
+//! new file. Writers hold an exclusive lock on the sidecar `.orchestrator/lock`, which is never
+//! renamed: locking the renamed file itself would let a second process lock the old inode.
+
+use anyhow::{Context, Result};
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+
+use crate::core::ids::check_session_id;
+use crate::core::session::Session;
+use crate::core::stack::TaskStack;
+use crate::error::Failure;
+
+pub const STACK_FILE: &str = "task_stack.json";
+pub const STATE_DIR: &str = ".orchestrator";
+const TEMP_MARKER: &str = ".tmp.";
+
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    root: PathBuf,
+}
+
+/// Proof that the workspace lock is held; required by every write.
+pub struct WorkspaceLock {
+    _file: File,
+}
+
+impl Workspace {
+    pub fn at(root: PathBuf) -> Self {
+        Workspace { root }
+    }
+
+    /// The workspace holding `task_stack.json`: `dir` itself when given, else the current
+    /// directory and its parents, as git finds `.git`.
+    pub fn find(dir: Option<&Path>) -> Result<Self> {
+        if let Some(dir) = dir {
+            let root = absolute(dir)?;
+            if !root.join(STACK_FILE).is_file() {
+                return Err(Failure::user(format!(
+                    "{} has no {STACK_FILE}; run `orchestrator init` there first",
+                    dir.display()
+                )));
+            }
+            return Ok(Workspace { root });
+        }
+        let cwd = std::env::current_dir().context("cannot read the current directory")?;
+        match cwd.ancestors().find(|dir| dir.join(STACK_FILE).is_file()) {
+            Some(root) => Ok(Workspace {
+                root: root.to_path_buf(),
+            }),
+            None => Err(Failure::user(format!(
+                "no {STACK_FILE} in {} or any parent directory; run `orchestrator init` or pass -C DIR",
+                cwd.display()
+            ))),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn stack_path(&self) -> PathBuf {
+        self.root.join(STACK_FILE)
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join(STATE_DIR)
+    }
+
+    pub fn active_dir(&self) -> PathBuf {
+        self.state_dir().join("sessions").join("active")
+    }
+
+    pub fn archive_dir(&self) -> PathBuf {
+        self.state_dir().join("sessions").join("archive")
+    }
+
+    pub fn active_path(&self, id: &str) -> PathBuf {
+        self.active_dir().join(format!("{id}.json"))
+    }
+
+    pub fn archive_path(&self, id: &str) -> PathBuf {
+        self.archive_dir().join(format!("{id}.json"))
+    }
+
+    /// Relative to the root when inside it, for messages and handoffs.
+    pub fn display<'a>(&self, path: &'a Path) -> std::path::Display<'a> {
+        path.strip_prefix(&self.root).unwrap_or(path).display()
+    }
+
+    /// Blocks until this process holds the workspace lock.
+    pub fn lock(&self) -> Result<WorkspaceLock> {
+        let dir = self.state_dir();
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+        file.lock()
+            .with_context(|| format!("cannot lock {}", path.display()))?;
+        Ok(WorkspaceLock { _file: file })
+    }
+
+    pub fn load_stack(&self) -> Result<TaskStack> {
+        let path = self.stack_path();
+        let text = read_text(&path)?;
+        TaskStack::parse(&text)
+            .map_err(|invalid| Failure::user(format!("{}: {invalid}", path.display())))
+    }
+
+    /// Validates and writes the stack. An invalid stack is refused before anything is written.
+    pub fn save_stack(&self, _lock: &WorkspaceLock, stack: &TaskStack) -> Result<()> {
+        let path = self.stack_path();
+        stack
+            .validate()
+            .map_err(|invalid| Failure::user(format!("{}: {invalid}", path.display())))?;
+        write_atomic(&path, stack.to_json().as_bytes())
+    }
+
+    pub fn load_session(&self, path: &Path) -> Result<Session> {
+        let text = read_text(path)?;
+        serde_json::from_str(&text).map_err(|err| {
+            Failure::user(format!(
+                "{}: line {}, column {}: not a session record: {err}",
+                path.display(),
+                err.line(),
+                err.column()
+            ))
+        })
+    }
+
+    pub fn save_active(&self, _lock: &WorkspaceLock, session: &Session) -> Result<()> {
+        write_json(&self.active_path(&session.id), session)
+    }
+
+    pub fn save_archive(&self, _lock: &WorkspaceLock, session: &Session) -> Result<()> {
+        write_json(&self.archive_path(&session.id), session)
+    }
+
+    pub fn remove_active(&self, _lock: &WorkspaceLock, id: &str) -> Result<()> {
+        let path = self.active_path(id);
+        match fs::remove_file(&path) {
+            Ok(()) => sync_dir(&self.active_dir()),
+            Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(err).with_context(|| format!("cannot remove {}", path.display())),
+        }
+    }
+
+    /// Every session in the active directory (live ones and ones whose wrap was cut off),
+    /// oldest first.
+    pub fn active_sessions(&self) -> Result<Vec<Session>> {
+        let dir = self.active_dir();
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(err).with_context(|| format!("cannot list {}", dir.display())),
+        };
+        let mut sessions = Vec::new();
+        for entry in entries {
+            let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+            let name = entry.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            if check_session_id(id).is_err() {
+                continue;
+            }
+            sessions.push(self.load_session(&entry.path())?);
+        }
+        sessions.sort_by(|a, b| (a.started, &a.id).cmp(&(b.started, &b.id)));
+        Ok(sessions)
+    }
+
+    pub fn session_id_taken(&self, id: &str) -> bool {
+        self.active_path(id).exists() || self.archive_path(id).exists()
+    }
+
+    /// Removes temp files that a killed writer left behind. Only call with the lock held:
+    /// then no live writer can own one.
+    pub fn clean_temp_files(&self, _lock: &WorkspaceLock, extra_dirs: &[PathBuf]) {
+        let dirs = [self.root.clone(), self.active_dir(), self.archive_dir()];
+        for dir in dirs.iter().chain(extra_dirs) {
+            let Ok(entries) = fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if name.starts_with('.') && name.contains(TEMP_MARKER) {
+                    let path = entry.path();
+                    match fs::remove_file(&path) {
+                        Ok(()) => tracing::info!("removed leftover temp file {}", path.display()),
+                        Err(err) => tracing::warn!(
+                            "cannot remove leftover temp file {}: {err}",
+                            path.display()
+                        ),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn absolute(dir: &Path) -> Result<PathBuf> {
+    if dir.is_absolute() {
+        return Ok(dir.to_path_buf());
+    }
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    Ok(cwd.join(dir))
+}
+
+pub fn read_text(path: &Path) -> Result<String> {
+    let bytes = fs::read(path).map_err(|err| {
+        if err.kind() == ErrorKind::NotFound {
+            Failure::user(format!("{}: file not found", path.display()))
+        } else {
+            anyhow::Error::new(err).context(format!("cannot read {}", path.display()))
+        }
+    })?;
+    String::from_utf8(bytes).map_err(|err| {
+        Failure::user(format!(
+            "{}: not valid UTF-8 (byte {})",
+            path.display(),
+            err.utf8_error().valid_up_to()
+        ))
+    })
+}
+
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value).context("cannot serialize state")?;
+    text.push('\n');
+    write_atomic(path, text.as_bytes())
+}
+
+/// Temp file in the same directory, fsync, rename over `path`, fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("{} is not a file path", path.display()))?;
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let temp = dir.join(format!(".{name}{TEMP_MARKER}{}", std::process::id()));
+    let result = (|| {
+        let mut file =
+            File::create(&temp).with_context(|| format!("cannot create {}", temp.display()))?;
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("cannot write {}", temp.display()))?;
+        drop(file);
+        fs::rename(&temp, path).with_context(|| format!("cannot replace {}", path.display()))?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync directory {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_whole_file_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        write_atomic(&path, b"first").unwrap();
+        write_atomic(&path, b"second").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"second");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["state.json"]);
+    }
+
+    #[test]
+    fn failed_write_leaves_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        write_atomic(&path, b"kept").unwrap();
+        // A directory where the file should go makes the rename fail.
+        let blocked = dir.path().join("sub");
+        fs::create_dir_all(blocked.join("x.json")).unwrap();
+        assert!(write_atomic(&blocked.join("x.json"), b"new").is_err());
+        assert_eq!(fs::read(&path).unwrap(), b"kept");
+        assert_eq!(fs::read_dir(&blocked).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn leftover_temp_files_are_cleaned_under_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace::at(dir.path().to_path_buf());
+        fs::write(dir.path().join(".task_stack.json.tmp.999"), "half").unwrap();
+        fs::write(dir.path().join(".gitignore"), "keep").unwrap();
+        let lock = ws.lock().unwrap();
+        ws.clean_temp_files(&lock, &[]);
+        assert!(!dir.path().join(".task_stack.json.tmp.999").exists());
+        assert!(dir.path().join(".gitignore").exists());
+    }
+
+    #[test]
+    fn find_refuses_a_directory_without_a_stack() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Workspace::find(Some(dir.path())).unwrap_err();
+        assert!(err.to_string().contains("has no task_stack.json"), "{err}");
+    }
+}

@@ -1,0 +1,146 @@
+//! Many processes at once, and processes killed mid-write.
+
+use crate::common::*;
+use std::time::Duration;
+
+#[test]
+fn concurrent_checkpoints_never_lose_an_update() {
+    let ws = Ws::new();
+    ws.ok(&["task", "add", "big", "--total", "1000"]);
+    let session = ws.json(0, &["start"])["session"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let workers: Vec<_> = (0..16)
+        .map(|worker| {
+            let commands: Vec<_> = (0..25)
+                .map(|i| {
+                    let message = format!("worker {worker} step {i}");
+                    let mut cmd = ws.command(&["checkpoint", &message, "--advance", "1"]);
+                    cmd.env("ORCHESTRATOR_SESSION", &session);
+                    cmd
+                })
+                .collect();
+            std::thread::spawn(move || {
+                for mut cmd in commands {
+                    let out = cmd.output().unwrap();
+                    assert_eq!(
+                        out.status.code(),
+                        Some(0),
+                        "{}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    assert_eq!(ws.progress("big"), (400, 1000));
+    let record: serde_json::Value =
+        serde_json::from_str(&ws.read(&format!(".orchestrator/sessions/active/{session}.json")))
+            .unwrap();
+    let all = record["checkpoints"].as_array().unwrap();
+    assert_eq!(all.len(), 400, "the session keeps every checkpoint");
+    let progresses: std::collections::BTreeSet<u64> = all
+        .iter()
+        .map(|c| c["progress"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        progresses.len(),
+        400,
+        "each checkpoint saw its own progress value"
+    );
+    let recent = ws.task("big")["checkpoints"].as_array().unwrap().clone();
+    assert_eq!(recent.len(), 50, "the stack keeps the recent ones");
+    assert_eq!(recent.last().unwrap()["progress"], 400);
+}
+
+/// A small deterministic generator: the test needs varied timings, not real randomness.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, bound: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % bound
+    }
+}
+
+#[test]
+fn kill_9_during_checkpoints_never_leaves_a_torn_stack() {
+    let ws = Ws::new();
+    ws.ok(&["task", "add", "work", "--total", "100000"]);
+    // Bulk up the stack so a write takes long enough to be interrupted.
+    for i in 0..150 {
+        ws.ok(&[
+            "task",
+            "add",
+            &format!("filler_{i:03}"),
+            "--title",
+            &"x".repeat(200),
+        ]);
+    }
+    ws.ok(&["start", "--task", "work"]);
+    let mut rng = Lcg(0x5eed);
+    let (mut kills, mut attempts) = (0, 0);
+    let mut last_done = 0;
+    while kills < 60 && attempts < 2000 {
+        attempts += 1;
+        let (done, _) = ws.progress("work");
+        let target = (done + 1).to_string();
+        let mut child = ws
+            .command(&["checkpoint", &format!("to {target}"), "--progress", &target])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(rng.next(6000)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+
+        let text = ws.read("task_stack.json");
+        let stack: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("torn task_stack.json after a kill: {e}"));
+        let task = stack["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == "work")
+            .unwrap();
+        let done = task["progress"]["done"].as_u64().unwrap();
+        assert!(
+            done == last_done || done == last_done + 1,
+            "progress jumped from {last_done} to {done}"
+        );
+        // Every state ever written has its last checkpoint matching its progress.
+        match task["checkpoints"].as_array().unwrap().last() {
+            Some(cp) => assert_eq!(
+                cp["message"],
+                format!("to {done}"),
+                "stack mixes two writes"
+            ),
+            None => assert_eq!(done, 0),
+        }
+        assert_eq!(stack["tasks"].as_array().unwrap().len(), 151);
+        last_done = done;
+    }
+    assert!(
+        kills >= 50,
+        "only {kills} kills landed mid-run in {attempts} attempts"
+    );
+    // The workspace is still usable, and start/wrap clean up what the killed writers left.
+    ws.ok(&["status"]);
+    ws.ok(&["checkpoint", "after the storm", "--advance", "1"]);
+    ws.ok(&["wrap"]);
+    let temps: Vec<String> = ws
+        .files_in(".")
+        .into_iter()
+        .filter(|n| n.contains(".tmp."))
+        .collect();
+    assert_eq!(temps, Vec::<String>::new());
+}

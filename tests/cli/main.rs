@@ -1,0 +1,13 @@
+//! Integration tests: the real binary in temp dirs with a sanitized environment.
+//! One test binary with a module per area keeps the build fast.
+
+mod common;
+
+mod budget;
+mod concurrency;
+mod ids;
+mod refusals;
+mod seed;
+mod sessions;
+mod tasks;
+mod wrap;
