@@ -1,17 +1,7 @@
 //! `orchestrator`: keeps AI coding agents working through a task queue across sessions.
 
-mod backup;
-mod cli;
-mod clock;
-mod commands;
-mod core;
-mod error;
-mod handoff;
-mod shutdown;
-mod store;
-mod vcs;
-
 use clap::Parser;
+use orchestrator::{cli, commands, error};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

@@ -11,7 +11,7 @@ use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
 use crate::core::ids::check_session_id;
-use crate::core::session::Session;
+use crate::core::session::{CheckpointEvent, Session};
 use crate::core::stack::TaskStack;
 use crate::error::Failure;
 
@@ -83,6 +83,11 @@ impl Workspace {
         self.active_dir().join(format!("{id}.json"))
     }
 
+    /// Checkpoints appended since the record was last rewritten.
+    pub fn checkpoint_log_path(&self, id: &str) -> PathBuf {
+        self.active_dir().join(format!("{id}.checkpoints.jsonl"))
+    }
+
     pub fn archive_path(&self, id: &str) -> PathBuf {
         self.archive_dir().join(format!("{id}.json"))
     }
@@ -136,8 +141,57 @@ impl Workspace {
         })
     }
 
+    /// A live session: its record with the checkpoint log replayed on top.
+    pub fn load_active(&self, id: &str) -> Result<Session> {
+        let mut session = self.load_session(&self.active_path(id))?;
+        let log = self.checkpoint_log_path(id);
+        let text = match fs::read(&log) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(session),
+            Err(err) => return Err(err).with_context(|| format!("cannot read {}", log.display())),
+        };
+        for (number, line) in text.split(|&b| b == b'\n').enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            match serde_json::from_slice::<CheckpointEvent>(line) {
+                Ok(event) => session.apply(event),
+                // Only a power loss can tear an append; the line is skipped, not fatal.
+                Err(err) => tracing::warn!(
+                    "{}:{}: skipping a damaged checkpoint: {err}",
+                    log.display(),
+                    number + 1
+                ),
+            }
+        }
+        Ok(session)
+    }
+
+    /// Rewrites the whole record; the log it now contains is then removed.
     pub fn save_active(&self, _lock: &WorkspaceLock, session: &Session) -> Result<()> {
-        write_json(&self.active_path(&session.id), session)
+        write_json(&self.active_path(&session.id), session)?;
+        remove_if_exists(&self.checkpoint_log_path(&session.id))
+    }
+
+    /// One durable append: far cheaper than rewriting the record at every checkpoint.
+    pub fn append_checkpoint(
+        &self,
+        _lock: &WorkspaceLock,
+        session: &str,
+        event: &CheckpointEvent,
+    ) -> Result<()> {
+        let path = self.checkpoint_log_path(session);
+        let mut line = serde_json::to_vec(event).context("cannot serialize a checkpoint")?;
+        line.push(b'\n');
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        // One write call: a killed process leaves the whole line or none of it.
+        file.write_all(&line)
+            .and_then(|()| file.sync_data())
+            .with_context(|| format!("cannot append to {}", path.display()))
     }
 
     pub fn save_archive(&self, _lock: &WorkspaceLock, session: &Session) -> Result<()> {
@@ -145,12 +199,8 @@ impl Workspace {
     }
 
     pub fn remove_active(&self, _lock: &WorkspaceLock, id: &str) -> Result<()> {
-        let path = self.active_path(id);
-        match fs::remove_file(&path) {
-            Ok(()) => sync_dir(&self.active_dir()),
-            Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
-            Err(err) => Err(err).with_context(|| format!("cannot remove {}", path.display())),
-        }
+        remove_if_exists(&self.active_path(id))?;
+        remove_if_exists(&self.checkpoint_log_path(id))
     }
 
     /// Every session in the active directory (live ones and ones whose wrap was cut off),
@@ -172,7 +222,7 @@ impl Workspace {
             if check_session_id(id).is_err() {
                 continue;
             }
-            sessions.push(self.load_session(&entry.path())?);
+            sessions.push(self.load_active(id)?);
         }
         sessions.sort_by(|a, b| (a.started, &a.id).cmp(&(b.started, &b.id)));
         Ok(sessions)
@@ -265,6 +315,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = fs::remove_file(&temp);
     }
     result
+}
+
+fn remove_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_dir(path.parent().unwrap_or(Path::new("."))),
+        Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(err).with_context(|| format!("cannot remove {}", path.display())),
+    }
 }
 
 pub fn sync_dir(dir: &Path) -> Result<()> {

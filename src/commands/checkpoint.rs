@@ -6,7 +6,7 @@ use serde_json::{Map, json};
 use super::status::{budget_report, token_source};
 use super::{Context, select_session};
 use crate::cli::CheckpointArgs;
-use crate::core::session::{Session, TokenReading};
+use crate::core::session::{CheckpointEvent, Session, TokenReading};
 use crate::core::stack::{Checkpoint, Status};
 use crate::error::{Failure, code};
 
@@ -76,25 +76,34 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
         extra: Map::new(),
     };
     task.record_checkpoint(checkpoint.clone());
-    session.checkpoints.push(checkpoint);
-    session.issues.extend(
-        args.issues
-            .iter()
-            .map(|i| i.trim().to_string())
-            .filter(|i| !i.is_empty()),
-    );
     let expires = ctx.now + lease;
-    session.lease_expires = expires;
     if let Some(claim) = task.claim.as_mut() {
         claim.lease_expires = expires;
     }
     let progress = task.progress;
+    let event = CheckpointEvent {
+        seq: session.checkpoints.len(),
+        checkpoint,
+        tokens: args.tokens.map(|used| TokenReading {
+            used,
+            source: "explicit".into(),
+            at: ctx.now,
+        }),
+        issues: args
+            .issues
+            .iter()
+            .map(|i| i.trim().to_string())
+            .filter(|i| !i.is_empty())
+            .collect(),
+        lease_expires: expires,
+    };
 
-    // The session record first: a crash between the two writes loses the stack's copy of this
+    // The session's log first: a crash between the two writes loses the stack's copy of this
     // checkpoint, never the full record.
-    ws.save_active(&lock, &session)?;
+    ws.append_checkpoint(&lock, &session.id, &event)?;
     ws.save_stack(&lock, &stack)?;
     drop(lock);
+    session.apply(event);
 
     let source = if args.tokens.is_some() {
         "explicit"

@@ -70,9 +70,8 @@ pub fn select_session(
     if let Some(id) = named {
         crate::core::ids::check_session_id(id)
             .map_err(|e| Failure::user(format!("--session: {e}")))?;
-        let path = ws.active_path(id);
-        if path.exists() {
-            let session = ws.load_session(&path)?;
+        if ws.active_path(id).exists() {
+            let session = ws.load_active(id)?;
             if session.is_wrapping() && !include_wrapping {
                 return Err(Failure::user(format!(
                     "session {id} is being wrapped; run `orchestrator wrap --session {id}` to finish it"

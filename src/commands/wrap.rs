@@ -64,7 +64,7 @@ pub fn run(ctx: &Context, args: WrapArgs) -> Result<u8> {
             // Failing before any step completed (a backup that cannot be made) leaves the session
             // live, as if wrap had never run.
             if fresh {
-                let current = ws.load_session(&ws.active_path(&before.id));
+                let current = ws.load_active(&before.id);
                 if current.is_ok_and(|s| s.wrap.is_some_and(|j| j.steps.metrics.is_none())) {
                     ws.save_active(&lock, &before)?;
                 }

@@ -93,6 +93,20 @@ pub struct WrapSteps {
     pub commit: Option<Value>,
 }
 
+/// One checkpoint's effect on its session. Checkpoints append these to a log beside the session
+/// record (one durable append instead of rewriting the whole record); readers replay them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CheckpointEvent {
+    /// The checkpoint's index in the session: replay skips what the record already holds.
+    pub seq: usize,
+    pub checkpoint: Checkpoint,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<TokenReading>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub issues: Vec<String>,
+    pub lease_expires: DateTime<Utc>,
+}
+
 /// The recovery reason written by `start` for a session whose lease ran out.
 pub const REASON_RECOVERED: &str = "recovered";
 
@@ -122,6 +136,19 @@ impl Session {
         }
     }
 
+    /// Folds a logged checkpoint into the record, unless the record already has it.
+    pub fn apply(&mut self, event: CheckpointEvent) {
+        if event.seq < self.checkpoints.len() {
+            return;
+        }
+        self.checkpoints.push(event.checkpoint);
+        if event.tokens.is_some() {
+            self.tokens = event.tokens;
+        }
+        self.issues.extend(event.issues);
+        self.lease_expires = event.lease_expires;
+    }
+
     /// The last time the session showed signs of life.
     pub fn last_activity(&self) -> DateTime<Utc> {
         self.checkpoints.last().map_or(self.started, |c| c.at)
@@ -146,6 +173,54 @@ pub fn describe_duration(duration: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replaying_a_checkpoint_twice_changes_nothing() {
+        use chrono::TimeZone;
+        let t = Utc.with_ymd_and_hms(2025, 11, 6, 0, 0, 0).unwrap();
+        let mut session = Session {
+            id: "session_20251106_000000".into(),
+            agent: "a".into(),
+            task: "t".into(),
+            started: t,
+            lease_expires: t,
+            host: "h".into(),
+            pid: 1,
+            budget: 10,
+            tokens: None,
+            progress_at_start: Progress { done: 0, total: 3 },
+            git_head_at_start: None,
+            metrics_at_start: vec![],
+            checkpoints: vec![],
+            issues: vec![],
+            wrap: None,
+            extra: Map::new(),
+        };
+        let event = CheckpointEvent {
+            seq: 0,
+            checkpoint: Checkpoint {
+                at: t,
+                session: session.id.clone(),
+                message: "m".into(),
+                progress: 1,
+                tokens: Some(5),
+                extra: Map::new(),
+            },
+            tokens: Some(TokenReading {
+                used: 5,
+                source: "explicit".into(),
+                at: t,
+            }),
+            issues: vec!["i".into()],
+            lease_expires: t + Duration::minutes(30),
+        };
+        session.apply(event.clone());
+        session.apply(event);
+        assert_eq!(session.checkpoints.len(), 1);
+        assert_eq!(session.issues, ["i"]);
+        assert_eq!(session.tokens_used(), 5);
+        assert_eq!(session.lease_expires, t + Duration::minutes(30));
+    }
 
     #[test]
     fn durations_read_naturally() {

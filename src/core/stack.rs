@@ -347,23 +347,18 @@ impl TaskStack {
 
     /// Parses and validates. Parse errors carry line and column.
     pub fn parse(text: &str) -> Result<TaskStack, Invalid> {
-        // The version is checked before the shape, so a future format gets a version message
-        // rather than a confusing field error.
-        #[derive(Deserialize)]
-        struct VersionOnly {
-            version: Option<Value>,
-        }
-        let version: VersionOnly = serde_json::from_str(text).map_err(parse_error)?;
-        match version.version {
-            None => return Err(Invalid("missing `version` (expected 1)".into())),
-            Some(Value::Number(n)) if n.as_u64() == Some(STACK_VERSION) => {}
-            Some(other) => {
-                return Err(Invalid(format!(
-                    "unsupported version {other} (this orchestrator reads version {STACK_VERSION})"
-                )));
+        let stack: TaskStack = match serde_json::from_str(text) {
+            Ok(stack) => stack,
+            // A future format gets a version message rather than a confusing field error.
+            Err(err) => {
+                return Err(check_version(text)
+                    .err()
+                    .unwrap_or_else(|| parse_error(err)));
             }
+        };
+        if stack.version != STACK_VERSION {
+            return Err(check_version(text).expect_err("the version differs"));
         }
-        let stack: TaskStack = serde_json::from_str(text).map_err(parse_error)?;
         stack.validate()?;
         Ok(stack)
     }
@@ -527,6 +522,24 @@ fn validate_task(task: &Task) -> Result<(), Invalid> {
         }
     }
     Ok(())
+}
+
+/// Only the version, from a text that may not have the expected shape.
+fn check_version(text: &str) -> Result<(), Invalid> {
+    #[derive(Deserialize)]
+    struct VersionOnly {
+        version: Option<Value>,
+    }
+    let Ok(doc) = serde_json::from_str::<VersionOnly>(text) else {
+        return Ok(());
+    };
+    match doc.version {
+        None => Err(Invalid("missing `version` (expected 1)".into())),
+        Some(Value::Number(n)) if n.as_u64() == Some(STACK_VERSION) => Ok(()),
+        Some(other) => Err(Invalid(format!(
+            "unsupported version {other} (this orchestrator reads version {STACK_VERSION})"
+        ))),
+    }
 }
 
 fn parse_error(err: serde_json::Error) -> Invalid {

@@ -38,9 +38,13 @@ fn concurrent_checkpoints_never_lose_an_update() {
         worker.join().unwrap();
     }
     assert_eq!(ws.progress("big"), (400, 1000));
-    let record: serde_json::Value =
-        serde_json::from_str(&ws.read(&format!(".orchestrator/sessions/active/{session}.json")))
-            .unwrap();
+    assert_eq!(ws.json(0, &["status"])["checkpoints"], 400);
+    let recent = ws.task("big")["checkpoints"].as_array().unwrap().clone();
+    assert_eq!(recent.len(), 50, "the stack keeps the recent ones");
+    assert_eq!(recent.last().unwrap()["progress"], 400);
+    ws.ok(&["wrap"]);
+    let archived = ws.read(&format!(".orchestrator/sessions/archive/{session}.json"));
+    let record: serde_json::Value = serde_json::from_str(&archived).unwrap();
     let all = record["checkpoints"].as_array().unwrap();
     assert_eq!(all.len(), 400, "the session keeps every checkpoint");
     let progresses: std::collections::BTreeSet<u64> = all
@@ -52,9 +56,6 @@ fn concurrent_checkpoints_never_lose_an_update() {
         400,
         "each checkpoint saw its own progress value"
     );
-    let recent = ws.task("big")["checkpoints"].as_array().unwrap().clone();
-    assert_eq!(recent.len(), 50, "the stack keeps the recent ones");
-    assert_eq!(recent.last().unwrap()["progress"], 400);
 }
 
 /// A small deterministic generator: the test needs varied timings, not real randomness.

@@ -40,11 +40,7 @@ fn a_stack_that_does_not_parse_is_refused_with_line_and_column() {
         assert_refused(
             &ws,
             args,
-            &[
-                "task_stack.json",
-                "line 4, column 16",
-                "key must be a string",
-            ],
+            &["task_stack.json", "line 4, column 16", "trailing comma"],
         );
     }
 }
