@@ -50,8 +50,10 @@ pub enum Command {
     Checkpoint(CheckpointArgs),
     /// Show the live session: task, progress, usage against the thresholds
     Status(StatusArgs),
-    /// End the session gracefully: handoff, progress saved, session archived
+    /// End the session gracefully: backup, handoff, progress saved, session archived, commit
     Wrap(WrapArgs),
+    /// Build a scratch workspace (or fill the empty --dir) and run one whole session in it
+    Demo,
 }
 
 #[derive(Debug, Args)]
@@ -170,6 +172,9 @@ pub struct CheckpointArgs {
     /// A problem worth telling the next session (repeatable)
     #[arg(long = "issue", value_name = "TEXT")]
     pub issues: Vec<String>,
+    /// Commit the work tree with git after recording (also: settings.git.commit_on_checkpoint)
+    #[arg(long)]
+    pub commit: bool,
     /// Exit 0 whatever the budget level
     #[arg(long)]
     pub exit_zero: bool,

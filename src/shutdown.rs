@@ -402,22 +402,23 @@ fn database_lines(stack: &TaskStack, session: &Session, journal: &WrapJournal) -
 }
 
 fn change_lines(ws: &Workspace, session: &Session, stack: &TaskStack) -> Vec<String> {
-    let plan = match with_request(ws, stack, "", vcs::plan_commit) {
-        Ok(plan) => plan,
+    let since = session.git_head_at_start.as_deref();
+    let plan = match with_request(ws, stack, "", |req| vcs::plan_commit(req, since)) {
+        Ok(Some(plan)) => plan,
+        Ok(None) => return vec!["Not a git repository: nothing is committed.".into()],
         Err(err) => return vec![format!("Could not read the git state: {err:#}")],
     };
-    let Some(plan) = plan else {
-        return vec!["Not a git repository: nothing is committed.".into()];
-    };
-    let mut lines = Vec::new();
-    match vcs::diff_stats_worktree(ws.root(), session.git_head_at_start.as_deref()) {
-        Ok(Some(stats)) => lines.push(format!(
-            "{} file(s) changed, {} insertion(s)(+), {} deletion(s)(-) since the session started",
-            stats.files_changed, stats.insertions, stats.deletions
-        )),
-        Ok(None) => {}
-        Err(err) => lines.push(format!("Could not diff the work tree: {err:#}")),
-    }
+    let stats = &plan.stats;
+    let mut lines = vec![format!(
+        "{} file(s) changed, {} insertion(s)(+), {} deletion(s)(-) since the session started{}",
+        stats.files_changed,
+        stats.insertions,
+        stats.deletions,
+        since.map_or(" (from an empty repository)".to_string(), |oid| format!(
+            " (from {})",
+            &oid[..oid.len().min(12)]
+        ))
+    )];
     for skipped in &plan.skipped {
         lines.push(format!(
             "Not committed: `{}` ({})",
@@ -499,6 +500,15 @@ fn commit_step(
     }
     let outcome = with_request(ws, stack, message, vcs::commit_all)?;
     Ok(commit_json(outcome))
+}
+
+/// Commits the work tree as a wrap would, with `message` (used by `checkpoint --commit`).
+pub fn commit_workspace(
+    ws: &Workspace,
+    stack: &TaskStack,
+    message: &str,
+) -> Result<vcs::CommitOutcome> {
+    with_request(ws, stack, message, vcs::commit_all)
 }
 
 pub fn commit_json(outcome: vcs::CommitOutcome) -> Value {

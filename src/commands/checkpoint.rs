@@ -9,6 +9,7 @@ use crate::cli::CheckpointArgs;
 use crate::core::session::{CheckpointEvent, Session, TokenReading};
 use crate::core::stack::{Checkpoint, Status};
 use crate::error::{Failure, code};
+use crate::shutdown;
 
 pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
     let message = args.message.trim();
@@ -102,6 +103,20 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
     // checkpoint, never the full record.
     ws.append_checkpoint(&lock, &session.id, &event)?;
     ws.save_stack(&lock, &stack)?;
+    let commit = (args.commit || stack.settings.git.commit_on_checkpoint).then(|| {
+        let message = format!(
+            "Checkpoint: {}: {message}\n\nProgress: {progress}\n\nOrchestrator-Session: {}\nOrchestrator-Task: {}\n",
+            session.task, session.id, session.task
+        );
+        // The checkpoint is recorded whatever happens here: a failed commit is reported, not fatal.
+        match shutdown::commit_workspace(&ws, &stack, &message) {
+            Ok(outcome) => shutdown::commit_json(outcome),
+            Err(err) => {
+                tracing::warn!("checkpoint recorded, but the commit failed: {err:#}");
+                json!({"result": "failed", "error": format!("{err:#}")})
+            }
+        }
+    });
     drop(lock);
     session.apply(event);
 
@@ -110,8 +125,23 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
     } else {
         token_source(&session)
     };
-    let (mut json, text, level) = budget_report(&stack, &session, progress, source);
+    let (mut json, mut text, level) = budget_report(&stack, &session, progress, source);
     json["checkpoints"] = json!(session.checkpoints.len());
+    if let Some(commit) = commit {
+        text.push_str(&match commit["result"].as_str() {
+            Some("committed") => format!(
+                "Committed {}.\n",
+                commit["oid"].as_str().unwrap_or_default()
+            ),
+            Some("nothing_to_commit") => "Nothing to commit.\n".to_string(),
+            Some("not_a_repository") => "Not a git repository: nothing committed.\n".to_string(),
+            _ => format!(
+                "Commit failed: {}\n",
+                commit["error"].as_str().unwrap_or("unknown error")
+            ),
+        });
+        json["commit"] = commit;
+    }
     ctx.emit(json, &text);
     Ok(if args.exit_zero {
         code::OK

@@ -1,6 +1,7 @@
 //! One file per command. Each returns the process exit code, or an error for `main` to print.
 
 mod checkpoint;
+mod demo;
 mod init;
 mod next;
 mod start;
@@ -57,6 +58,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Checkpoint(args) => checkpoint::run(&ctx, args),
         Command::Status(args) => status::run(&ctx, args),
         Command::Wrap(args) => wrap::run(&ctx, args),
+        Command::Demo => demo::run(&ctx),
     }
 }
 

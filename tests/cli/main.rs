@@ -5,6 +5,7 @@ mod common;
 
 mod budget;
 mod concurrency;
+mod effects;
 mod ids;
 mod refusals;
 mod seed;
