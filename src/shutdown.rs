@@ -4,7 +4,7 @@
 //! is saved before the next step begins. A wrap cut off anywhere is finished by the next `wrap`
 //! or `start`, which skips what the journal says is done: one backup, one handoff, one commit.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -282,6 +282,13 @@ fn backup_step(
     }
     let db_path = ws.root().join(&db.path);
     let backup_dir = ws.root().join(&db.backup_dir);
+    if !db_path.exists() {
+        return Err(crate::error::Failure::user(format!(
+            "database {} does not exist (settings.database.path in {})",
+            db_path.display(),
+            crate::store::STACK_FILE
+        )));
+    }
     // The name is fixed before the copy starts, so a resumed wrap finds a finished copy
     // instead of making a second one.
     let name = match journal
@@ -300,6 +307,15 @@ fn backup_step(
             name
         }
     };
+    // Like `mkdir -p`; after the database check, so a wrong path creates nothing.
+    if db_path.is_file() && !backup_dir.exists() {
+        std::fs::create_dir_all(&backup_dir).with_context(|| {
+            format!(
+                "cannot create the backup directory {}",
+                backup_dir.display()
+            )
+        })?;
+    }
     let final_path = backup_dir.join(&name);
     let bytes = if final_path.exists() {
         backup::verify_backup(&final_path)?;

@@ -7,6 +7,7 @@ use super::{Context, select_session};
 use crate::cli::WrapArgs;
 use crate::error::{Failure, code};
 use crate::shutdown::{self, WrapOptions, WrapReport};
+use crate::store;
 
 pub fn run(ctx: &Context, args: WrapArgs) -> Result<u8> {
     let reason = args.reason.trim().to_string();
@@ -18,8 +19,12 @@ pub fn run(ctx: &Context, args: WrapArgs) -> Result<u8> {
     let mut stack = ws.load_stack()?;
     let mut session = select_session(&ws, args.session.session.as_deref(), true)?;
     ws.clean_temp_files(&lock, &[ws.root().join(&stack.settings.handoff_dir)]);
-    let before = session.clone();
     let fresh = !session.is_wrapping();
+    // The session's files as they are, to put back byte for byte if the wrap fails at once.
+    let record_path = ws.active_path(&session.id);
+    let log_path = ws.checkpoint_log_path(&session.id);
+    let record_before = std::fs::read(&record_path).ok();
+    let log_before = std::fs::read(&log_path).ok();
     if fresh {
         let options = WrapOptions {
             reason,
@@ -58,15 +63,19 @@ pub fn run(ctx: &Context, args: WrapArgs) -> Result<u8> {
         }
     }
 
+    let session_id = session.id.clone();
     let report = match shutdown::finish(&ws, &lock, &mut stack, session, ctx.now) {
         Ok(report) => report,
         Err(err) => {
             // Failing before any step completed (a backup that cannot be made) leaves the session
             // live, as if wrap had never run.
-            if fresh {
-                let current = ws.load_active(&before.id);
+            if fresh && let Some(record) = &record_before {
+                let current = ws.load_active(&session_id);
                 if current.is_ok_and(|s| s.wrap.is_some_and(|j| j.steps.metrics.is_none())) {
-                    ws.save_active(&lock, &before)?;
+                    store::write_atomic(&record_path, record)?;
+                    if let Some(log) = &log_before {
+                        store::write_atomic(&log_path, log)?;
+                    }
                 }
             }
             return Err(err);
