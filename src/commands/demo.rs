@@ -76,15 +76,31 @@ pub fn run(ctx: &Context) -> Result<u8> {
     })?;
 
     let mut transcript = Vec::new();
+    // Steps print what an agent would see; the wrap runs with --json so the demo can report
+    // where its handoff, backup and commit are.
     let mut step = |args: &[&str]| -> Result<Value> {
-        say(&format!("\n$ orchestrator {}", args.join(" ")));
-        let out = Command::new(&exe)
-            .args(args)
-            .arg("--json")
+        let json_output = ctx.json || args[0] == "wrap";
+        let shown: Vec<String> = args
+            .iter()
+            .map(|a| {
+                if a.contains(' ') {
+                    format!("\"{a}\"")
+                } else {
+                    a.to_string()
+                }
+            })
+            .collect();
+        say(&format!("\n$ orchestrator {}", shown.join(" ")));
+        let mut cmd = Command::new(&exe);
+        cmd.args(args)
             .current_dir(&dir)
             .env_remove("ORCHESTRATOR_SESSION")
             .env_remove("ORCHESTRATOR_DIR")
-            .env_remove("ORCHESTRATOR_NOW")
+            .env_remove("ORCHESTRATOR_NOW");
+        if json_output {
+            cmd.arg("--json");
+        }
+        let out = cmd
             .output()
             .with_context(|| format!("cannot run {}", exe.display()))?;
         let code = out.status.code().unwrap_or(-1);
@@ -95,9 +111,13 @@ pub fn run(ctx: &Context) -> Result<u8> {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        let value: Value =
-            serde_json::from_slice(&out.stdout).context("the demo step printed no JSON")?;
-        say(&serde_json::to_string_pretty(&value).unwrap_or_default());
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let value = if json_output {
+            serde_json::from_str(&stdout).context("the demo step printed no JSON")?
+        } else {
+            say(stdout.trim_end());
+            Value::String(stdout)
+        };
         transcript.push(json!({"args": args, "exit": code, "output": value}));
         Ok(value)
     };
