@@ -234,7 +234,16 @@ pub fn finish(
         let message = handoff::commit_message(&session, &journal, &stack.settings.budget, progress);
         journal.steps.commit = Some(json!({"result": "pending"}));
         save(&mut session, &journal, "commit-pending")?;
-        journal.steps.commit = Some(commit_step(ws, stack, &session, &journal, &message)?);
+        let result = match commit_step(ws, stack, &session, &journal, &message) {
+            Ok(value) => value,
+            // As with the backup: a recovery records the failure rather than block `start`.
+            Err(err) if recovering => {
+                tracing::warn!("commit of recovered session {} failed: {err:#}", session.id);
+                json!({"result": "failed", "error": format!("{err:#}")})
+            }
+            Err(err) => return Err(err),
+        };
+        journal.steps.commit = Some(result);
         save(&mut session, &journal, "commit")?;
         performed.push("commit");
     }

@@ -15,6 +15,58 @@ pub const STACK_VERSION: u64 = 1;
 /// The stack keeps only the latest checkpoints per task; the session record keeps them all.
 pub const RECENT_CHECKPOINTS: usize = 50;
 
+/// Deserializes a struct whose unknown keys are kept in `extra`, without serde's `flatten`:
+/// flatten buffers every value of every task and checkpoint, which made reading a large stack
+/// several times slower, and every checkpoint reads the whole stack.
+macro_rules! deserialize_keeping_unknown_fields {
+    ($ty:ident { required: [$($req:ident),*], optional: [$($opt:ident = $default:expr),*] }) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct FieldsVisitor;
+                impl<'de> serde::de::Visitor<'de> for FieldsVisitor {
+                    type Value = $ty;
+
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str(concat!("a ", stringify!($ty), " object"))
+                    }
+
+                    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<$ty, A::Error> {
+                        $(let mut $req = None;)*
+                        $(let mut $opt = None;)*
+                        let mut extra = Map::new();
+                        while let Some(key) = map.next_key::<String>()? {
+                            match key.as_str() {
+                                $(stringify!($req) => {
+                                    if $req.is_some() {
+                                        return Err(serde::de::Error::duplicate_field(stringify!($req)));
+                                    }
+                                    $req = Some(map.next_value()?);
+                                })*
+                                $(stringify!($opt) => {
+                                    if $opt.is_some() {
+                                        return Err(serde::de::Error::duplicate_field(stringify!($opt)));
+                                    }
+                                    $opt = Some(map.next_value()?);
+                                })*
+                                _ => {
+                                    let value: Value = map.next_value()?;
+                                    extra.insert(key, value);
+                                }
+                            }
+                        }
+                        Ok($ty {
+                            $($req: $req.ok_or_else(|| serde::de::Error::missing_field(stringify!($req)))?,)*
+                            $($opt: $opt.unwrap_or_else(|| $default),)*
+                            extra,
+                        })
+                    }
+                }
+                deserializer.deserialize_map(FieldsVisitor)
+            }
+        }
+    };
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TaskStack {
     pub version: u64,
@@ -224,7 +276,7 @@ impl fmt::Display for Progress {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Checkpoint {
     pub at: DateTime<Utc>,
     pub session: String,
@@ -235,6 +287,11 @@ pub struct Checkpoint {
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
+
+deserialize_keeping_unknown_fields!(Checkpoint {
+    required: [at, session, message, progress],
+    optional: [tokens = None]
+});
 
 /// A live session's hold on a task. Renewed by every checkpoint; once `lease_expires` has
 /// passed, the next `start` recovers the session.
@@ -255,7 +312,7 @@ impl Claim {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Task {
     pub id: String,
     #[serde(default)]
@@ -282,6 +339,20 @@ pub struct Task {
 fn default_priority() -> i64 {
     1
 }
+
+deserialize_keeping_unknown_fields!(Task {
+    required: [id],
+    optional: [
+        title = String::new(),
+        priority = default_priority(),
+        status = Status::default(),
+        progress = Progress::default(),
+        depends_on = Vec::new(),
+        claim = None,
+        checkpoints = Vec::new(),
+        last_handoff = None
+    ]
+});
 
 impl Task {
     pub fn new(

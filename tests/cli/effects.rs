@@ -463,3 +463,31 @@ fn demo_runs_a_whole_session() {
     let line = ws.refused(&["demo", "--dir", target.to_str().unwrap()]);
     assert!(line.contains("not empty"), "{line}");
 }
+
+#[test]
+fn a_recovery_whose_commit_fails_still_lets_start_go_on() {
+    let ws = repo(true);
+    ws.ok(&["start", "--agent", "claude"]);
+    ws.write(".git/index.lock", "");
+    ws.set_now(&at_minutes(31));
+    let out = ws
+        .command(&["start", "--agent", "claude", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("index.lock"));
+    let archived: serde_json::Value = serde_json::from_str(
+        &ws.read(".orchestrator/sessions/archive/session_20251106_001355.json"),
+    )
+    .unwrap();
+    assert_eq!(archived["wrap"]["reason"], "recovered");
+    assert!(
+        ws.file("session_handoffs/handoff_session_20251106_001355.md")
+            .is_file()
+    );
+}
