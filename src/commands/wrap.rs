@@ -129,6 +129,15 @@ pub fn describe(report: &WrapReport) -> (Value, String) {
         "session={} task={} progress={} status={} handoff={handoff} backup={backup} commit={commit}\nWrapped {}; {next}.\n",
         report.session, report.task, report.progress, report.status, report.session
     );
+    for metric in &report.metrics {
+        match (&metric.error, metric.value) {
+            (Some(err), _) => {
+                text.push_str(&format!("metric {}: query failed: {err}\n", metric.name))
+            }
+            (None, Some(value)) => text.push_str(&format!("metric {}: {value}\n", metric.name)),
+            (None, None) => {}
+        }
+    }
     if let Some(skipped) = report.commit["skipped"]
         .as_array()
         .filter(|s| !s.is_empty())

@@ -370,6 +370,14 @@ fn a_failing_metric_is_reported_and_does_not_stop_the_wrap() {
     );
     let handoff = ws.read("session_handoffs/handoff_session_20251106_001355.md");
     assert!(handoff.contains("broken: query failed"), "{handoff}");
+    ws.set_now(&at_minutes(1));
+    ws.ok(&["start"]);
+    let out = ws.ok(&["wrap"]);
+    assert!(
+        out.contains("metric broken: query failed: no such table: no_such_table"),
+        "{out}"
+    );
+    assert!(out.contains("metric qa_pairs: 5\n"), "{out}");
     assert!(
         handoff.contains("qa_pairs: 5 (0% of 30,000, +0 since start)"),
         "{handoff}"
