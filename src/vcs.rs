@@ -154,23 +154,9 @@ pub fn plan_commit(req: &CommitRequest, since: Option<&str>) -> Result<Option<Co
     let Some(repo) = discover(req.workdir)? else {
         return Ok(None);
     };
-    let root = repo
-        .workdir()
-        .ok_or_else(|| anyhow!("{} is a bare git repository", repo.path().display()))?;
-    let root = fs::canonicalize(root).with_context(|| format!("resolving {}", root.display()))?;
-    let workdir = fs::canonicalize(req.workdir)
-        .with_context(|| format!("resolving {}", req.workdir.display()))?;
-    let excluder = Excluder::new(&root, &workdir, req.exclude, req.exclude_globs);
+    let (root, excluder) = resolve_paths(&repo, req)?;
     let mut index = repo.index().context("opening the git index")?;
-    let mut stager = Stager {
-        root: &root,
-        excluder: &excluder,
-        max_file_bytes: req.max_file_bytes,
-        skipped_now: Vec::new(),
-        problems: Vec::new(),
-        problem_paths: HashSet::new(),
-        last_approved: None,
-    };
+    let mut stager = Stager::new(&root, &excluder, req.max_file_bytes);
     let head = HeadState::read(&repo)?;
     let head_tree = head.parent.as_ref().map(|c| c.tree()).transpose()?;
     stager.stage(&mut index, &mut |_| {})?;
@@ -238,24 +224,10 @@ fn commit_all_with_hook(req: &CommitRequest, hook: &mut dyn FnMut(&Path)) -> Res
     let Some(repo) = discover(req.workdir)? else {
         return Ok(CommitOutcome::NotARepository);
     };
-    let root = repo
-        .workdir()
-        .ok_or_else(|| anyhow!("{} is a bare git repository", repo.path().display()))?;
-    let root = fs::canonicalize(root).with_context(|| format!("resolving {}", root.display()))?;
-    let workdir = fs::canonicalize(req.workdir)
-        .with_context(|| format!("resolving {}", req.workdir.display()))?;
-    let excluder = Excluder::new(&root, &workdir, req.exclude, req.exclude_globs);
+    let (root, excluder) = resolve_paths(&repo, req)?;
 
     let mut index = repo.index().context("opening the git index")?;
-    let mut stager = Stager {
-        root: &root,
-        excluder: &excluder,
-        max_file_bytes: req.max_file_bytes,
-        skipped_now: Vec::new(),
-        problems: Vec::new(),
-        problem_paths: HashSet::new(),
-        last_approved: None,
-    };
+    let mut stager = Stager::new(&root, &excluder, req.max_file_bytes);
     let mut delays = LOCK_RETRY_DELAYS_MS.iter();
     let (head, head_tree, tree_oid) = loop {
         // Read HEAD in the loop: whoever held the index lock may have committed.
@@ -405,6 +377,18 @@ impl<'r> HeadState<'r> {
     }
 }
 
+/// The repository's work tree root and the exclusions of `req`, resolved against it.
+fn resolve_paths(repo: &Repository, req: &CommitRequest) -> Result<(PathBuf, Excluder)> {
+    let root = repo
+        .workdir()
+        .ok_or_else(|| anyhow!("{} is a bare git repository", repo.path().display()))?;
+    let root = fs::canonicalize(root).with_context(|| format!("resolving {}", root.display()))?;
+    let workdir = fs::canonicalize(req.workdir)
+        .with_context(|| format!("resolving {}", req.workdir.display()))?;
+    let excluder = Excluder::new(&root, &workdir, req.exclude, req.exclude_globs);
+    Ok((root, excluder))
+}
+
 /// Decides, path by path, what `Index::add_all` may stage.
 struct Stager<'a> {
     root: &'a Path,
@@ -420,7 +404,19 @@ struct Stager<'a> {
     last_approved: Option<PathBuf>,
 }
 
-impl Stager<'_> {
+impl<'a> Stager<'a> {
+    fn new(root: &'a Path, excluder: &'a Excluder, max_file_bytes: u64) -> Self {
+        Stager {
+            root,
+            excluder,
+            max_file_bytes,
+            skipped_now: Vec::new(),
+            problems: Vec::new(),
+            problem_paths: HashSet::new(),
+            last_approved: None,
+        }
+    }
+
     /// `git add -A` over the whole repository.
     ///
     /// `add_all` diffs the index against the work tree (using the index's stat
