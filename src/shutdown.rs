@@ -453,35 +453,15 @@ fn change_lines(ws: &Workspace, session: &Session, stack: &TaskStack) -> Vec<Str
     lines
 }
 
-/// Paths git must never take from this workspace, whatever `.gitignore` says.
+/// The never-committed entries, split into plain paths and patterns for the commit.
 fn excluded(stack: &TaskStack) -> (Vec<PathBuf>, Vec<String>) {
-    let paths = vec![
-        PathBuf::from(".orchestrator/lock"),
-        PathBuf::from(".orchestrator/sessions/active"),
-        PathBuf::from(".orchestrator/cache"),
-    ];
-    let mut globs = vec![".*.tmp.*".to_string()];
-    if let Some(db) = &stack.settings.database {
-        let db_path = Path::new(&db.path);
-        if let Some(name) = db_path.file_name().and_then(|n| n.to_str()) {
-            let dir = Path::new(&db.backup_dir);
-            globs.push(
-                dir.join(format!("{name}.backup_*"))
-                    .to_string_lossy()
-                    .into_owned(),
-            );
-            globs.push(format!(".{name}.backup_*"));
-            let parent = db_path.parent().unwrap_or(Path::new(""));
-            for suffix in ["-wal", "-shm", "-journal"] {
-                globs.push(
-                    parent
-                        .join(format!("{name}{suffix}"))
-                        .to_string_lossy()
-                        .into_owned(),
-                );
-            }
-        }
-    }
+    let (globs, paths): (Vec<String>, Vec<String>) = crate::store::never_committed(&stack.settings)
+        .into_iter()
+        .partition(|entry| entry.contains('*'));
+    let paths = paths
+        .iter()
+        .map(|p| PathBuf::from(p.trim_end_matches('/')))
+        .collect();
     (paths, globs)
 }
 

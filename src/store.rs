@@ -12,12 +12,42 @@ use std::path::{Path, PathBuf};
 
 use crate::core::ids::check_session_id;
 use crate::core::session::{CheckpointEvent, Session};
-use crate::core::stack::TaskStack;
+use crate::core::stack::{Settings, TaskStack};
 use crate::error::Failure;
 
 pub const STACK_FILE: &str = "task_stack.json";
 pub const STATE_DIR: &str = ".orchestrator";
 const TEMP_MARKER: &str = ".tmp.";
+
+/// What git must never take from a workspace, whatever `.gitignore` says: `init` writes these
+/// as `.gitignore` lines and every commit excludes them. Relative to the workspace; a trailing
+/// `/` marks a directory, a `*` a pattern.
+pub fn never_committed(settings: &Settings) -> Vec<String> {
+    let mut entries = vec![
+        format!("{STATE_DIR}/lock"),
+        format!("{STATE_DIR}/sessions/active/"),
+        format!("{STATE_DIR}/cache/"),
+        format!(".*{TEMP_MARKER}*"),
+    ];
+    if let Some(db) = &settings.database {
+        let db_path = Path::new(&db.path);
+        if let Some(name) = db_path.file_name().and_then(|n| n.to_str()) {
+            let under = |dir: &Path, file: String| dir.join(file).to_string_lossy().into_owned();
+            let backup_dir = Path::new(&db.backup_dir);
+            entries.push(under(backup_dir, format!("{name}.backup_*")));
+            // The backup's temp file, named after the backup.
+            entries.push(under(backup_dir, format!(".{name}.backup_*")));
+            let db_dir = db_path.parent().unwrap_or(Path::new(""));
+            for suffix in ["-wal", "-shm", "-journal"] {
+                entries.push(under(db_dir, format!("{name}{suffix}")));
+            }
+        }
+    }
+    entries
+        .into_iter()
+        .map(|e| e.strip_prefix("./").map(str::to_string).unwrap_or(e))
+        .collect()
+}
 
 #[derive(Debug, Clone)]
 pub struct Workspace {

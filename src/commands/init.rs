@@ -3,36 +3,13 @@
 use anyhow::{Context as _, Result};
 use serde_json::json;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::Context;
 use crate::cli::InitArgs;
 use crate::core::stack::{DatabaseSettings, Settings, TaskStack};
 use crate::error::Failure;
 use crate::store::{self, STACK_FILE, Workspace};
-
-/// What git must never see, whatever the user's own .gitignore says.
-pub fn never_committed(settings: &Settings) -> Vec<String> {
-    let mut lines = vec![
-        ".orchestrator/lock".to_string(),
-        ".orchestrator/sessions/active/".to_string(),
-        ".orchestrator/cache/".to_string(),
-        ".*.tmp.*".to_string(),
-    ];
-    if let Some(db) = &settings.database {
-        let name = Path::new(&db.path)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if !name.is_empty() {
-            lines.push(format!("{name}.backup_*"));
-            for suffix in ["-wal", "-shm", "-journal"] {
-                lines.push(format!("{name}{suffix}"));
-            }
-        }
-    }
-    lines
-}
 
 pub fn run(ctx: &Context, args: InitArgs) -> Result<u8> {
     let root = match &ctx.dir {
@@ -77,7 +54,7 @@ pub fn run(ctx: &Context, args: InitArgs) -> Result<u8> {
         store::write_atomic(&keep, b"")?;
     }
     let gitignore = ws.root().join(".gitignore");
-    let added = add_ignore_lines(&gitignore, &never_committed(&stack.settings))?;
+    let added = add_ignore_lines(&gitignore, &store::never_committed(&stack.settings))?;
     ws.save_stack(&lock, &stack)?;
 
     let json = json!({
