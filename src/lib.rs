@@ -8,6 +8,8 @@ pub mod commands;
 pub mod core;
 pub mod error;
 pub mod handoff;
+/// Transcript readers (Claude Code, Codex) for the token-meter issue; not wired into the CLI yet.
+pub mod meter;
 pub mod shutdown;
 pub mod store;
 pub mod vcs;

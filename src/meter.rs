@@ -1,0 +1,928 @@
+//! Context-fill meter: reads token usage from agent transcripts, incrementally.
+//!
+//! Two transcript formats are understood:
+//!
+//! * **Claude Code** (`~/.claude/projects/*/<session>.jsonl`): the context fill is
+//!   the latest main-chain assistant record's
+//!   `input_tokens + cache_creation_input_tokens + cache_read_input_tokens`.
+//!   Sidechain records, `<synthetic>` records and zero-sum usages are ignored.
+//!   A `system`/`compact_boundary` record after the last counted usage makes the
+//!   fill unknown (`compacted: true`) until the next counted assistant record.
+//!   The cumulative total sums input + cache creation + cache read + output over
+//!   distinct `message.id`s; when one id appears several times (one record per
+//!   content block) the **latest** usage seen for that id is the one counted.
+//!   Counted records without a `message.id` cannot be deduplicated and are each
+//!   added once.
+//! * **Codex** (`rollout-*.jsonl`): the fill is
+//!   `payload.info.last_token_usage.total_tokens` of the last `event_msg` /
+//!   `token_count` event, the window is `payload.info.model_context_window`, and
+//!   the cumulative total is `payload.info.total_token_usage.total_tokens`. A
+//!   missing or null value leaves the previous one in place.
+//!
+//! Reading is incremental: [`TranscriptState`] remembers the byte offset after the
+//! last complete (`\n`-terminated) line consumed plus the parse state, so each
+//! call only reads what was appended. A trailing partial line is left for the
+//! next call. If the file shrank below the offset, its identity (device + inode)
+//! changed, or its first bytes no longer match what was read before, it is read
+//! again from the start with fresh state.
+//!
+//! `skipped_lines` counts lines that could not be decoded: not UTF-8, not JSON,
+//! or JSON whose shape does not fit the fields read (e.g. `usage` not an
+//! object). Well-formed records of types the meter does not use (user messages,
+//! summaries, other Codex events, ...) are ignored without being counted.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// Which agent wrote a transcript.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TranscriptKind {
+    ClaudeCode,
+    Codex,
+}
+
+/// How many leading bytes of the file are fingerprinted to notice a rewrite in place.
+const HEAD_LEN: u64 = 1024;
+/// Buffer size of the streaming reader.
+const BUF_LEN: usize = 256 * 1024;
+
+/// Everything needed to resume reading a transcript. Serializable so the caller
+/// can cache it (e.g. as JSON under `.orchestrator/`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptState {
+    /// Format this state was built for; a different kind resets the state.
+    pub kind: Option<TranscriptKind>,
+    /// Byte offset just after the last complete line consumed.
+    pub offset: u64,
+    /// Device id of the file at last read (Unix only).
+    pub dev: Option<u64>,
+    /// Inode of the file at last read (Unix only).
+    pub inode: Option<u64>,
+    /// File length seen at last read.
+    pub len: u64,
+    /// FNV-1a hash of the first `head_len` bytes of the file.
+    pub head_hash: u64,
+    /// Number of leading bytes covered by `head_hash` (`min(offset, 1024)`).
+    pub head_len: u64,
+    /// Latest known context fill; `None` before any usage or after compaction.
+    pub fill: Option<u64>,
+    /// A compact boundary came after the last counted usage.
+    pub compacted: bool,
+    /// Running cumulative total (see module docs).
+    pub cumulative: u64,
+    /// Claude: latest total (input + cache + output) per distinct `message.id`.
+    pub message_totals: HashMap<String, u64>,
+    /// Codex: latest `model_context_window`.
+    pub context_window: Option<u64>,
+    /// Lines that could not be decoded, since the state was (re)started.
+    pub skipped_lines: u64,
+}
+
+/// Result of one [`read_transcript`] call.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reading {
+    /// Current context fill; `None` when unknown (nothing yet, or compacted).
+    pub fill: Option<u64>,
+    pub compacted: bool,
+    /// Claude: distinct-message total; Codex: last `total_token_usage.total_tokens`, else 0.
+    pub cumulative: u64,
+    /// Codex: `model_context_window`; Claude: `None`.
+    pub context_window: Option<u64>,
+    /// Undecodable lines since the state was (re)started (not only this call).
+    pub skipped_lines: u64,
+    /// Bytes consumed by this call.
+    pub bytes_read: u64,
+}
+
+/// Guess from the file name: `rollout-*.jsonl` -> Codex, else ClaudeCode.
+pub fn kind_for(path: &Path) -> TranscriptKind {
+    match path.file_name().and_then(|n| n.to_str()) {
+        Some(name) if name.starts_with("rollout-") && name.ends_with(".jsonl") => {
+            TranscriptKind::Codex
+        }
+        _ => TranscriptKind::ClaudeCode,
+    }
+}
+
+/// Where Claude Code keeps a session's transcript:
+/// `<claude_config_dir>/projects/*/<session_id>.jsonl` (first match, project
+/// directories taken in name order). Session ids containing path separators or
+/// `..` are rejected.
+pub fn find_claude_transcript(claude_config_dir: &Path, session_id: &str) -> Option<PathBuf> {
+    if session_id.is_empty()
+        || session_id.contains(['/', '\\'])
+        || session_id.contains("..")
+        || session_id.contains('\0')
+    {
+        return None;
+    }
+    let file_name = format!("{session_id}.jsonl");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(claude_config_dir.join("projects"))
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    dirs.into_iter()
+        .map(|d| d.join(&file_name))
+        .find(|p| p.is_file())
+}
+
+/// Reads what was appended since `state` (or everything, if state is default /
+/// file replaced / truncated); updates `state`.
+pub fn read_transcript(
+    path: &Path,
+    kind: TranscriptKind,
+    state: &mut TranscriptState,
+) -> Result<Reading> {
+    let mut file =
+        File::open(path).with_context(|| format!("opening transcript {}", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("reading metadata of transcript {}", path.display()))?;
+    let (dev, inode) = identity(&meta);
+    let len = meta.len();
+
+    let reset_reason = if state.kind != Some(kind) {
+        Some("new state or kind changed")
+    } else if state.dev != dev || state.inode != inode {
+        Some("file replaced")
+    } else if len < state.offset {
+        Some("file truncated")
+    } else if state.head_len > 0
+        && head_hash(&mut file, state.head_len)
+            .with_context(|| format!("reading transcript {}", path.display()))?
+            != Some(state.head_hash)
+    {
+        Some("file rewritten")
+    } else {
+        None
+    };
+    if let Some(reason) = reset_reason {
+        if state.kind.is_some() {
+            tracing::debug!(path = %path.display(), reason, "re-reading transcript from the start");
+        }
+        *state = TranscriptState {
+            kind: Some(kind),
+            dev,
+            inode,
+            ..TranscriptState::default()
+        };
+    }
+
+    file.seek(SeekFrom::Start(state.offset))
+        .with_context(|| format!("seeking in transcript {}", path.display()))?;
+    let mut reader = BufReader::with_capacity(BUF_LEN, file);
+    let mut line = Vec::with_capacity(8 * 1024);
+    let mut bytes_read = 0u64;
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("reading transcript {}", path.display()))?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            // EOF, or a partial last line still being written: leave it for next time.
+            break;
+        }
+        bytes_read += n as u64;
+        let mut body = &line[..line.len() - 1];
+        if let Some(stripped) = body.strip_suffix(b"\r") {
+            body = stripped;
+        }
+        if body.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let ok = match kind {
+            TranscriptKind::ClaudeCode => claude_line(body, state),
+            TranscriptKind::Codex => codex_line(body, state),
+        };
+        if !ok {
+            state.skipped_lines += 1;
+        }
+    }
+    let mut file = reader.into_inner();
+    state.offset += bytes_read;
+    state.len = len.max(state.offset);
+    let new_head_len = state.offset.min(HEAD_LEN);
+    if new_head_len != state.head_len {
+        // If the file shrank meanwhile, skip the fingerprint: the next call sees
+        // `len < offset` and starts over anyway.
+        let hash = head_hash(&mut file, new_head_len)
+            .with_context(|| format!("reading transcript {}", path.display()))?;
+        (state.head_hash, state.head_len) = hash.map_or((0, 0), |h| (h, new_head_len));
+    }
+
+    Ok(Reading {
+        fill: state.fill,
+        compacted: state.compacted,
+        cumulative: state.cumulative,
+        context_window: state.context_window,
+        skipped_lines: state.skipped_lines,
+        bytes_read,
+    })
+}
+
+#[cfg(unix)]
+fn identity(meta: &std::fs::Metadata) -> (Option<u64>, Option<u64>) {
+    use std::os::unix::fs::MetadataExt;
+    (Some(meta.dev()), Some(meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn identity(_meta: &std::fs::Metadata) -> (Option<u64>, Option<u64>) {
+    (None, None)
+}
+
+/// FNV-1a hash of the first `n` bytes, or `None` if the file is shorter.
+fn head_hash(file: &mut File, n: u64) -> std::io::Result<Option<u64>> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut buf = Vec::with_capacity(n as usize);
+    file.by_ref().take(n).read_to_end(&mut buf)?;
+    if (buf.len() as u64) < n {
+        return Ok(None);
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in buf {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    Ok(Some(h))
+}
+
+// ---------------------------------------------------------------------------
+// Claude Code
+
+#[derive(Deserialize)]
+struct ClaudeLine<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    subtype: Option<Cow<'a, str>>,
+    #[serde(rename = "isSidechain", default)]
+    is_sidechain: Option<bool>,
+    #[serde(borrow, default)]
+    message: Option<ClaudeMessage<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ClaudeMessage<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    usage: Option<ClaudeUsage>,
+}
+
+#[derive(Deserialize)]
+struct ClaudeUsage {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+}
+
+/// Applies one Claude Code line; returns false if it could not be decoded.
+fn claude_line(body: &[u8], state: &mut TranscriptState) -> bool {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return false;
+    };
+    let Ok(rec) = serde_json::from_str::<ClaudeLine>(text) else {
+        return false;
+    };
+    if rec.is_sidechain == Some(true) {
+        return true;
+    }
+    match rec.kind.as_deref() {
+        Some("system") if rec.subtype.as_deref() == Some("compact_boundary") => {
+            state.compacted = true;
+            state.fill = None;
+        }
+        Some("assistant") => {
+            let Some(msg) = rec.message else { return true };
+            if msg.model.as_deref() == Some("<synthetic>") {
+                return true;
+            }
+            let Some(u) = msg.usage else { return true };
+            let fill = u.input_tokens.unwrap_or(0)
+                + u.cache_creation_input_tokens.unwrap_or(0)
+                + u.cache_read_input_tokens.unwrap_or(0);
+            if fill == 0 {
+                return true;
+            }
+            state.fill = Some(fill);
+            state.compacted = false;
+            let total = fill + u.output_tokens.unwrap_or(0);
+            match msg.id {
+                Some(id) => {
+                    // Latest usage for an id wins: replace its earlier contribution.
+                    let prev = state.message_totals.insert(id.into_owned(), total);
+                    state.cumulative = state.cumulative - prev.unwrap_or(0) + total;
+                }
+                None => state.cumulative += total,
+            }
+        }
+        _ => {}
+    }
+    true
+}
+
+// ---------------------------------------------------------------------------
+// Codex
+
+#[derive(Deserialize)]
+struct CodexHead<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    payload: Option<CodexPayloadHead<'a>>,
+}
+
+#[derive(Deserialize)]
+struct CodexPayloadHead<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct CodexTokenCount {
+    payload: CodexTokenPayload,
+}
+
+#[derive(Deserialize)]
+struct CodexTokenPayload {
+    #[serde(default)]
+    info: Option<CodexInfo>,
+}
+
+#[derive(Deserialize)]
+struct CodexInfo {
+    #[serde(default)]
+    last_token_usage: Option<CodexUsage>,
+    #[serde(default)]
+    total_token_usage: Option<CodexUsage>,
+    #[serde(default)]
+    model_context_window: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct CodexUsage {
+    #[serde(default)]
+    total_tokens: Option<u64>,
+}
+
+/// Applies one Codex line; returns false if it could not be decoded.
+fn codex_line(body: &[u8], state: &mut TranscriptState) -> bool {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return false;
+    };
+    // Two passes: the head is decoded for every line (payloads of other event
+    // types have arbitrary shapes), the token details only for token_count.
+    let Ok(head) = serde_json::from_str::<CodexHead>(text) else {
+        return false;
+    };
+    let is_token_count = head.kind.as_deref() == Some("event_msg")
+        && head.payload.and_then(|p| p.kind).as_deref() == Some("token_count");
+    if !is_token_count {
+        return true;
+    }
+    let Ok(rec) = serde_json::from_str::<CodexTokenCount>(text) else {
+        return false;
+    };
+    let Some(info) = rec.payload.info else {
+        return true;
+    };
+    if let Some(fill) = info.last_token_usage.and_then(|u| u.total_tokens) {
+        state.fill = Some(fill);
+    }
+    if let Some(total) = info.total_token_usage.and_then(|u| u.total_tokens) {
+        state.cumulative = total;
+    }
+    if let Some(window) = info.model_context_window {
+        state.context_window = Some(window);
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::io::Write;
+
+    fn append(path: &Path, bytes: &[u8]) {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        f.write_all(bytes).unwrap();
+    }
+
+    fn line(v: serde_json::Value) -> Vec<u8> {
+        let mut s = serde_json::to_vec(&v).unwrap();
+        s.push(b'\n');
+        s
+    }
+
+    fn assistant(id: &str, input: u64, cc: u64, cr: u64, out: u64) -> serde_json::Value {
+        json!({
+            "type": "assistant",
+            "isSidechain": false,
+            "uuid": format!("u-{id}-{input}"),
+            "message": {
+                "id": id,
+                "model": "claude-opus-4",
+                "role": "assistant",
+                "content": [{"type": "text", "text": "hello \"quoted\" \u{e9}"}],
+                "usage": {
+                    "input_tokens": input,
+                    "cache_creation_input_tokens": cc,
+                    "cache_read_input_tokens": cr,
+                    "output_tokens": out,
+                    "server_tool_use": {"web_search_requests": 0}
+                }
+            }
+        })
+    }
+
+    fn user(text: &str) -> serde_json::Value {
+        json!({"type": "user", "message": {"role": "user", "content": text}})
+    }
+
+    fn compact() -> serde_json::Value {
+        json!({"type": "system", "subtype": "compact_boundary", "content": "Conversation compacted"})
+    }
+
+    fn read(path: &Path, state: &mut TranscriptState) -> Reading {
+        read_transcript(path, TranscriptKind::ClaudeCode, state).unwrap()
+    }
+
+    fn fresh(path: &Path) -> Reading {
+        read_transcript(path, kind_for(path), &mut TranscriptState::default()).unwrap()
+    }
+
+    #[test]
+    fn duplicate_message_id_counted_once_fill_from_latest() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.jsonl");
+        append(&p, &line(user("hi")));
+        // Same response written once per content block; output grows in the last one.
+        append(&p, &line(assistant("msg_1", 10, 100, 1000, 5)));
+        append(&p, &line(assistant("msg_1", 10, 100, 1000, 50)));
+        append(&p, &line(assistant("msg_2", 20, 200, 2000, 7)));
+        append(&p, &line(assistant("msg_2", 30, 200, 2000, 7)));
+        let r = fresh(&p);
+        assert_eq!(r.fill, Some(30 + 200 + 2000));
+        // Latest usage per id: msg_1 = 1160, msg_2 = 2237.
+        assert_eq!(r.cumulative, 1160 + 2237);
+        assert!(!r.compacted);
+        assert_eq!(r.context_window, None);
+        assert_eq!(r.skipped_lines, 0);
+        assert_eq!(r.bytes_read, std::fs::metadata(&p).unwrap().len());
+    }
+
+    #[test]
+    fn sidechain_synthetic_and_zero_usage_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.jsonl");
+        append(&p, &line(assistant("msg_1", 1, 2, 3, 4)));
+        let mut side = assistant("msg_side", 500, 500, 500, 500);
+        side["isSidechain"] = json!(true);
+        append(&p, &line(side));
+        let mut synth = assistant("msg_synth", 900, 0, 0, 0);
+        synth["message"]["model"] = json!("<synthetic>");
+        append(&p, &line(synth));
+        append(&p, &line(assistant("msg_zero", 0, 0, 0, 99)));
+        // Missing usage fields count as zero.
+        append(
+            &p,
+            &line(json!({"type": "assistant", "message": {"id": "msg_x", "usage": {}}})),
+        );
+        let r = fresh(&p);
+        assert_eq!(r.fill, Some(6));
+        assert_eq!(r.cumulative, 10);
+        assert_eq!(r.skipped_lines, 0);
+
+        // Sidechain compact boundaries do not compact the main chain either.
+        let mut side_compact = compact();
+        side_compact["isSidechain"] = json!(true);
+        append(&p, &line(side_compact));
+        let r = fresh(&p);
+        assert_eq!((r.fill, r.compacted), (Some(6), false));
+    }
+
+    #[test]
+    fn partial_usage_fields_default_to_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.jsonl");
+        append(
+            &p,
+            &line(json!({"type": "assistant", "message": {"id": "m",
+                "usage": {"input_tokens": 7, "cache_read_input_tokens": null, "output_tokens": 3}}})),
+        );
+        let r = fresh(&p);
+        assert_eq!((r.fill, r.cumulative), (Some(7), 10));
+    }
+
+    #[test]
+    fn compact_boundary_then_new_assistant() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.jsonl");
+        let mut st = TranscriptState::default();
+        append(&p, &line(assistant("msg_1", 10, 0, 90_000, 1)));
+        assert_eq!(read(&p, &mut st).fill, Some(90_010));
+        append(&p, &line(compact()));
+        append(&p, &line(user("continue")));
+        let r = read(&p, &mut st);
+        assert_eq!((r.fill, r.compacted), (None, true));
+        assert_eq!(r.cumulative, 90_011);
+        append(&p, &line(assistant("msg_2", 5, 3000, 0, 2)));
+        let r = read(&p, &mut st);
+        assert_eq!((r.fill, r.compacted), (Some(3005), false));
+        assert_eq!(r.cumulative, 90_011 + 3007);
+        // A fresh read of the whole file agrees with the incremental one.
+        let f = fresh(&p);
+        assert_eq!(
+            Reading {
+                bytes_read: f.bytes_read,
+                ..r
+            },
+            f
+        );
+        assert_eq!((f.fill, f.compacted), (Some(3005), false));
+    }
+
+    #[test]
+    fn malformed_and_non_utf8_lines_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.jsonl");
+        append(&p, &line(assistant("msg_1", 1, 1, 1, 1)));
+        append(
+            &p,
+            b"{\"type\":\"assistant\",\"message\":{\"usage\":{\"input_tokens\":5\n",
+        );
+        append(
+            &p,
+            b"{\"type\":\"assistant\",\"message\":{\"usage\":\"nope\"}}\n",
+        );
+        append(&p, b"[1,2,3]\n");
+        append(&p, b"\n   \n");
+        let mut bad = line(assistant("msg_bad", 1000, 0, 0, 0));
+        bad.insert(10, 0xff);
+        append(&p, &bad);
+        append(&p, b"{\"type\":\"user\",\"x\":\"\xc3\x28\"}\n");
+        append(
+            &p,
+            &line(json!({"type": "some-future-type", "stuff": [1, {"a": null}]})),
+        );
+        append(&p, &line(assistant("msg_2", 2, 2, 2, 2)));
+        let r = fresh(&p);
+        assert_eq!(r.fill, Some(6));
+        assert_eq!(r.cumulative, 4 + 8);
+        // truncated JSON, usage of the wrong shape, non-object, two non-UTF-8 lines.
+        assert_eq!(r.skipped_lines, 5);
+    }
+
+    #[test]
+    fn line_split_across_two_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.jsonl");
+        let mut st = TranscriptState::default();
+        let first = line(assistant("msg_1", 10, 0, 0, 1));
+        append(&p, &first);
+        let r = read(&p, &mut st);
+        assert_eq!(r.bytes_read, first.len() as u64);
+
+        let rec = line(assistant("msg_2", 20, 0, 0, 1));
+        let (a, b) = rec.split_at(rec.len() / 2);
+        append(&p, a);
+        let r = read(&p, &mut st);
+        assert_eq!(r.bytes_read, 0, "partial line must not be consumed");
+        assert_eq!((r.fill, r.cumulative), (Some(10), 11));
+        assert_eq!(st.offset, first.len() as u64);
+
+        append(&p, b);
+        let r = read(&p, &mut st);
+        assert_eq!(r.bytes_read, rec.len() as u64);
+        assert_eq!((r.fill, r.cumulative, r.skipped_lines), (Some(20), 32, 0));
+        let r = read(&p, &mut st);
+        assert_eq!((r.bytes_read, r.cumulative), (0, 32));
+    }
+
+    #[test]
+    fn every_split_point_matches_full_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let whole: Vec<u8> = [
+            line(assistant("msg_1", 10, 1, 1, 1)),
+            line(compact()),
+            b"garbage\n".to_vec(),
+            line(assistant("msg_2", 20, 2, 2, 2)),
+            line(assistant("msg_2", 30, 2, 2, 2)),
+            line(compact()),
+        ]
+        .concat();
+        let full = {
+            let p = dir.path().join("full.jsonl");
+            append(&p, &whole);
+            fresh(&p)
+        };
+        assert_eq!(
+            (full.fill, full.compacted, full.cumulative),
+            (None, true, 13 + 36)
+        );
+        for cut in 0..=whole.len() {
+            let p = dir.path().join(format!("cut{cut}.jsonl"));
+            let mut st = TranscriptState::default();
+            append(&p, &whole[..cut]);
+            let r1 = read(&p, &mut st);
+            // Round-trip the state through JSON like the caller's cache does.
+            let mut st: TranscriptState =
+                serde_json::from_str(&serde_json::to_string(&st).unwrap()).unwrap();
+            append(&p, &whole[cut..]);
+            let r2 = read(&p, &mut st);
+            assert_eq!(
+                r1.bytes_read + r2.bytes_read,
+                whole.len() as u64,
+                "cut {cut}"
+            );
+            assert_eq!(
+                Reading {
+                    bytes_read: full.bytes_read,
+                    ..r2
+                },
+                full,
+                "cut {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn truncation_rereads_from_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.jsonl");
+        let mut st = TranscriptState::default();
+        append(&p, &line(assistant("msg_1", 100, 0, 0, 0)));
+        append(&p, &line(assistant("msg_2", 200, 0, 0, 0)));
+        assert_eq!(read(&p, &mut st).cumulative, 300);
+        // Truncate in place (same inode) and write a shorter file.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&p)
+            .unwrap();
+        let rec = line(assistant("msg_3", 7, 0, 0, 0));
+        append(&p, &rec);
+        let r = read(&p, &mut st);
+        assert_eq!((r.fill, r.cumulative), (Some(7), 7));
+        assert_eq!(r.bytes_read, rec.len() as u64);
+        assert_eq!(st.offset, rec.len() as u64);
+    }
+
+    #[test]
+    fn truncation_keeping_a_long_prefix_rereads() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.jsonl");
+        let mut st = TranscriptState::default();
+        let recs: Vec<Vec<u8>> = (1..=12)
+            .map(|i| line(assistant(&format!("msg_{i}"), i * 10, 0, 0, 0)))
+            .collect();
+        // Keep the shortest prefix of whole records that covers the fingerprinted head.
+        let mut kept = 0;
+        let mut keep = 0usize;
+        while keep as u64 <= HEAD_LEN {
+            keep += recs[kept].len();
+            kept += 1;
+        }
+        assert!(kept < 11);
+        append(&p, &recs.concat());
+        assert_eq!(read(&p, &mut st).cumulative, (1..=12).sum::<u64>() * 10);
+        // Truncate to that prefix (head unchanged), then append a short record.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_len(keep as u64)
+            .unwrap();
+        append(
+            &p,
+            b"{\"type\":\"assistant\",\"message\":{\"usage\":{\"input_tokens\":1}}}\n",
+        );
+        let expected = (1..=kept as u64).sum::<u64>() * 10 + 1;
+        let r = read(&p, &mut st);
+        assert_eq!((r.fill, r.cumulative), (Some(1), expected));
+        assert_eq!(r.bytes_read, std::fs::metadata(&p).unwrap().len());
+    }
+
+    #[test]
+    fn rewrite_in_place_to_longer_file_rereads() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.jsonl");
+        let mut st = TranscriptState::default();
+        append(&p, &line(assistant("msg_1", 100, 0, 0, 0)));
+        assert_eq!(read(&p, &mut st).cumulative, 100);
+        // Same inode, now longer than the old offset: caught by the head fingerprint.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&p)
+            .unwrap();
+        f.write_all(&line(assistant("msg_9", 1, 0, 0, 0))).unwrap();
+        f.write_all(&line(assistant("msg_8", 2, 0, 0, 0))).unwrap();
+        drop(f);
+        let r = read(&p, &mut st);
+        assert_eq!((r.fill, r.cumulative), (Some(2), 3));
+    }
+
+    #[test]
+    fn replaced_file_rereads_from_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.jsonl");
+        let mut st = TranscriptState::default();
+        append(&p, &line(assistant("msg_1", 100, 0, 0, 0)));
+        assert_eq!(read(&p, &mut st).cumulative, 100);
+        let old_inode = st.inode;
+        // New file, same first bytes, longer: only the inode tells it apart.
+        let tmp = dir.path().join("new.jsonl");
+        append(&tmp, &line(assistant("msg_1", 100, 0, 0, 0)));
+        append(&tmp, &line(assistant("msg_2", 50, 0, 0, 0)));
+        std::fs::rename(&tmp, &p).unwrap();
+        let r = read(&p, &mut st);
+        assert_ne!(st.inode, old_inode);
+        assert_eq!((r.fill, r.cumulative), (Some(50), 150));
+        assert_eq!(r.bytes_read, std::fs::metadata(&p).unwrap().len());
+    }
+
+    #[test]
+    fn kind_change_resets_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.jsonl");
+        append(&p, &line(assistant("msg_1", 100, 0, 0, 0)));
+        let mut st = TranscriptState::default();
+        read(&p, &mut st);
+        let r = read_transcript(&p, TranscriptKind::Codex, &mut st).unwrap();
+        assert_eq!((r.fill, r.cumulative), (None, 0));
+        assert!(r.bytes_read > 0);
+    }
+
+    fn token_count(
+        last: serde_json::Value,
+        total: serde_json::Value,
+        window: serde_json::Value,
+    ) -> serde_json::Value {
+        json!({
+            "timestamp": "2025-09-01T10:00:00.000Z",
+            "type": "event_msg",
+            "payload": {
+                "type": "token_count",
+                "info": {
+                    "total_token_usage": {"input_tokens": 1, "total_tokens": total},
+                    "last_token_usage": {"input_tokens": 1, "total_tokens": last},
+                    "model_context_window": window
+                },
+                "rate_limits": null
+            }
+        })
+    }
+
+    #[test]
+    fn codex_last_token_count_wins_nulls_tolerated() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("rollout-2025-09-01T10-00-00-abc.jsonl");
+        assert_eq!(kind_for(&p), TranscriptKind::Codex);
+        let mut st = TranscriptState::default();
+        append(
+            &p,
+            &line(json!({"type": "session_meta", "payload": {"id": "abc", "info": "a string"}})),
+        );
+        append(
+            &p,
+            &line(json!({"type": "event_msg", "payload": {"type": "token_count", "info": null}})),
+        );
+        let r = read_transcript(&p, TranscriptKind::Codex, &mut st).unwrap();
+        assert_eq!((r.fill, r.cumulative, r.context_window), (None, 0, None));
+        assert_eq!(r.skipped_lines, 0);
+
+        append(
+            &p,
+            &line(token_count(json!(1000), json!(5000), json!(272000))),
+        );
+        append(
+            &p,
+            &line(json!({"type": "response_item", "payload": {"type": "message", "info": [1]}})),
+        );
+        append(
+            &p,
+            &line(token_count(json!(1500), json!(6500), json!(null))),
+        );
+        let r = read_transcript(&p, TranscriptKind::Codex, &mut st).unwrap();
+        assert_eq!(
+            (r.fill, r.cumulative, r.context_window),
+            (Some(1500), 6500, Some(272000))
+        );
+
+        append(
+            &p,
+            &line(token_count(json!(null), json!(7000), json!(400000))),
+        );
+        let mut no_last = token_count(json!(1), json!(1), json!(1));
+        no_last["payload"]["info"] = json!({"model_context_window": 500000});
+        append(&p, &line(no_last));
+        append(&p, b"{not json\n");
+        let r = read_transcript(&p, TranscriptKind::Codex, &mut st).unwrap();
+        assert_eq!(
+            (r.fill, r.cumulative, r.context_window),
+            (Some(1500), 7000, Some(500000))
+        );
+        assert_eq!((r.compacted, r.skipped_lines), (false, 1));
+
+        // Claude-style records mean nothing in a Codex rollout.
+        append(&p, &line(assistant("msg_1", 1, 1, 1, 1)));
+        let r = read_transcript(&p, TranscriptKind::Codex, &mut st).unwrap();
+        assert_eq!((r.fill, r.cumulative), (Some(1500), 7000));
+    }
+
+    #[test]
+    fn kind_for_names() {
+        assert_eq!(
+            kind_for(Path::new("/x/rollout-2025-01-01-x.jsonl")),
+            TranscriptKind::Codex
+        );
+        assert_eq!(
+            kind_for(Path::new("rollout-a.json")),
+            TranscriptKind::ClaudeCode
+        );
+        assert_eq!(
+            kind_for(Path::new("/x/abc-123.jsonl")),
+            TranscriptKind::ClaudeCode
+        );
+        assert_eq!(
+            kind_for(Path::new("/x/my-rollout-1.jsonl")),
+            TranscriptKind::ClaudeCode
+        );
+    }
+
+    #[test]
+    fn find_claude_transcript_in_projects() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path();
+        assert_eq!(find_claude_transcript(cfg, "abc"), None);
+        std::fs::create_dir_all(cfg.join("projects/-work-a")).unwrap();
+        std::fs::create_dir_all(cfg.join("projects/-work-b")).unwrap();
+        std::fs::create_dir_all(cfg.join("projects/-work-c/abc.jsonl")).unwrap(); // a dir, not a file
+        append(&cfg.join("projects/-work-b/abc.jsonl"), b"");
+        append(&cfg.join("projects/-work-b/other.jsonl"), b"");
+        assert_eq!(
+            find_claude_transcript(cfg, "abc"),
+            Some(cfg.join("projects/-work-b/abc.jsonl"))
+        );
+        append(&cfg.join("projects/-work-a/abc.jsonl"), b"");
+        assert_eq!(
+            find_claude_transcript(cfg, "abc"),
+            Some(cfg.join("projects/-work-a/abc.jsonl"))
+        );
+        assert_eq!(find_claude_transcript(cfg, "missing"), None);
+        assert_eq!(find_claude_transcript(cfg, ""), None);
+        assert_eq!(find_claude_transcript(cfg, "../projects/-work-a/abc"), None);
+    }
+
+    #[test]
+    fn missing_file_error_names_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("nope.jsonl");
+        let err = read_transcript(
+            &p,
+            TranscriptKind::ClaudeCode,
+            &mut TranscriptState::default(),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("nope.jsonl"), "{err:#}");
+    }
+
+    #[test]
+    fn state_serializes_as_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.jsonl");
+        append(&p, &line(assistant("msg_1", 1, 2, 3, 4)));
+        let mut st = TranscriptState::default();
+        read(&p, &mut st);
+        let v: serde_json::Value = serde_json::to_value(&st).unwrap();
+        assert_eq!(v["kind"], json!("claude_code"));
+        assert_eq!(v["offset"], json!(std::fs::metadata(&p).unwrap().len()));
+        assert_eq!(v["message_totals"]["msg_1"], json!(10));
+        let back: TranscriptState = serde_json::from_value(v).unwrap();
+        assert_eq!(back, st);
+    }
+}
