@@ -154,6 +154,27 @@ pub fn backup_database(
     })
 }
 
+/// Removes the temp copies (and their -journal/-wal/-shm) that a killed backup of `db_path`
+/// left in `backup_dir`. Only call while no backup of this database can be running.
+pub fn remove_stale_temp_files(backup_dir: &Path, db_path: &Path) -> Vec<PathBuf> {
+    let prefix = format!(".{}.backup_", db_file_name(db_path));
+    let Ok(entries) = fs::read_dir(backup_dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with(&prefix)
+            && name.contains(".tmp-")
+            && fs::remove_file(entry.path()).is_ok()
+        {
+            removed.push(entry.path());
+        }
+    }
+    removed
+}
+
 /// Runs `PRAGMA quick_check` on an existing backup file (e.g. when a killed
 /// wrap is resumed and its backup file already exists).
 pub fn verify_backup(path: &Path) -> Result<()> {
@@ -795,6 +816,34 @@ mod tests {
             .into_iter()
             .filter(|n| n.contains(".tmp-"))
             .collect()
+    }
+
+    #[test]
+    fn stale_temp_files_of_a_killed_backup_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("crypto.db");
+        for name in [
+            ".crypto.db.backup_20200101_000000.tmp-42",
+            ".crypto.db.backup_20200101_000000.tmp-42-journal",
+            "crypto.db.backup_20200101_000000",
+            ".other.db.backup_20200101_000000.tmp-42",
+        ] {
+            fs::write(dir.path().join(name), "x").unwrap();
+        }
+        let removed = remove_stale_temp_files(dir.path(), &db);
+        assert_eq!(removed.len(), 2);
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".other.db.backup_20200101_000000.tmp-42",
+                "crypto.db.backup_20200101_000000"
+            ]
+        );
     }
 
     #[test]

@@ -316,6 +316,13 @@ fn backup_step(
             name
         }
     };
+    // The workspace lock is held, so no other backup of this database is running.
+    for temp in backup::remove_stale_temp_files(&backup_dir, &db_path) {
+        tracing::info!(
+            "removed the temp file of a killed backup: {}",
+            temp.display()
+        );
+    }
     // Like `mkdir -p`; after the database check, so a wrong path creates nothing.
     if db_path.is_file() && !backup_dir.exists() {
         std::fs::create_dir_all(&backup_dir).with_context(|| {
