@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use crate::clock;
 use crate::core::budget::format_pct;
 use crate::core::session::{REASON_RECOVERED, Session, WrapJournal, describe_duration};
 use crate::core::stack::{BudgetSettings, Progress, Status};
@@ -47,8 +48,8 @@ pub fn render(input: &HandoffInput) -> String {
     let _ = writeln!(w, "- **Session:** {}", session.id);
     let _ = writeln!(w, "- **Agent:** {}", session.agent);
     let _ = writeln!(w, "- **Task:** {} ({})", session.task, input.title);
-    let _ = writeln!(w, "- **Started:** {}", rfc3339(session.started));
-    let _ = writeln!(w, "- **Ended:** {}", rfc3339(journal.ended));
+    let _ = writeln!(w, "- **Started:** {}", clock::format(session.started));
+    let _ = writeln!(w, "- **Ended:** {}", clock::format(journal.ended));
     let _ = writeln!(
         w,
         "- **Duration:** {}",
@@ -60,7 +61,7 @@ pub fn render(input: &HandoffInput) -> String {
             Some(cp) => format!(
                 "its last checkpoint was \"{}\" at {} (progress {})",
                 inline(&cp.message),
-                rfc3339(cp.at),
+                clock::format(cp.at),
                 cp.progress
             ),
             None => "it recorded no checkpoint".to_string(),
@@ -70,7 +71,7 @@ pub fn render(input: &HandoffInput) -> String {
             "\n> **This session ended without a wrap.** Its lease ran out at {} and a later `start` \
              recovered it; {last}. Work after that checkpoint may be uncommitted or lost: check the \
              working tree before continuing.",
-            rfc3339(session.lease_expires)
+            clock::format(session.lease_expires)
         );
     }
     if let Some(summary) = journal.summary.as_deref().filter(|s| !s.trim().is_empty()) {
@@ -131,7 +132,7 @@ pub fn render(input: &HandoffInput) -> String {
                 w,
                 "- **Source:** {} at {}",
                 reading.source,
-                rfc3339(reading.at)
+                clock::format(reading.at)
             );
         }
         None => {
@@ -206,7 +207,7 @@ pub fn commit_message(
         plural = if minutes == 1 { "" } else { "s" },
         checkpoints = session.checkpoints.len(),
         id = session.id,
-        started = rfc3339(session.started),
+        started = clock::format(session.started),
     )
 }
 
@@ -218,10 +219,6 @@ fn section(w: &mut String, title: &str, lines: &[String], empty: &str) {
     for line in lines {
         let _ = writeln!(w, "- {line}");
     }
-}
-
-fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
-    crate::clock::format(t)
 }
 
 /// 143000 -> "143,000"

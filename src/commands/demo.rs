@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::Context;
+use crate::core::stack::TaskStack;
 use crate::error::code;
+use crate::shutdown;
 use crate::store;
-use crate::vcs;
+use crate::store::Workspace;
 
 const DB_FILE: &str = "crypto_indicators_production.db";
 const TASK: &str = "integrate_sessions_101_140";
@@ -50,30 +52,22 @@ pub fn run(ctx: &Context) -> Result<u8> {
     git2::Repository::init(&dir)
         .with_context(|| format!("cannot create a git repository in {}", dir.display()))?;
     build_database(&dir.join(DB_FILE), 19_267)?;
-    store::write_atomic(&dir.join("task_stack.json"), demo_stack().as_bytes())?;
+    let stack_text = demo_stack();
+    let stack = TaskStack::parse(&stack_text).expect("the demo stack is valid");
+    store::write_atomic(&dir.join("task_stack.json"), stack_text.as_bytes())?;
     store::write_atomic(
         &dir.join("README.md"),
         b"# Demo project\n\nBuilt by `orchestrator demo`.\n",
     )?;
-    store::write_atomic(
+    super::init::add_ignore_lines(
         &dir.join(".gitignore"),
-        format!(
-            "# orchestrator: never committed\n.orchestrator/lock\n.orchestrator/sessions/active/\n.orchestrator/cache/\n.*.tmp.*\n{DB_FILE}.backup_*\n{DB_FILE}-wal\n{DB_FILE}-shm\n{DB_FILE}-journal\nbackups/\n"
-        )
-        .as_bytes(),
+        &store::never_committed(&stack.settings),
     )?;
     std::fs::create_dir_all(dir.join("session_handoffs"))
         .context("cannot create session_handoffs")?;
     std::fs::create_dir_all(dir.join("backups")).context("cannot create backups")?;
     store::write_atomic(&dir.join("session_handoffs/.gitkeep"), b"")?;
-    let (exclude, globs) = (Vec::new(), Vec::new());
-    vcs::commit_all(&vcs::CommitRequest {
-        workdir: &dir,
-        message: "Demo workspace",
-        exclude: &exclude,
-        exclude_globs: &globs,
-        max_file_bytes: 50 * 1024 * 1024,
-    })?;
+    shutdown::commit_workspace(&Workspace::at(dir.clone()), &stack, "Demo workspace")?;
 
     let mut transcript = Vec::new();
     // Steps print what an agent would see; the wrap runs with --json so the demo can report

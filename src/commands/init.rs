@@ -3,7 +3,7 @@
 use anyhow::{Context as _, Result};
 use serde_json::json;
 use std::fs;
-use std::path::PathBuf;
+use std::path::Path;
 
 use super::Context;
 use crate::cli::InitArgs;
@@ -72,7 +72,7 @@ pub fn run(ctx: &Context, args: InitArgs) -> Result<u8> {
 }
 
 /// Appends the lines the file lacks; returns them.
-fn add_ignore_lines(path: &PathBuf, lines: &[String]) -> Result<Vec<String>> {
+pub(super) fn add_ignore_lines(path: &Path, lines: &[String]) -> Result<Vec<String>> {
     let existing = match fs::read_to_string(path) {
         Ok(text) => text,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
