@@ -54,6 +54,43 @@ pub enum Command {
     Wrap(WrapArgs),
     /// Build a scratch workspace (or fill the empty --dir) and run one whole session in it
     Demo,
+    /// Connect to an agent's hooks: `hook claude` handles an event, `hook install claude` sets it up
+    #[command(subcommand)]
+    Hook(HookCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HookCommand {
+    /// Handle one Claude Code hook event (JSON on stdin); prints hook JSON or nothing, exits 0
+    Claude(HookClaudeArgs),
+    /// Add orchestrator's hooks to the agent's project settings (.claude/settings.json)
+    Install(HookInstallArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HookClaudeArgs {
+    /// The agent name of the sessions the hook starts and follows
+    #[arg(
+        long,
+        env = "ORCHESTRATOR_AGENT",
+        default_value = "claude",
+        value_name = "NAME"
+    )]
+    pub agent: String,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum HookAgent {
+    Claude,
+}
+
+#[derive(Debug, Args)]
+pub struct HookInstallArgs {
+    /// Which agent's settings to change
+    pub agent: HookAgent,
+    /// The command the hooks run, as the agent's shell will find it
+    #[arg(long, default_value = "orchestrator", value_name = "CMD")]
+    pub command: String,
 }
 
 #[derive(Debug, Args)]
@@ -70,6 +107,10 @@ pub struct InitArgs {
     /// Shutdown threshold, a fraction of the budget (0.85 = 85%)
     #[arg(long, value_name = "F")]
     pub shutdown: Option<f64>,
+    /// Where your agent compacts its context on its own, a fraction of the budget
+    /// (Claude Code: about 0.835)
+    #[arg(long, value_name = "F")]
+    pub compact_at: Option<f64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,9 +207,13 @@ pub struct CheckpointArgs {
     /// Units done since the last checkpoint (negative to correct)
     #[arg(long, value_name = "K", allow_negative_numbers = true)]
     pub advance: Option<i64>,
-    /// Tokens in use now (the current context fill, not an increment)
+    /// Tokens in use now (the current context fill, not an increment; default: read from the
+    /// session's transcript when it has one)
     #[arg(long, value_name = "N")]
     pub tokens: Option<u64>,
+    /// Feed a meter of settings.meters: a counter adds N, a gauge takes N (repeatable)
+    #[arg(long = "usage", value_name = "NAME=N", value_parser = crate::core::meters::parse_usage)]
+    pub usage: Vec<(String, u64)>,
     /// A problem worth telling the next session (repeatable)
     #[arg(long = "issue", value_name = "TEXT")]
     pub issues: Vec<String>,

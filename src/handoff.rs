@@ -143,6 +143,12 @@ pub fn render(input: &HandoffInput) -> String {
             );
         }
     }
+    for (name, value) in &session.meters {
+        let _ = writeln!(w, "- **Meter `{name}`:** {}", thousands(*value));
+    }
+    if let Some(path) = &session.transcript {
+        let _ = writeln!(w, "- **Transcript:** {}", path.display());
+    }
 
     section(w, "Database", &input.database, "No database is configured.");
     section(w, "Changes", &input.changes, "No change information.");
@@ -278,6 +284,8 @@ mod tests {
                 source: "explicit".into(),
                 at: at(0, 20, 2),
             }),
+            transcript: None,
+            meters: Default::default(),
             progress_at_start: Progress { done: 0, total: 40 },
             git_head_at_start: None,
             metrics_at_start: vec![],

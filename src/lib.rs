@@ -2,14 +2,15 @@
 //! The modules are public so benchmarks can measure the effects (backup, commit) directly.
 
 pub mod backup;
+pub mod claude_hooks;
 pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod core;
 pub mod error;
 pub mod handoff;
-/// Transcript readers (Claude Code, Codex) for the token-meter issue; not wired into the CLI yet.
 pub mod meter;
 pub mod shutdown;
 pub mod store;
+pub mod usage;
 pub mod vcs;

@@ -11,6 +11,8 @@
 //!   The cumulative total sums input + cache creation + cache read + output over
 //!   distinct `message.id`s; when one id appears several times (one record per
 //!   content block) the **latest** usage seen for that id is the one counted.
+//!   Ids are remembered for the last 64 distinct messages, which covers the
+//!   consecutive records of one response.
 //!   Counted records without a `message.id` cannot be deduplicated and are each
 //!   added once.
 //! * **Codex** (`rollout-*.jsonl`): the fill is
@@ -32,7 +34,7 @@
 //! summaries, other Codex events, ...) are ignored without being counted.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -50,6 +52,8 @@ pub enum TranscriptKind {
 
 /// How many leading bytes of the file are fingerprinted to notice a rewrite in place.
 const HEAD_LEN: u64 = 1024;
+/// How many distinct message ids are remembered for deduplication.
+const RECENT_MESSAGES: usize = 64;
 /// Buffer size of the streaming reader.
 const BUF_LEN: usize = 256 * 1024;
 
@@ -77,8 +81,11 @@ pub struct TranscriptState {
     pub compacted: bool,
     /// Running cumulative total (see module docs).
     pub cumulative: u64,
-    /// Claude: latest total (input + cache + output) per distinct `message.id`.
-    pub message_totals: HashMap<String, u64>,
+    /// Claude: the latest total (input + cache + output) of the most recent distinct
+    /// `message.id`s, newest last. Claude Code writes one record per content block of a response,
+    /// one after another, so a short window deduplicates them while keeping this cached state
+    /// small however long the transcript grows.
+    pub recent_messages: VecDeque<(String, u64)>,
     /// Codex: latest `model_context_window`.
     pub context_window: Option<u64>,
     /// Lines that could not be decoded, since the state was (re)started.
@@ -134,6 +141,91 @@ pub fn find_claude_transcript(claude_config_dir: &Path, session_id: &str) -> Opt
     dirs.into_iter()
         .map(|d| d.join(&file_name))
         .find(|p| p.is_file())
+}
+
+/// Claude Code's configuration directory: `$CLAUDE_CONFIG_DIR`, else `~/.claude`.
+pub fn claude_config_dir() -> Option<PathBuf> {
+    std::env::var_os("CLAUDE_CONFIG_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|h| !h.is_empty())
+                .map(|h| PathBuf::from(h).join(".claude"))
+        })
+}
+
+/// The transcript of the Claude Code session this process runs under, found from
+/// `CLAUDE_CODE_SESSION_ID` (Claude Code sets it for the commands its agent runs).
+pub fn claude_session_transcript() -> Option<PathBuf> {
+    let id = std::env::var("CLAUDE_CODE_SESSION_ID").ok()?;
+    find_claude_transcript(&claude_config_dir()?, id.trim())
+}
+
+#[derive(Serialize, Deserialize)]
+struct CacheEntry {
+    path: PathBuf,
+    state: TranscriptState,
+}
+
+/// The cache file of one transcript: named by a hash of its path, so sessions and hooks that
+/// read the same transcript share the work.
+pub fn cache_path(cache_dir: &Path, transcript: &Path) -> PathBuf {
+    let hash = fnv1a(transcript.as_os_str().as_encoded_bytes());
+    cache_dir.join(format!("transcript-{hash:016x}.json"))
+}
+
+/// Reads a transcript from where the cache under `cache_dir` left off, and saves the new state.
+///
+/// The cache is only an optimisation: an unreadable or foreign cache file means a read from
+/// the start, and a cache that cannot be written costs the next reader a full read, so neither
+/// is an error. It is replaced by rename, so concurrent readers never see half a file.
+pub fn read_cached(cache_dir: &Path, transcript: &Path) -> Result<Reading> {
+    let cache = cache_path(cache_dir, transcript);
+    let mut state = std::fs::read(&cache)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<CacheEntry>(&bytes).ok())
+        .filter(|entry| entry.path == transcript)
+        .map(|entry| entry.state)
+        .unwrap_or_default();
+    let before = state.clone();
+    let reading = read_transcript(transcript, kind_for(transcript), &mut state)?;
+    if state != before
+        && let Err(err) = write_cache(&cache, transcript, state)
+    {
+        tracing::debug!(
+            "cannot cache the transcript state in {}: {err:#}",
+            cache.display()
+        );
+    }
+    Ok(reading)
+}
+
+fn write_cache(cache: &Path, transcript: &Path, state: TranscriptState) -> Result<()> {
+    let dir = cache.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let entry = CacheEntry {
+        path: transcript.to_path_buf(),
+        state,
+    };
+    let bytes = serde_json::to_vec(&entry)?;
+    let name = cache
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("cache");
+    // Not fsynced: losing the cache in a crash only costs a re-read.
+    let temp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    std::fs::write(&temp, bytes).with_context(|| format!("writing {}", temp.display()))?;
+    std::fs::rename(&temp, cache).with_context(|| format!("replacing {}", cache.display()))
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 /// Reads what was appended since `state` (or everything, if state is default /
@@ -249,12 +341,7 @@ fn head_hash(file: &mut File, n: u64) -> std::io::Result<Option<u64>> {
     if (buf.len() as u64) < n {
         return Ok(None);
     }
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in buf {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    Ok(Some(h))
+    Ok(Some(fnv1a(&buf)))
 }
 
 // ---------------------------------------------------------------------------
@@ -328,8 +415,20 @@ fn claude_line(body: &[u8], state: &mut TranscriptState) -> bool {
             match msg.id {
                 Some(id) => {
                     // Latest usage for an id wins: replace its earlier contribution.
-                    let prev = state.message_totals.insert(id.into_owned(), total);
-                    state.cumulative = state.cumulative - prev.unwrap_or(0) + total;
+                    let recent = &mut state.recent_messages;
+                    match recent.iter_mut().rev().find(|(seen, _)| *seen == id) {
+                        Some((_, counted)) => {
+                            state.cumulative = state.cumulative - *counted + total;
+                            *counted = total;
+                        }
+                        None => {
+                            if recent.len() == RECENT_MESSAGES {
+                                recent.pop_front();
+                            }
+                            recent.push_back((id.into_owned(), total));
+                            state.cumulative += total;
+                        }
+                    }
                 }
                 None => state.cumulative += total,
             }
@@ -921,7 +1020,7 @@ mod tests {
         let v: serde_json::Value = serde_json::to_value(&st).unwrap();
         assert_eq!(v["kind"], json!("claude_code"));
         assert_eq!(v["offset"], json!(std::fs::metadata(&p).unwrap().len()));
-        assert_eq!(v["message_totals"]["msg_1"], json!(10));
+        assert_eq!(v["recent_messages"][0], json!(["msg_1", 10]));
         let back: TranscriptState = serde_json::from_value(v).unwrap();
         assert_eq!(back, st);
     }

@@ -78,15 +78,23 @@ impl Workspace {
             return Ok(Workspace { root });
         }
         let cwd = std::env::current_dir().context("cannot read the current directory")?;
-        match cwd.ancestors().find(|dir| dir.join(STACK_FILE).is_file()) {
-            Some(root) => Ok(Workspace {
-                root: root.to_path_buf(),
-            }),
+        match Self::find_from(&cwd) {
+            Some(ws) => Ok(ws),
             None => Err(Failure::user(format!(
                 "no {STACK_FILE} in {} or any parent directory; run `orchestrator init` or pass -C DIR",
                 cwd.display()
             ))),
         }
+    }
+
+    /// The nearest directory holding `task_stack.json`: `start` or one of its parents.
+    pub fn find_from(start: &Path) -> Option<Self> {
+        start
+            .ancestors()
+            .find(|dir| dir.join(STACK_FILE).is_file())
+            .map(|root| Workspace {
+                root: root.to_path_buf(),
+            })
     }
 
     pub fn root(&self) -> &Path {
@@ -99,6 +107,11 @@ impl Workspace {
 
     pub fn state_dir(&self) -> PathBuf {
         self.root.join(STATE_DIR)
+    }
+
+    /// Derived state that can be rebuilt: transcript read positions.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.state_dir().join("cache")
     }
 
     pub fn active_dir(&self) -> PathBuf {

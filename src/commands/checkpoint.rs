@@ -3,13 +3,17 @@
 use anyhow::Result;
 use serde_json::{Map, json};
 
-use super::status::{budget_report, token_source};
+use std::collections::BTreeMap;
+
 use super::{Context, select_session};
 use crate::cli::CheckpointArgs;
+use crate::core::meters::MeterSource;
 use crate::core::session::{CheckpointEvent, Session, TokenReading};
-use crate::core::stack::{Checkpoint, Status};
+use crate::core::stack::{Checkpoint, Status, TaskStack};
 use crate::error::{Failure, code};
 use crate::shutdown;
+use crate::store::Workspace;
+use crate::usage::{Tokens, report};
 
 pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
     let message = args.message.trim();
@@ -20,6 +24,7 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
     let lock = ws.lock()?;
     let mut stack = ws.load_stack()?;
     let mut session = select_session(&ws, args.session.session.as_deref(), false)?;
+    let meters = record_usage(&ws, &stack, &session, &args.usage)?;
     let lease = Session::lease(stack.settings.lease_minutes);
     let stack_path = ws.stack_path();
     let task = stack.task_mut(&session.task).ok_or_else(|| {
@@ -61,19 +66,14 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
     if task.status == Status::Pending {
         task.status = Status::InProgress;
     }
-    if let Some(tokens) = args.tokens {
-        session.tokens = Some(TokenReading {
-            used: tokens,
-            source: "explicit".into(),
-            at: ctx.now,
-        });
-    }
+    let tokens = Tokens::measure(&ws, &session, args.tokens);
+    let recorded_tokens = args.tokens.or(tokens.from_transcript());
     let checkpoint = Checkpoint {
         at: ctx.now,
         session: session.id.clone(),
         message: message.to_string(),
         progress: done,
-        tokens: args.tokens,
+        tokens: recorded_tokens,
         extra: Map::new(),
     };
     task.record_checkpoint(checkpoint.clone());
@@ -85,9 +85,9 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
     let event = CheckpointEvent {
         seq: session.checkpoints.len(),
         checkpoint,
-        tokens: args.tokens.map(|used| TokenReading {
+        tokens: recorded_tokens.map(|used| TokenReading {
             used,
-            source: "explicit".into(),
+            source: tokens.source.clone(),
             at: ctx.now,
         }),
         issues: args
@@ -96,6 +96,7 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
             .map(|i| i.trim().to_string())
             .filter(|i| !i.is_empty())
             .collect(),
+        meters,
         lease_expires: expires,
     };
 
@@ -120,12 +121,8 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
     drop(lock);
     session.apply(event);
 
-    let source = if args.tokens.is_some() {
-        "explicit"
-    } else {
-        token_source(&session)
-    };
-    let (mut json, mut text, level) = budget_report(&stack, &session, progress, source);
+    let report = report(&stack, &session, progress, &tokens);
+    let (mut json, mut text, level) = (report.json, report.text, report.level);
     json["checkpoints"] = json!(session.checkpoints.len());
     if let Some(commit) = commit {
         text.push_str(&match commit["result"].as_str() {
@@ -148,4 +145,41 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
     } else {
         level.exit_code()
     })
+}
+
+/// The meters' values after this checkpoint's `--usage`, refused before anything is written
+/// when a name is not a meter the agent can feed.
+fn record_usage(
+    ws: &Workspace,
+    stack: &TaskStack,
+    session: &Session,
+    usage: &[(String, u64)],
+) -> Result<BTreeMap<String, u64>> {
+    let mut values = BTreeMap::new();
+    for (name, reported) in usage {
+        let meter = stack.settings.meters.get(name).ok_or_else(|| {
+            let known: Vec<&str> = stack.settings.meters.iter().map(|(n, _)| n).collect();
+            Failure::user(format!(
+                "--usage {name}: {} has no meter `{name}` in settings.meters ({})",
+                ws.stack_path().display(),
+                if known.is_empty() {
+                    "it defines none".to_string()
+                } else {
+                    format!("known: {}", known.join(", "))
+                }
+            ))
+        })?;
+        if meter.source == MeterSource::Transcript {
+            return Err(Failure::user(format!(
+                "--usage {name}: meter `{name}` is read from the transcript, not fed by --usage"
+            )));
+        }
+        let current = values
+            .get(name)
+            .or_else(|| session.meters.get(name))
+            .copied()
+            .unwrap_or(0);
+        values.insert(name.clone(), meter.kind.record(current, *reported));
+    }
+    Ok(values)
 }

@@ -26,6 +26,9 @@ pub fn run(ctx: &Context, args: InitArgs) -> Result<u8> {
     if let Some(shutdown) = args.shutdown {
         settings.budget.shutdown = shutdown;
     }
+    if let Some(at) = args.compact_at {
+        settings.budget.compact_at = Some(at);
+    }
     if let Some(db) = args.db {
         settings.database = Some(DatabaseSettings::new(db));
     }
@@ -56,6 +59,7 @@ pub fn run(ctx: &Context, args: InitArgs) -> Result<u8> {
     let gitignore = ws.root().join(".gitignore");
     let added = add_ignore_lines(&gitignore, &store::never_committed(&stack.settings))?;
     ws.save_stack(&lock, &stack)?;
+    super::start::warn_about_compaction(&ws, &stack);
 
     let json = json!({
         "workspace": ws.root(),

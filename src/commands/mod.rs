@@ -2,6 +2,7 @@
 
 mod checkpoint;
 mod demo;
+mod hook;
 mod init;
 mod next;
 mod start;
@@ -45,10 +46,19 @@ impl Context {
 }
 
 pub fn run(cli: Cli) -> Result<u8> {
+    let now = match (&cli.command, crate::clock::now()) {
+        (_, Ok(now)) => now,
+        // The Claude Code hook exits 0 whatever happens; a bad clock override is only logged.
+        (Command::Hook(crate::cli::HookCommand::Claude(_)), Err(err)) => {
+            tracing::warn!("{err:#}");
+            Utc::now()
+        }
+        (_, Err(err)) => return Err(err),
+    };
     let ctx = Context {
         dir: cli.global.dir,
         json: cli.global.json,
-        now: crate::clock::now()?,
+        now,
     };
     match cli.command {
         Command::Init(args) => init::run(&ctx, args),
@@ -59,6 +69,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Status(args) => status::run(&ctx, args),
         Command::Wrap(args) => wrap::run(&ctx, args),
         Command::Demo => demo::run(&ctx),
+        Command::Hook(cmd) => hook::run(&ctx, cmd),
     }
 }
 

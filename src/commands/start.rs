@@ -1,21 +1,31 @@
 //! `orchestrator start`: open a session on the next task and print the brief.
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use serde_json::{Map, Value, json};
 
 use super::Context;
 use crate::cli::StartArgs;
+use crate::core::budget::compaction_conflict;
 use crate::core::ids::{check_task_id, new_session_id};
+use crate::core::meters;
 use crate::core::select::{readiness, select_next};
 use crate::core::session::{Session, TokenReading};
 use crate::core::stack::{Claim, Status, Task, TaskStack};
 use crate::error::{Failure, code};
 use crate::handoff::progress_bar;
+use crate::meter;
 use crate::shutdown;
 use crate::store::Workspace;
 use crate::vcs;
 
 pub fn run(ctx: &Context, args: StartArgs) -> Result<u8> {
+    let (json, text) = open_session(ctx, args)?;
+    ctx.emit(json, &text);
+    Ok(code::OK)
+}
+
+/// Opens a session and returns its brief (JSON and text).
+pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, String)> {
     let agent = args.agent.trim().to_string();
     check_agent_name(&agent)?;
     if let Some(id) = &args.task {
@@ -52,6 +62,7 @@ pub fn run(ctx: &Context, args: StartArgs) -> Result<u8> {
         )));
     }
 
+    warn_about_compaction(&ws, &stack);
     ws.clean_temp_files(&lock, &[]);
     let recovered = shutdown::recover(&ws, &lock, &mut stack, sessions, ctx.now)?;
     for report in &recovered {
@@ -103,9 +114,20 @@ pub fn run(ctx: &Context, args: StartArgs) -> Result<u8> {
     let budget = args.budget.unwrap_or(stack.settings.budget.tokens);
     let metrics_at_start = shutdown::read_metrics(&ws, &stack);
     let task = stack.task_mut(&task_id).expect("the chosen task exists");
-    let mut extra = Map::new();
-    if let Some(transcript) = &args.transcript {
-        extra.insert("transcript".into(), json!(transcript));
+    let transcript = match &args.transcript {
+        Some(path) => Some(
+            std::path::absolute(path)
+                .with_context(|| format!("--transcript {}", path.display()))?,
+        ),
+        None => meter::claude_session_transcript(),
+    };
+    if let Some(path) = &transcript
+        && !path.is_file()
+    {
+        tracing::warn!(
+            "transcript {} does not exist yet; usage is read from it once it does",
+            path.display()
+        );
     }
     let session = Session {
         id: id.clone(),
@@ -117,6 +139,8 @@ pub fn run(ctx: &Context, args: StartArgs) -> Result<u8> {
         pid,
         budget,
         tokens: None::<TokenReading>,
+        transcript,
+        meters: Default::default(),
         progress_at_start: task.progress,
         git_head_at_start: vcs::head_oid(ws.root()).unwrap_or_else(|err| {
             tracing::warn!("cannot read git HEAD: {err:#}");
@@ -126,7 +150,7 @@ pub fn run(ctx: &Context, args: StartArgs) -> Result<u8> {
         checkpoints: Vec::new(),
         issues: Vec::new(),
         wrap: None,
-        extra,
+        extra: Map::new(),
     };
     let resumed = task.status == Status::InProgress || task.progress.done > 0;
     task.status = Status::InProgress;
@@ -143,12 +167,10 @@ pub fn run(ctx: &Context, args: StartArgs) -> Result<u8> {
     ws.save_stack(&lock, &stack)?;
     drop(lock);
 
-    let (json, text) = brief(&ws, &stack, &session, &task, resumed, &recovered);
-    ctx.emit(json, &text);
-    Ok(code::OK)
+    Ok(brief(&ws, &stack, &session, &task, resumed, &recovered))
 }
 
-fn brief(
+pub(super) fn brief(
     ws: &Workspace,
     stack: &TaskStack,
     session: &Session,
@@ -157,6 +179,11 @@ fn brief(
     recovered: &[shutdown::WrapReport],
 ) -> (Value, String) {
     let budget = &stack.settings.budget;
+    let meters = meters::applicable(
+        &stack.settings.meters,
+        &stack.settings.agents,
+        &session.agent,
+    );
     let last_checkpoint = task.checkpoints.last();
     let last_handoff = last_handoff(ws, task);
     let json = json!({
@@ -169,12 +196,19 @@ fn brief(
         "last_checkpoint": last_checkpoint,
         "last_handoff": last_handoff,
         "budget": {"tokens": session.budget, "warn": budget.warn, "shutdown": budget.shutdown},
+        "transcript": session.transcript,
+        "meters": meters.iter().map(|(name, m)| json!({"name": name, "kind": m.kind.as_str(), "limit": m.limit, "source": m.source})).collect::<Vec<_>>(),
         "lease_expires": session.lease_expires,
         "recovered": recovered.iter().map(|r| json!({"session": r.session, "handoff": r.handoff})).collect::<Vec<_>>(),
     });
     let verb = if resumed { "Resume" } else { "Start" };
+    let tokens_hint = if session.transcript.is_some() {
+        ""
+    } else {
+        " --tokens N"
+    };
     let mut text = format!(
-        "session={} task={} progress={} budget={} agent={}\n{verb} {} at {}; run `orchestrator checkpoint \"<what you did>\" --progress N --tokens N` after each unit of work.\n\n",
+        "session={} task={} progress={} budget={} agent={}\n{verb} {} at {}; run `orchestrator checkpoint \"<what you did>\" --progress N{tokens_hint}` after each unit of work.\n\n",
         session.id, task.id, task.progress, session.budget, session.agent, task.id, task.progress
     );
     text.push_str(&format!(
@@ -208,6 +242,25 @@ fn brief(
         budget.shutdown * 100.0,
         (session.budget as f64 * budget.shutdown).round() as u64
     ));
+    if let Some(path) = &session.transcript {
+        text.push_str(&format!(
+            "Usage:           read from the transcript {}\n",
+            path.display()
+        ));
+    }
+    for (name, meter) in &meters {
+        let feed = match meter.source {
+            meters::MeterSource::Usage => format!("; report with --usage {name}=N"),
+            meters::MeterSource::Transcript => "; read from the transcript".to_string(),
+        };
+        text.push_str(&format!(
+            "Meter:           {name} ({}) limit {}; warn at {}%, shutdown at {}%{feed}\n",
+            meter.kind.as_str(),
+            meter.limit,
+            crate::core::budget::format_pct(meter.warn * 100.0),
+            crate::core::budget::format_pct(meter.shutdown * 100.0),
+        ));
+    }
     text.push_str(&format!(
         "Session:         {} (export ORCHESTRATOR_SESSION={} when several sessions share this workspace)\n",
         session.id, session.id
@@ -215,6 +268,14 @@ fn brief(
     text.push_str("Exit codes:      checkpoint/status exit 0 ok, 10 warn (finish the unit, then wrap), 11 shutdown (wrap now)\n");
     text.push_str("When done:       orchestrator wrap --summary \"...\" --next \"...\" [--done]\n");
     (json, text)
+}
+
+/// The shutdown threshold is useless past the point where the agent compacts on its own.
+pub(super) fn warn_about_compaction(ws: &Workspace, stack: &TaskStack) {
+    let budget = &stack.settings.budget;
+    if let Some(warning) = compaction_conflict(budget.shutdown, budget.compact_at) {
+        tracing::warn!("{}: {warning}", ws.stack_path().display());
+    }
 }
 
 /// The newest handoff written for this task, as a path relative to the workspace.

@@ -1,61 +1,19 @@
 //! `orchestrator status`: the live session's task, progress and usage.
 
 use anyhow::Result;
-use serde_json::{Value, json};
+use serde_json::json;
 
+use super::start::warn_about_compaction;
 use super::{Context, select_session};
 use crate::cli::StatusArgs;
-use crate::core::budget::{Level, format_pct, round1};
 use crate::core::session::{Session, describe_duration};
-use crate::core::stack::{Progress, TaskStack};
 use crate::error::code;
-
-/// The budget report shared by `checkpoint` and `status`: JSON, the `key=value` line plus one
-/// sentence, and the level that decides the exit code.
-pub fn budget_report(
-    stack: &TaskStack,
-    session: &Session,
-    progress: Progress,
-    source: &str,
-) -> (Value, String, Level) {
-    let budget = &stack.settings.budget;
-    let usage = session.usage(budget);
-    let level = usage.level();
-    let json = json!({
-        "session": session.id,
-        "task": session.task,
-        "level": level,
-        "used": usage.used,
-        "budget": usage.limit,
-        "pct": usage.pct(),
-        "warn": round1(budget.warn * 100.0),
-        "shutdown": round1(budget.shutdown * 100.0),
-        "progress": progress,
-        "source": source,
-        "action": level.action(),
-    });
-    let text = format!(
-        "level={level} used={} budget={} pct={} warn={} shutdown={} progress={progress} source={source}\n{}\n",
-        usage.used,
-        usage.limit,
-        format_pct(usage.pct()),
-        format_pct(budget.warn * 100.0),
-        format_pct(budget.shutdown * 100.0),
-        level.action()
-    );
-    (json, text, level)
-}
-
-pub fn token_source(session: &Session) -> &str {
-    session
-        .tokens
-        .as_ref()
-        .map_or("none", |t| t.source.as_str())
-}
+use crate::usage::{Tokens, report};
 
 pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
     let ws = ctx.workspace()?;
     let stack = ws.load_stack()?;
+    warn_about_compaction(&ws, &stack);
     let live: Vec<Session> = ws
         .active_sessions()?
         .into_iter()
@@ -73,8 +31,9 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
     let progress = stack
         .task(&session.task)
         .map_or(session.progress_at_start, |t| t.progress);
-    let (mut json, mut text, level) =
-        budget_report(&stack, &session, progress, token_source(&session));
+    let tokens = Tokens::measure(&ws, &session, None);
+    let report = report(&stack, &session, progress, &tokens);
+    let (mut json, mut text, level) = (report.json, report.text, report.level);
     let elapsed = ctx.now - session.started;
     let stale = session.is_stale(ctx.now);
     json["agent"] = json!(session.agent);

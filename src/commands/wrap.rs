@@ -5,9 +5,11 @@ use serde_json::{Value, json};
 
 use super::{Context, select_session};
 use crate::cli::WrapArgs;
+use crate::core::session::TokenReading;
 use crate::error::{Failure, code};
 use crate::shutdown::{self, WrapOptions, WrapReport};
 use crate::store;
+use crate::usage::Tokens;
 
 pub fn run(ctx: &Context, args: WrapArgs) -> Result<u8> {
     let reason = args.reason.trim().to_string();
@@ -34,6 +36,14 @@ pub fn run(ctx: &Context, args: WrapArgs) -> Result<u8> {
             backup: !args.no_backup,
             commit: !args.no_commit && stack.settings.git.commit_on_wrap,
         };
+        // The wrap's figures (handoff, commit message) use the transcript's latest fill.
+        if let Some(used) = Tokens::measure(&ws, &session, None).from_transcript() {
+            session.tokens = Some(TokenReading {
+                used,
+                source: "transcript".into(),
+                at: ctx.now,
+            });
+        }
         shutdown::begin(&mut session, options, ctx.now, ctx.now);
         ws.save_active(&lock, &session)?;
     } else if let Some(journal) = session.wrap.as_mut() {

@@ -3,6 +3,7 @@
 
 pub mod budget;
 pub mod ids;
+pub mod meters;
 pub mod select;
 pub mod session;
 pub mod stack;

@@ -7,6 +7,8 @@
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use super::budget::Usage;
 use super::stack::{BudgetSettings, Checkpoint, Progress};
@@ -24,6 +26,12 @@ pub struct Session {
     pub budget: u64,
     #[serde(default)]
     pub tokens: Option<TokenReading>,
+    /// The agent's transcript, where token usage is read from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcript: Option<PathBuf>,
+    /// The latest value of each meter fed by `checkpoint --usage`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub meters: BTreeMap<String, u64>,
     pub progress_at_start: Progress,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_head_at_start: Option<String>,
@@ -104,6 +112,9 @@ pub struct CheckpointEvent {
     pub tokens: Option<TokenReading>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub issues: Vec<String>,
+    /// Meter values after this checkpoint (absolute, so a replay cannot count twice).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub meters: BTreeMap<String, u64>,
     pub lease_expires: DateTime<Utc>,
 }
 
@@ -146,6 +157,7 @@ impl Session {
             self.tokens = event.tokens;
         }
         self.issues.extend(event.issues);
+        self.meters.extend(event.meters);
         self.lease_expires = event.lease_expires;
     }
 
@@ -188,6 +200,8 @@ mod tests {
             pid: 1,
             budget: 10,
             tokens: None,
+            transcript: None,
+            meters: BTreeMap::new(),
             progress_at_start: Progress { done: 0, total: 3 },
             git_head_at_start: None,
             metrics_at_start: vec![],
@@ -212,6 +226,7 @@ mod tests {
                 at: t,
             }),
             issues: vec!["i".into()],
+            meters: BTreeMap::from([("calls".to_string(), 7)]),
             lease_expires: t + Duration::minutes(30),
         };
         session.apply(event.clone());
@@ -219,6 +234,7 @@ mod tests {
         assert_eq!(session.checkpoints.len(), 1);
         assert_eq!(session.issues, ["i"]);
         assert_eq!(session.tokens_used(), 5);
+        assert_eq!(session.meters["calls"], 7);
         assert_eq!(session.lease_expires, t + Duration::minutes(30));
     }
 

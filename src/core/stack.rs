@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use super::ids::check_task_id;
+use super::meters::{self, AgentSettings, MeterSettings, Named, check_thresholds};
 
 pub const STACK_VERSION: u64 = 1;
 /// The stack keeps only the latest checkpoints per task; the session record keeps them all.
@@ -87,6 +88,10 @@ pub struct Settings {
     pub git: GitSettings,
     pub handoff_dir: String,
     pub lease_minutes: u64,
+    #[serde(skip_serializing_if = "Named::is_empty")]
+    pub meters: Named<MeterSettings>,
+    #[serde(skip_serializing_if = "Named::is_empty")]
+    pub agents: Named<AgentSettings>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -99,6 +104,8 @@ impl Default for Settings {
             git: GitSettings::default(),
             handoff_dir: "session_handoffs".into(),
             lease_minutes: 30,
+            meters: Named::default(),
+            agents: Named::default(),
             extra: Map::new(),
         }
     }
@@ -110,6 +117,9 @@ pub struct BudgetSettings {
     pub tokens: u64,
     pub warn: f64,
     pub shutdown: f64,
+    /// Where the agent compacts its context on its own, as a fraction of the budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compact_at: Option<f64>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -120,6 +130,7 @@ impl Default for BudgetSettings {
             tokens: 200_000,
             warn: 0.75,
             shutdown: 0.85,
+            compact_at: None,
             extra: Map::new(),
         }
     }
@@ -445,19 +456,15 @@ impl TaskStack {
         if budget.tokens == 0 {
             return Err(Invalid("settings.budget.tokens must be above 0".into()));
         }
-        for (name, value) in [("warn", budget.warn), ("shutdown", budget.shutdown)] {
-            if !(value > 0.0 && value <= 1.0) {
-                return Err(Invalid(format!(
-                    "settings.budget.{name} is {value}; thresholds are fractions above 0 and at most 1 (0.75 = 75%)"
-                )));
-            }
-        }
-        if budget.warn >= budget.shutdown {
+        check_thresholds("settings.budget", budget.warn, budget.shutdown).map_err(Invalid)?;
+        if let Some(at) = budget.compact_at
+            && !(at > 0.0 && at <= 1.0)
+        {
             return Err(Invalid(format!(
-                "settings.budget.warn ({}) must be below settings.budget.shutdown ({})",
-                budget.warn, budget.shutdown
+                "settings.budget.compact_at is {at}; it is a fraction of the budget above 0 and at most 1 (0.835 = 83.5%)"
             )));
         }
+        meters::validate(&self.settings.meters, &self.settings.agents).map_err(Invalid)?;
         if self.settings.lease_minutes == 0 {
             return Err(Invalid("settings.lease_minutes must be at least 1".into()));
         }

@@ -1,0 +1,449 @@
+//! `orchestrator hook install claude`: registers orchestrator's hooks in a
+//! Claude Code project settings file (`.claude/settings.json`).
+//!
+//! That file belongs to the user and usually holds much more than our hooks
+//! (permissions, model, other tools' hooks), so installing must never lose or
+//! reorder anything in it: we only append our own matcher groups, refuse files
+//! we do not understand instead of "repairing" them, keep a `.bak` of the old
+//! bytes, and replace the file atomically so a crash leaves either the old or
+//! the new version. Installing is idempotent so it is safe to run from setup
+//! scripts on every checkout.
+//!
+//! [`merge_hooks`] is the pure JSON edit; [`install`] does the file handling.
+
+use std::fs::{self, File};
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, anyhow};
+use serde_json::{Map, Value, json};
+
+/// The Claude Code hook events orchestrator listens to.
+pub const HOOK_EVENTS: [&str; 3] = ["SessionStart", "PostToolUse", "UserPromptSubmit"];
+
+/// Adds a matcher group running `command` to every event in [`HOOK_EVENTS`]
+/// that does not already run orchestrator, and returns the events it added
+/// (empty when everything was already installed).
+///
+/// A hook counts as ours if its command is `command` or ends with the words
+/// `hook claude`, so an install made with another path to the binary is not
+/// duplicated. A missing or `null` `hooks` (or event) is treated as empty.
+/// On error `settings` is left unchanged; the message names no file, the
+/// caller adds it.
+pub fn merge_hooks(settings: &mut Value, command: &str) -> Result<Vec<&'static str>, String> {
+    let Value::Object(top) = settings else {
+        return Err("top level is not a JSON object".to_owned());
+    };
+    // Check every event before editing so an error leaves `settings` as it was.
+    let missing = missing_events(top.get("hooks"), command)?;
+    if missing.is_empty() {
+        return Ok(missing);
+    }
+
+    let hooks = top
+        .entry("hooks")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if hooks.is_null() {
+        *hooks = Value::Object(Map::new());
+    }
+    let hooks = hooks.as_object_mut().expect("`hooks` checked above");
+    for &event in &missing {
+        let groups = hooks.entry(event).or_insert_with(|| json!([]));
+        if groups.is_null() {
+            *groups = json!([]);
+        }
+        groups
+            .as_array_mut()
+            .expect("event checked above")
+            .push(group(event, command));
+    }
+    Ok(missing)
+}
+
+/// The events of [`HOOK_EVENTS`] that have no hook of ours yet, or an error if
+/// the `hooks` section has a shape we cannot safely add to.
+fn missing_events(hooks: Option<&Value>, command: &str) -> Result<Vec<&'static str>, String> {
+    let hooks = match hooks {
+        None | Some(Value::Null) => return Ok(HOOK_EVENTS.to_vec()),
+        Some(Value::Object(hooks)) => hooks,
+        Some(_) => return Err("`hooks` is not an object".to_owned()),
+    };
+    let mut missing = Vec::new();
+    for event in HOOK_EVENTS {
+        match hooks.get(event) {
+            None | Some(Value::Null) => missing.push(event),
+            Some(Value::Array(groups)) => {
+                // Groups or hooks of an unexpected shape are not ours, and
+                // Claude Code is the one to complain about them, not us.
+                let installed = groups
+                    .iter()
+                    .filter_map(|group| group.get("hooks")?.as_array())
+                    .flatten()
+                    .any(|hook| is_ours(hook, command));
+                if !installed {
+                    missing.push(event);
+                }
+            }
+            Some(_) => return Err(format!("`hooks.{event}` is not an array")),
+        }
+    }
+    Ok(missing)
+}
+
+fn is_ours(hook: &Value, command: &str) -> bool {
+    let Some(existing) = hook.get("command").and_then(Value::as_str) else {
+        return false;
+    };
+    existing == command
+        || existing
+            .split_whitespace()
+            .rev()
+            .take(2)
+            .eq(["claude", "hook"])
+}
+
+fn group(event: &str, command: &str) -> Value {
+    let hooks = json!([{ "type": "command", "command": command }]);
+    // PostToolUse fires per tool, and Claude Code matches tools by `matcher`.
+    if event == "PostToolUse" {
+        json!({ "matcher": "*", "hooks": hooks })
+    } else {
+        json!({ "hooks": hooks })
+    }
+}
+
+/// What [`install`] did.
+#[derive(Debug)]
+pub struct InstallOutcome {
+    /// The settings file, `<project>/.claude/settings.json`.
+    pub path: PathBuf,
+    /// Events a hook was added to; empty when already installed (and then
+    /// nothing was written).
+    pub added: Vec<&'static str>,
+    /// Copy of the previous file, when one existed and was changed.
+    pub backup: Option<PathBuf>,
+    /// The settings file did not exist before.
+    pub created: bool,
+}
+
+/// Adds orchestrator's hooks (running `command`) to
+/// `<project_dir>/.claude/settings.json`, creating it if needed.
+///
+/// A file that is not valid JSON or has a `hooks` section of the wrong shape is
+/// refused and left untouched. When the file changes, its old bytes are first
+/// saved to `settings.json.bak`.
+pub fn install(project_dir: &Path, command: &str) -> Result<InstallOutcome> {
+    let dir = project_dir.join(".claude");
+    let path = dir.join("settings.json");
+
+    let old = match fs::read(&path) {
+        Ok(bytes) => Some(bytes),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => None,
+        Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let mut settings = match old.as_deref() {
+        // An empty file is what an editor or `touch` leaves; it means no settings.
+        None => json!({}),
+        Some(bytes) if bytes.trim_ascii().is_empty() => json!({}),
+        Some(bytes) => serde_json::from_slice(bytes)
+            .map_err(|err| anyhow!("{}: not valid JSON: {err}", path.display()))?,
+    };
+    let added =
+        merge_hooks(&mut settings, command).map_err(|err| anyhow!("{}: {err}", path.display()))?;
+
+    let mut outcome = InstallOutcome {
+        path,
+        added,
+        backup: None,
+        created: old.is_none(),
+    };
+    if outcome.added.is_empty() {
+        return Ok(outcome);
+    }
+
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    if let Some(old) = &old {
+        let backup = dir.join("settings.json.bak");
+        write_synced(&backup, old)?;
+        outcome.backup = Some(backup);
+    }
+    let mut text = serde_json::to_string_pretty(&settings)
+        .with_context(|| format!("cannot serialize {}", outcome.path.display()))?;
+    text.push('\n');
+    replace_atomically(&dir, &outcome.path, text.as_bytes())?;
+    Ok(outcome)
+}
+
+/// Writes `bytes` to `path` (truncating it) and fsyncs it, so it is complete
+/// on disk before anything relies on it.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file =
+        File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Replaces `path` (in `dir`) with `bytes` so that readers and crashes see
+/// either the old or the new content, never a partial file.
+fn replace_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    // Same directory so the rename cannot cross filesystems; the pid keeps two
+    // concurrent installs from writing into the same temporary file.
+    let temp = dir.join(format!(".settings.json.tmp.{}", std::process::id()));
+    let result = write_synced(&temp, bytes).and_then(|()| {
+        fs::rename(&temp, path)
+            .with_context(|| format!("cannot rename {} to {}", temp.display(), path.display()))
+    });
+    if result.is_err() {
+        // Best effort: the error being reported matters more than the leftover.
+        let _ = fs::remove_file(&temp);
+    }
+    result?;
+    sync_dir(dir)
+}
+
+/// Makes the renamed entry (and the backup's) durable.
+fn sync_dir(dir: &Path) -> Result<()> {
+    // Directories cannot be opened for fsync on Windows, where the rename is
+    // already durable enough for a settings file.
+    #[cfg(unix)]
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot fsync {}", dir.display()))?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CMD: &str = "orchestrator hook claude";
+
+    fn settings_path(dir: &Path) -> PathBuf {
+        dir.join(".claude/settings.json")
+    }
+
+    fn backup_path(dir: &Path) -> PathBuf {
+        dir.join(".claude/settings.json.bak")
+    }
+
+    fn write_settings(dir: &Path, text: &str) {
+        fs::create_dir_all(dir.join(".claude")).unwrap();
+        fs::write(settings_path(dir), text).unwrap();
+    }
+
+    fn read_json(path: &Path) -> Value {
+        serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    /// Compares including key order, which `Value`'s `==` ignores.
+    fn assert_same_order(actual: &Value, expected: &Value) {
+        assert_eq!(
+            serde_json::to_string_pretty(actual).unwrap(),
+            serde_json::to_string_pretty(expected).unwrap()
+        );
+    }
+
+    fn ours() -> Value {
+        json!({
+            "SessionStart": [{ "hooks": [{ "type": "command", "command": CMD }] }],
+            "PostToolUse": [{ "matcher": "*", "hooks": [{ "type": "command", "command": CMD }] }],
+            "UserPromptSubmit": [{ "hooks": [{ "type": "command", "command": CMD }] }],
+        })
+    }
+
+    /// Asserts that install fails naming the file and `problem`, and leaves
+    /// the file byte-for-byte as it was, without a backup.
+    fn assert_refused(text: &str, problem: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        write_settings(dir.path(), text);
+        let err = install(dir.path(), CMD).unwrap_err();
+        let message = format!("{err:#}");
+        let path = settings_path(dir.path());
+        assert!(
+            message.starts_with(&format!("{}: ", path.display())),
+            "{message}"
+        );
+        assert!(message.contains(problem), "{message}");
+        assert!(!message.contains('\n'), "{message}");
+        assert_eq!(fs::read_to_string(&path).unwrap(), text);
+        assert!(!backup_path(dir.path()).exists());
+        assert_eq!(fs::read_dir(dir.path().join(".claude")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn fresh_project_gets_a_new_file_with_all_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let outcome = install(dir.path(), CMD).unwrap();
+
+        assert_eq!(outcome.path, settings_path(dir.path()));
+        assert_eq!(outcome.added, HOOK_EVENTS);
+        assert!(outcome.created);
+        assert_eq!(outcome.backup, None);
+        let text = fs::read_to_string(&outcome.path).unwrap();
+        assert!(text.ends_with("}\n"), "{text}");
+        assert_same_order(&read_json(&outcome.path), &json!({ "hooks": ours() }));
+        // Only the settings file: no backup, no leftover temporary file.
+        assert_eq!(fs::read_dir(dir.path().join(".claude")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn existing_settings_and_hooks_are_kept_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = r#"{
+  "permissions": { "allow": ["Bash(cargo test:*)"], "deny": [] },
+  "hooks": {
+    "PostToolUse": [
+      { "matcher": "Edit", "hooks": [{ "type": "command", "command": "prettier --write", "timeout": 30 }] }
+    ],
+    "Stop": [{ "hooks": [{ "type": "command", "command": "notify-send done" }] }]
+  },
+  "model": "opus"
+}"#;
+        write_settings(dir.path(), old);
+        let outcome = install(dir.path(), CMD).unwrap();
+
+        assert_eq!(outcome.added, HOOK_EVENTS);
+        assert!(!outcome.created);
+        let ours = |matcher: bool| {
+            let hooks = json!([{ "type": "command", "command": CMD }]);
+            if matcher {
+                json!({ "matcher": "*", "hooks": hooks })
+            } else {
+                json!({ "hooks": hooks })
+            }
+        };
+        let expected = json!({
+            "permissions": { "allow": ["Bash(cargo test:*)"], "deny": [] },
+            "hooks": {
+                "PostToolUse": [
+                    { "matcher": "Edit", "hooks": [{ "type": "command", "command": "prettier --write", "timeout": 30 }] },
+                    ours(true),
+                ],
+                "Stop": [{ "hooks": [{ "type": "command", "command": "notify-send done" }] }],
+                "SessionStart": [ours(false)],
+                "UserPromptSubmit": [ours(false)],
+            },
+            "model": "opus",
+        });
+        assert_same_order(&read_json(&outcome.path), &expected);
+    }
+
+    #[test]
+    fn second_install_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        install(dir.path(), CMD).unwrap();
+        let before = fs::read(settings_path(dir.path())).unwrap();
+
+        let outcome = install(dir.path(), CMD).unwrap();
+        assert!(outcome.added.is_empty());
+        assert_eq!(outcome.backup, None);
+        assert!(!outcome.created);
+        assert_eq!(fs::read(settings_path(dir.path())).unwrap(), before);
+        assert!(!backup_path(dir.path()).exists());
+    }
+
+    #[test]
+    fn install_from_another_binary_path_is_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        install(dir.path(), CMD).unwrap();
+        let before = fs::read(settings_path(dir.path())).unwrap();
+
+        let outcome = install(dir.path(), "/usr/local/bin/orchestrator hook claude").unwrap();
+        assert!(outcome.added.is_empty());
+        assert_eq!(fs::read(settings_path(dir.path())).unwrap(), before);
+        assert!(!backup_path(dir.path()).exists());
+    }
+
+    #[test]
+    fn only_missing_events_are_added() {
+        let mut settings = json!({
+            "hooks": {
+                "SessionStart": [{ "hooks": [{ "type": "command", "command": "/opt/bin/orchestrator  hook\tclaude" }] }],
+                "PostToolUse": [{ "matcher": "*", "hooks": [{ "type": "command", "command": "other hook claude-ish" }] }],
+                "UserPromptSubmit": null,
+            }
+        });
+        let added = merge_hooks(&mut settings, CMD).unwrap();
+        assert_eq!(added, ["PostToolUse", "UserPromptSubmit"]);
+        assert_eq!(
+            settings["hooks"]["SessionStart"].as_array().unwrap().len(),
+            1
+        );
+        assert_eq!(
+            settings["hooks"]["PostToolUse"].as_array().unwrap().len(),
+            2
+        );
+        assert_eq!(
+            settings["hooks"]["UserPromptSubmit"][0]["hooks"][0]["command"],
+            CMD
+        );
+    }
+
+    #[test]
+    fn backup_holds_the_exact_old_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        // Odd formatting and no trailing newline: the backup must not be re-serialized.
+        let old = "{\"model\":\"opus\" ,\r\n  \"hooks\": null}";
+        write_settings(dir.path(), old);
+        fs::write(backup_path(dir.path()), "stale backup").unwrap();
+
+        let outcome = install(dir.path(), CMD).unwrap();
+        assert_eq!(outcome.backup, Some(backup_path(dir.path())));
+        assert_eq!(fs::read(backup_path(dir.path())).unwrap(), old.as_bytes());
+        assert_same_order(
+            &read_json(&outcome.path),
+            &json!({ "model": "opus", "hooks": ours() }),
+        );
+    }
+
+    #[test]
+    fn empty_file_counts_as_no_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        write_settings(dir.path(), " \n\t");
+        let outcome = install(dir.path(), CMD).unwrap();
+        assert_eq!(outcome.added, HOOK_EVENTS);
+        assert!(!outcome.created);
+        assert_eq!(fs::read(backup_path(dir.path())).unwrap(), b" \n\t");
+        assert_same_order(&read_json(&outcome.path), &json!({ "hooks": ours() }));
+    }
+
+    #[test]
+    fn invalid_json_is_refused() {
+        assert_refused(
+            "{\n  \"model\":\n}",
+            "not valid JSON: expected value at line 3 column 1",
+        );
+        assert_refused("{\"a\": 1} trailing", "not valid JSON: trailing characters");
+    }
+
+    #[test]
+    fn hooks_array_is_refused() {
+        assert_refused(r#"{"hooks": []}"#, "`hooks` is not an object");
+    }
+
+    #[test]
+    fn event_object_is_refused() {
+        assert_refused(
+            r#"{"hooks": {"PostToolUse": {"matcher": "*"}}}"#,
+            "`hooks.PostToolUse` is not an array",
+        );
+    }
+
+    #[test]
+    fn top_level_array_is_refused() {
+        assert_refused("[]", "top level is not a JSON object");
+    }
+
+    #[test]
+    fn merge_error_leaves_settings_unchanged() {
+        // SessionStart alone would be addable; the bad UserPromptSubmit must
+        // stop the edit before it starts.
+        let mut settings = json!({ "hooks": { "UserPromptSubmit": "nope" } });
+        let before = settings.clone();
+        assert!(merge_hooks(&mut settings, CMD).is_err());
+        assert_same_order(&settings, &before);
+    }
+}

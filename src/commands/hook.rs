@@ -1,0 +1,252 @@
+//! `orchestrator hook claude` and `orchestrator hook install claude`.
+//!
+//! Claude Code runs `hook claude` on its own events with the event as JSON on stdin. At
+//! SessionStart the hook hands the agent its brief (starting a session when none is live); after
+//! each tool use and prompt it reads the transcript and, at the warn or shutdown level, tells the
+//! agent to wrap. Whatever happens, the hook exits 0 and prints valid hook JSON or nothing: a
+//! broken hook must never break the agent's session, so problems only go to stderr.
+
+use anyhow::{Context as _, Result};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use super::Context;
+use super::start::{brief, open_session};
+use crate::claude_hooks;
+use crate::cli::{HookAgent, HookClaudeArgs, HookCommand, HookInstallArgs, StartArgs};
+use crate::core::budget::{Level, format_pct};
+use crate::core::meters::TOKENS;
+use crate::core::session::Session;
+use crate::error::{Failure, code};
+use crate::store::Workspace;
+use crate::usage::{Tokens, kilo, report};
+
+pub fn run(ctx: &Context, command: HookCommand) -> Result<u8> {
+    match command {
+        HookCommand::Claude(args) => {
+            claude(ctx, &args);
+            Ok(code::OK)
+        }
+        HookCommand::Install(args) => install(ctx, args),
+    }
+}
+
+/// The part of a Claude Code hook event the hook uses; other fields are ignored.
+#[derive(Debug, Deserialize)]
+struct HookEvent {
+    hook_event_name: String,
+    #[serde(default)]
+    transcript_path: Option<PathBuf>,
+    #[serde(default)]
+    cwd: Option<PathBuf>,
+}
+
+fn claude(ctx: &Context, args: &HookClaudeArgs) {
+    let mut input = Vec::new();
+    if let Err(err) = std::io::stdin().read_to_end(&mut input) {
+        tracing::warn!("hook: cannot read the event from stdin: {err}");
+        return;
+    }
+    let outcome =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(ctx, args, &input)));
+    match outcome {
+        Ok(Ok(Some(output))) => println!("{output}"),
+        Ok(Ok(None)) => {}
+        Ok(Err(err)) => tracing::warn!("hook: {err:#}"),
+        Err(_) => tracing::warn!("hook: internal error; the event was ignored"),
+    }
+}
+
+fn handle(ctx: &Context, args: &HookClaudeArgs, input: &[u8]) -> Result<Option<Value>> {
+    let event: HookEvent =
+        serde_json::from_slice(input).context("stdin is not a Claude Code hook event")?;
+    let ws = match &ctx.dir {
+        Some(dir) => Workspace::find(Some(dir))?,
+        None => {
+            let start = match &event.cwd {
+                Some(cwd) => cwd.clone(),
+                None => std::env::current_dir().context("cannot read the current directory")?,
+            };
+            match Workspace::find_from(&start) {
+                Some(ws) => ws,
+                // Not an orchestrated project: stay out of the way.
+                None => return Ok(None),
+            }
+        }
+    };
+    let ctx = Context {
+        dir: Some(ws.root().to_path_buf()),
+        json: false,
+        now: ctx.now,
+    };
+    let name = event.hook_event_name.as_str();
+    let context = match name {
+        "SessionStart" => Some(session_start(&ctx, &ws, args, &event)?),
+        "PostToolUse" | "UserPromptSubmit" => usage_alert(&ws, args, &event, ctx.now)?,
+        _ => None,
+    };
+    Ok(context.map(
+        |text| json!({"hookSpecificOutput": {"hookEventName": name, "additionalContext": text}}),
+    ))
+}
+
+/// The brief of the agent's live session, or of a new one.
+fn session_start(
+    ctx: &Context,
+    ws: &Workspace,
+    args: &HookClaudeArgs,
+    event: &HookEvent,
+) -> Result<String> {
+    if let Some(session) = own_session(ws, args, event, ctx.now, true)? {
+        let session = bind_transcript(ws, session, event.transcript_path.as_deref())?;
+        let stack = ws.load_stack()?;
+        let task = stack.task(&session.task).with_context(|| {
+            format!(
+                "{}: task `{}` of session {} is no longer in the stack",
+                ws.stack_path().display(),
+                session.task,
+                session.id
+            )
+        })?;
+        let (_, text) = brief(ws, &stack, &session, task, true, &[]);
+        return Ok(text);
+    }
+    let start = StartArgs {
+        task: None,
+        agent: args.agent.clone(),
+        budget: None,
+        transcript: event.transcript_path.clone(),
+    };
+    match open_session(ctx, start) {
+        Ok((_, text)) => Ok(text),
+        // Nothing to do or a refusal is news for the agent, not a hook failure.
+        Err(err) => match err.downcast_ref::<Failure>() {
+            Some(failure) => Ok(format!(
+                "orchestrator did not start a session: {}",
+                failure.message
+            )),
+            None => Err(err),
+        },
+    }
+}
+
+/// At the warn or shutdown level, the one line that tells the agent to wrap up.
+fn usage_alert(
+    ws: &Workspace,
+    args: &HookClaudeArgs,
+    event: &HookEvent,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<String>> {
+    let Some(mut session) = own_session(ws, args, event, now, false)? else {
+        return Ok(None);
+    };
+    if session.transcript.is_none() {
+        session.transcript = event.transcript_path.clone();
+    }
+    let stack = ws.load_stack()?;
+    let progress = stack
+        .task(&session.task)
+        .map_or(session.progress_at_start, |t| t.progress);
+    let tokens = Tokens::measure(ws, &session, None);
+    let report = report(&stack, &session, progress, &tokens);
+    if report.level == Level::Ok {
+        return Ok(None);
+    }
+    let meter = report
+        .limiting
+        .expect("a level above ok has a limiting meter");
+    let what = if meter.name == TOKENS {
+        "Context".to_string()
+    } else {
+        format!("Meter {}", meter.name)
+    };
+    let (used, limit) = if meter.name == TOKENS {
+        (kilo(meter.usage.used), kilo(meter.usage.limit))
+    } else {
+        (meter.usage.used.to_string(), meter.usage.limit.to_string())
+    };
+    let advice = match report.level {
+        Level::Shutdown => "run orchestrator wrap now",
+        _ => "finish the current unit of work, checkpoint it, then run orchestrator wrap",
+    };
+    Ok(Some(format!(
+        "{what} {}% ({used}/{limit}): {advice}",
+        format_pct(meter.usage.pct())
+    )))
+}
+
+/// The live session this Claude Code session works in: the one reading its transcript, else
+/// the agent's session. A session already reading another transcript is taken only at
+/// SessionStart (`/clear` or a restarted agent begins a new transcript); after that, the hook
+/// of a second Claude Code session must not report the first one's usage.
+fn own_session(
+    ws: &Workspace,
+    args: &HookClaudeArgs,
+    event: &HookEvent,
+    now: chrono::DateTime<chrono::Utc>,
+    at_session_start: bool,
+) -> Result<Option<Session>> {
+    let live: Vec<Session> = ws
+        .active_sessions()?
+        .into_iter()
+        .filter(|s| !s.is_wrapping() && !s.is_stale(now))
+        .collect();
+    let by_transcript = event.transcript_path.as_deref().and_then(|path| {
+        live.iter()
+            .position(|s| s.transcript.as_deref() == Some(path))
+    });
+    let index = by_transcript.or_else(|| {
+        live.iter()
+            .position(|s| s.agent == args.agent && (at_session_start || s.transcript.is_none()))
+    });
+    Ok(index.map(|i| live.into_iter().nth(i).expect("index is in range")))
+}
+
+/// Points the session at the agent's current transcript, so `checkpoint` and `status` read it.
+fn bind_transcript(ws: &Workspace, session: Session, transcript: Option<&Path>) -> Result<Session> {
+    let Some(path) = transcript else {
+        return Ok(session);
+    };
+    if session.transcript.as_deref() == Some(path) {
+        return Ok(session);
+    }
+    let lock = ws.lock()?;
+    let mut session = ws.load_active(&session.id)?;
+    if !session.is_wrapping() {
+        session.transcript = Some(path.to_path_buf());
+        ws.save_active(&lock, &session)?;
+    }
+    Ok(session)
+}
+
+fn install(ctx: &Context, args: HookInstallArgs) -> Result<u8> {
+    let HookAgent::Claude = args.agent;
+    let command = format!("{} hook claude", args.command.trim());
+    let ws = ctx.workspace()?;
+    let outcome = claude_hooks::install(ws.root(), &command)
+        .map_err(|err| Failure::user(crate::error::one_line(&err)))?;
+    let path = outcome.path.display();
+    let text = if outcome.added.is_empty() {
+        format!("{path} already runs `{command}`; nothing changed.\n")
+    } else {
+        let backup = match &outcome.backup {
+            Some(backup) => format!(" (the old file is kept as {})", backup.display()),
+            None => String::new(),
+        };
+        format!(
+            "Added `{command}` to {path} for {}{backup}.\n",
+            outcome.added.join(", ")
+        )
+    };
+    let json = json!({
+        "settings": outcome.path,
+        "command": command,
+        "added": outcome.added,
+        "backup": outcome.backup,
+        "created": outcome.created,
+    });
+    ctx.emit(json, &text);
+    Ok(code::OK)
+}

@@ -1,0 +1,301 @@
+//! A session's usage right now, over every meter, and the report `checkpoint`, `status` and the
+//! hooks print from it.
+//!
+//! The token figure comes from, in order: `checkpoint --tokens` (explicit), the agent's
+//! transcript, the last figure recorded in the session. The level is the worst over the token
+//! budget and the meters of `settings.meters` that apply to the session's agent.
+
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+use crate::core::budget::{Level, Usage, format_pct, round1};
+use crate::core::meters::{self, MeterKind, MeterStatus, TOKENS, TranscriptFigures};
+use crate::core::session::Session;
+use crate::core::stack::{Progress, TaskStack};
+use crate::meter::{self, Reading};
+use crate::store::Workspace;
+
+/// The session's transcript: the one it was started with, else the Claude Code session this
+/// process runs under.
+pub fn transcript_of(session: &Session) -> Option<PathBuf> {
+    session
+        .transcript
+        .clone()
+        .or_else(meter::claude_session_transcript)
+}
+
+/// The token figure and where it came from.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub used: u64,
+    pub limit: u64,
+    /// `explicit`, `transcript`, or the source recorded with the session's last figure.
+    pub source: String,
+    /// The transcript shows a compaction after the last response: the fill is unknown.
+    pub compacted: bool,
+    pub transcript: Option<PathBuf>,
+    pub figures: Option<TranscriptFigures>,
+}
+
+impl Tokens {
+    /// Reads the transcript when one is known. A transcript that cannot be read is a warning,
+    /// never an error: the agent's work must not stop because its log moved.
+    pub fn measure(ws: &Workspace, session: &Session, explicit: Option<u64>) -> Tokens {
+        let transcript = transcript_of(session);
+        let reading = transcript
+            .as_deref()
+            .and_then(|path| read(ws, path).map(|r| (path, r)));
+        Tokens::from_sources(session, explicit, reading)
+    }
+
+    fn from_sources(
+        session: &Session,
+        explicit: Option<u64>,
+        reading: Option<(&Path, Reading)>,
+    ) -> Tokens {
+        let figures = reading.as_ref().map(|(_, r)| TranscriptFigures {
+            fill: r.fill,
+            cumulative: r.cumulative,
+        });
+        let limit = reading
+            .as_ref()
+            .and_then(|(_, r)| r.context_window)
+            .unwrap_or(session.budget);
+        let transcript = reading.as_ref().map(|(p, _)| p.to_path_buf());
+        let base = Tokens {
+            used: 0,
+            limit,
+            source: "none".into(),
+            compacted: false,
+            transcript,
+            figures,
+        };
+        match (explicit, reading) {
+            (Some(used), _) => Tokens {
+                used,
+                source: "explicit".into(),
+                ..base
+            },
+            (None, Some((_, reading))) => Tokens {
+                used: reading.fill.unwrap_or(0),
+                source: "transcript".into(),
+                compacted: reading.fill.is_none() && reading.compacted,
+                ..base
+            },
+            (None, None) => match &session.tokens {
+                Some(recorded) => Tokens {
+                    used: recorded.used,
+                    source: recorded.source.clone(),
+                    ..base
+                },
+                None => base,
+            },
+        }
+    }
+
+    /// Whether the transcript gave a figure worth recording in the checkpoint.
+    pub fn from_transcript(&self) -> Option<u64> {
+        (self.source == "transcript" && !self.compacted).then_some(self.used)
+    }
+}
+
+fn read(ws: &Workspace, path: &Path) -> Option<Reading> {
+    match meter::read_cached(&ws.cache_dir(), path) {
+        Ok(reading) => {
+            if reading.skipped_lines > 0 {
+                tracing::debug!(
+                    "{}: skipped {} undecodable lines",
+                    path.display(),
+                    reading.skipped_lines
+                );
+            }
+            Some(reading)
+        }
+        Err(err) => {
+            tracing::warn!("cannot read the transcript: {err:#}");
+            None
+        }
+    }
+}
+
+/// What `checkpoint`, `status` and the hooks tell the agent.
+pub struct Report {
+    pub json: Value,
+    pub text: String,
+    pub level: Level,
+    /// The meter that decides the level, when it is not ok.
+    pub limiting: Option<MeterStatus>,
+}
+
+pub fn report(stack: &TaskStack, session: &Session, progress: Progress, tokens: &Tokens) -> Report {
+    let budget = &stack.settings.budget;
+    let token_meter = MeterStatus {
+        name: TOKENS.into(),
+        kind: MeterKind::Gauge,
+        usage: Usage {
+            used: tokens.used,
+            limit: tokens.limit,
+            warn: budget.warn,
+            shutdown: budget.shutdown,
+        },
+        source: tokens.source.clone(),
+    };
+    let settings = &stack.settings;
+    let applicable = meters::applicable(&settings.meters, &settings.agents, &session.agent);
+    let others = meters::evaluate(&applicable, &session.meters, tokens.figures);
+    let all: Vec<MeterStatus> = std::iter::once(token_meter.clone())
+        .chain(others.iter().cloned())
+        .collect();
+    let limiting = meters::limiting(&all).cloned();
+    let level = limiting.as_ref().map_or(Level::Ok, MeterStatus::level);
+    let usage = token_meter.usage;
+    let source = &tokens.source;
+
+    let mut sentence = String::new();
+    if tokens.compacted {
+        sentence.push_str("The agent compacted its context since its last response; its usage is unknown until the next one. ");
+    }
+    if let Some(meter) = limiting.as_ref().filter(|m| m.name != TOKENS) {
+        sentence.push_str(&format!(
+            "Meter `{}` is at {}% of its limit ({}/{}). ",
+            meter.name,
+            format_pct(meter.usage.pct()),
+            meter.usage.used,
+            meter.usage.limit
+        ));
+    }
+    sentence.push_str(level.action());
+
+    let mut text = format!(
+        "level={level} used={} budget={} pct={} warn={} shutdown={} progress={progress} source={source}\n{sentence}\n",
+        usage.used,
+        usage.limit,
+        format_pct(usage.pct()),
+        format_pct(budget.warn * 100.0),
+        format_pct(budget.shutdown * 100.0),
+    );
+    for meter in &others {
+        text.push_str(&format!(
+            "meter={} kind={} used={} limit={} pct={} level={} source={}\n",
+            meter.name,
+            meter.kind.as_str(),
+            meter.usage.used,
+            meter.usage.limit,
+            format_pct(meter.usage.pct()),
+            meter.level(),
+            meter.source
+        ));
+    }
+    let json = json!({
+        "session": session.id,
+        "task": session.task,
+        "level": level,
+        "used": usage.used,
+        "budget": usage.limit,
+        "pct": usage.pct(),
+        "warn": round1(budget.warn * 100.0),
+        "shutdown": round1(budget.shutdown * 100.0),
+        "progress": progress,
+        "source": source,
+        "compacted": tokens.compacted,
+        "transcript": tokens.transcript,
+        "meters": others.iter().map(meter_json).collect::<Vec<_>>(),
+        "limiting": limiting.as_ref().map(|m| m.name.clone()),
+        "action": sentence,
+    });
+    Report {
+        json,
+        text,
+        level,
+        limiting,
+    }
+}
+
+fn meter_json(meter: &MeterStatus) -> Value {
+    json!({
+        "name": meter.name,
+        "kind": meter.kind.as_str(),
+        "used": meter.usage.used,
+        "limit": meter.usage.limit,
+        "pct": meter.usage.pct(),
+        "warn": round1(meter.usage.warn * 100.0),
+        "shutdown": round1(meter.usage.shutdown * 100.0),
+        "level": meter.level(),
+        "source": meter.source,
+    })
+}
+
+/// A compact figure for one-line messages: `172k`.
+pub fn kilo(tokens: u64) -> String {
+    if tokens >= 1000 {
+        format!("{}k", (tokens + 500) / 1000)
+    } else {
+        tokens.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::session::TokenReading;
+
+    fn session() -> Session {
+        serde_json::from_value(json!({
+            "id": "session_20251106_001355", "agent": "claude", "task": "t",
+            "started": "2025-11-06T00:13:55Z", "lease_expires": "2025-11-06T00:43:55Z",
+            "host": "h", "pid": 1, "budget": 200000,
+            "progress_at_start": {"done": 0, "total": 4}
+        }))
+        .unwrap()
+    }
+
+    fn reading(fill: Option<u64>, compacted: bool, window: Option<u64>) -> Reading {
+        Reading {
+            fill,
+            compacted,
+            cumulative: 9,
+            context_window: window,
+            skipped_lines: 0,
+            bytes_read: 0,
+        }
+    }
+
+    #[test]
+    fn explicit_beats_transcript_beats_recorded() {
+        let mut s = session();
+        s.tokens = Some(TokenReading {
+            used: 5,
+            source: "explicit".into(),
+            at: s.started,
+        });
+        let path = Path::new("/t.jsonl");
+        let t = Tokens::from_sources(&s, Some(7), Some((path, reading(Some(100), false, None))));
+        assert_eq!((t.used, t.source.as_str()), (7, "explicit"));
+        let t = Tokens::from_sources(&s, None, Some((path, reading(Some(100), false, None))));
+        assert_eq!((t.used, t.source.as_str()), (100, "transcript"));
+        assert_eq!(t.from_transcript(), Some(100));
+        let t = Tokens::from_sources(&s, None, None);
+        assert_eq!((t.used, t.source.as_str()), (5, "explicit"));
+    }
+
+    #[test]
+    fn a_compaction_leaves_the_fill_unknown_and_a_window_sets_the_limit() {
+        let path = Path::new("/rollout-1.jsonl");
+        let t = Tokens::from_sources(&session(), None, Some((path, reading(None, true, None))));
+        assert!(t.compacted);
+        assert_eq!((t.used, t.from_transcript()), (0, None));
+        let t = Tokens::from_sources(
+            &session(),
+            None,
+            Some((path, reading(Some(50), false, Some(1000)))),
+        );
+        assert_eq!((t.used, t.limit), (50, 1000));
+    }
+
+    #[test]
+    fn kilo_rounds_to_thousands() {
+        assert_eq!(kilo(172_400), "172k");
+        assert_eq!(kilo(199_600), "200k");
+        assert_eq!(kilo(999), "999");
+    }
+}
