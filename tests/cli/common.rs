@@ -61,6 +61,11 @@ impl Ws {
         self.dir.path()
     }
 
+    /// The sanitized `$HOME` the binary runs with.
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+
     pub fn file(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
