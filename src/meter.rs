@@ -1024,4 +1024,54 @@ mod tests {
         let back: TranscriptState = serde_json::from_value(v).unwrap();
         assert_eq!(back, st);
     }
+
+    #[test]
+    fn a_100_mb_transcript_then_a_1_kb_append_reads_only_the_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big.jsonl");
+        let mut record = assistant("msg_0", 5, 1000, 20_000, 10);
+        record["message"]["content"][0]["text"] = json!("y".repeat(8000));
+        let block = line(record);
+        {
+            let mut out = std::io::BufWriter::new(File::create(&p).unwrap());
+            for _ in 0..(100 * 1024 * 1024 / block.len() + 1) {
+                out.write_all(&block).unwrap();
+            }
+        }
+        let len = std::fs::metadata(&p).unwrap().len();
+        assert!(len >= 100 * 1024 * 1024);
+        let cache = dir.path().join("cache");
+        let first = read_cached(&cache, &p).unwrap();
+        assert_eq!(first.bytes_read, len);
+        assert_eq!(first.fill, Some(21_005));
+        assert_eq!(first.cumulative, 21_015, "one message id, counted once");
+
+        let mut appended = assistant("msg_1", 5, 1000, 150_000, 10);
+        let pad = 1024 - line(appended.clone()).len();
+        appended["message"]["content"][0]["text"] = json!("z".repeat(pad + 17));
+        let appended = line(appended);
+        assert!((1000..1100).contains(&appended.len()), "{}", appended.len());
+        append(&p, &appended);
+        let second = read_cached(&cache, &p).unwrap();
+        assert_eq!(second.bytes_read, appended.len() as u64);
+        assert_eq!(second.fill, Some(151_005));
+        assert_eq!(second.cumulative, 21_015 + 151_015);
+        // Nothing appended: nothing read.
+        assert_eq!(read_cached(&cache, &p).unwrap().bytes_read, 0);
+    }
+
+    #[test]
+    fn a_foreign_or_corrupt_cache_means_a_full_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.jsonl");
+        append(&p, &line(assistant("msg_1", 1, 2, 3, 4)));
+        let cache = dir.path().join("cache");
+        read_cached(&cache, &p).unwrap();
+        std::fs::write(cache_path(&cache, &p), b"{not json").unwrap();
+        let r = read_cached(&cache, &p).unwrap();
+        assert_eq!(
+            (r.fill, r.bytes_read),
+            (Some(6), std::fs::metadata(&p).unwrap().len())
+        );
+    }
 }

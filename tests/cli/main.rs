@@ -7,6 +7,7 @@ mod budget;
 mod concurrency;
 mod effects;
 mod ids;
+mod meters;
 mod refusals;
 mod seed;
 mod sessions;
