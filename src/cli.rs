@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::core::stack::Status;
 
@@ -54,9 +55,49 @@ pub enum Command {
     Wrap(WrapArgs),
     /// Build a scratch workspace (or fill the empty --dir) and run one whole session in it
     Demo,
+    /// Drive an agent command session after session until the work is done or a stop condition
+    Run(RunArgs),
     /// Connect to an agent's hooks: `hook claude` handles an event, `hook install claude` sets it up
     #[command(subcommand)]
     Hook(HookCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Who is working; parallel loops on one workspace need different names
+    #[arg(
+        long,
+        env = "ORCHESTRATOR_AGENT",
+        default_value = "agent",
+        value_name = "NAME"
+    )]
+    pub agent: String,
+    /// Stop after this many sessions
+    #[arg(long, value_name = "N")]
+    pub max_sessions: Option<u32>,
+    /// Start no session after this long (like 8h; a running session finishes)
+    #[arg(long, value_name = "D", value_parser = crate::core::run::parse_duration)]
+    pub max_duration: Option<Duration>,
+    /// Pause between sessions
+    #[arg(long, value_name = "D", default_value = "0s", value_parser = crate::core::run::parse_duration)]
+    pub sleep: Duration,
+    /// How long the agent has to wrap after the shutdown level or a signal, before it is stopped
+    /// (SIGTERM, then SIGKILL after the same again)
+    #[arg(long, value_name = "D", default_value = "2m", value_parser = crate::core::run::parse_duration)]
+    pub grace: Duration,
+    /// Stop after this many sessions in a row without progress, or agent failures in a row
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub breaker: u32,
+    /// How often the agent's usage is checked while it runs
+    #[arg(long, value_name = "D", default_value = "1s", value_parser = crate::core::run::parse_duration)]
+    pub poll: Duration,
+    /// Token budget for each session (default: settings.budget.tokens)
+    #[arg(long, value_name = "N")]
+    pub budget: Option<u64>,
+    /// The agent command and its arguments, run without a shell; `{brief}`, `{session}` and
+    /// `{task}` in them are filled in
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

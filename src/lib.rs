@@ -1,6 +1,7 @@
 //! `orchestrator` as a library: the binary in `main.rs` is a thin shell over `commands::run`.
 //! The modules are public so benchmarks can measure the effects (backup, commit) directly.
 
+pub mod agent;
 pub mod backup;
 pub mod claude_hooks;
 pub mod cli;

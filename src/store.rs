@@ -27,6 +27,8 @@ pub fn never_committed(settings: &Settings) -> Vec<String> {
         format!("{STATE_DIR}/lock"),
         format!("{STATE_DIR}/sessions/active/"),
         format!("{STATE_DIR}/cache/"),
+        format!("{STATE_DIR}/runs/"),
+        format!("{STATE_DIR}/STOP"),
         format!(".*{TEMP_MARKER}*"),
     ];
     if let Some(db) = &settings.database {
@@ -107,6 +109,16 @@ impl Workspace {
 
     pub fn state_dir(&self) -> PathBuf {
         self.root.join(STATE_DIR)
+    }
+
+    /// One event log per `orchestrator run`.
+    pub fn runs_dir(&self) -> PathBuf {
+        self.state_dir().join("runs")
+    }
+
+    /// While this file exists, `orchestrator run` starts no new session.
+    pub fn stop_file(&self) -> PathBuf {
+        self.state_dir().join("STOP")
     }
 
     /// Derived state that can be rebuilt: transcript read positions.

@@ -211,6 +211,31 @@ pub fn find_commit_with_trailer(
     Ok(None)
 }
 
+/// The messages of the commits from HEAD back to `since` (excluded), newest first, following
+/// first parents; empty outside a repository or when HEAD is `since`.
+pub fn messages_since(workdir: &Path, since: Option<&str>) -> Result<Vec<String>> {
+    let Some(repo) = discover(workdir)? else {
+        return Ok(Vec::new());
+    };
+    let Some(head) = head_commit(&repo)? else {
+        return Ok(Vec::new());
+    };
+    let stop = since
+        .map(|s| resolve_commit(&repo, s).map(|c| c.id()))
+        .transpose()?;
+    let mut messages = Vec::new();
+    let mut current = Some(head);
+    for _ in 0..MAX_TRAILER_WALK {
+        let Some(commit) = current else { break };
+        if Some(commit.id()) == stop {
+            break;
+        }
+        messages.push(String::from_utf8_lossy(commit.message_bytes()).into_owned());
+        current = commit.parent(0).ok();
+    }
+    Ok(messages)
+}
+
 // ---------------------------------------------------------------------------
 // commit_all
 

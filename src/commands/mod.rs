@@ -5,6 +5,7 @@ mod demo;
 mod hook;
 mod init;
 mod next;
+mod run;
 mod start;
 mod status;
 mod task;
@@ -70,6 +71,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Wrap(args) => wrap::run(&ctx, args),
         Command::Demo => demo::run(&ctx),
         Command::Hook(cmd) => hook::run(&ctx, cmd),
+        Command::Run(args) => run::run(&ctx, args),
     }
 }
 

@@ -284,7 +284,7 @@ fn last_handoff(ws: &Workspace, task: &Task) -> Option<String> {
     ws.root().join(path).is_file().then(|| path.clone())
 }
 
-fn check_agent_name(agent: &str) -> Result<()> {
+pub(super) fn check_agent_name(agent: &str) -> Result<()> {
     let ok = !agent.is_empty()
         && agent.len() <= 64
         && agent

@@ -6,8 +6,11 @@ use serde_json::json;
 use super::start::warn_about_compaction;
 use super::{Context, select_session};
 use crate::cli::StatusArgs;
+use crate::core::budget::Level;
 use crate::core::session::{Session, describe_duration};
+use crate::core::stack::TaskStack;
 use crate::error::code;
+use crate::store::Workspace;
 use crate::usage::{Tokens, report};
 
 pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
@@ -26,6 +29,9 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
             "session=none\nNo live session. Run `orchestrator start` to begin one.\n",
         );
         return Ok(code::OK);
+    }
+    if live.len() > 1 && args.session.session.is_none() {
+        return list(ctx, &ws, &stack, &live, args.exit_zero);
     }
     let session = select_session(&ws, args.session.session.as_deref(), false)?;
     let progress = stack
@@ -66,5 +72,55 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
         code::OK
     } else {
         level.exit_code()
+    })
+}
+
+/// Several live sessions (parallel agents): one line each, and the worst level decides the exit.
+fn list(
+    ctx: &Context,
+    ws: &Workspace,
+    stack: &TaskStack,
+    live: &[Session],
+    exit_zero: bool,
+) -> Result<u8> {
+    let mut worst = Level::Ok;
+    let mut text = String::new();
+    let mut sessions = Vec::new();
+    for session in live {
+        let progress = stack
+            .task(&session.task)
+            .map_or(session.progress_at_start, |t| t.progress);
+        let tokens = Tokens::measure(ws, session, None);
+        let report = report(stack, session, progress, &tokens);
+        worst = worst.max(report.level);
+        let elapsed = ctx.now - session.started;
+        let stale = session.is_stale(ctx.now);
+        let first_line = report.text.lines().next().unwrap_or_default();
+        text.push_str(&format!(
+            "session={} agent={} task={} {first_line} started={}{}\n",
+            session.id,
+            session.agent,
+            session.task,
+            crate::clock::format(session.started),
+            if stale { " stale=true" } else { "" }
+        ));
+        let mut json = report.json;
+        json["agent"] = json!(session.agent);
+        json["started"] = json!(session.started);
+        json["elapsed_minutes"] = json!(elapsed.num_minutes());
+        json["lease_expires"] = json!(session.lease_expires);
+        json["stale"] = json!(stale);
+        sessions.push(json);
+    }
+    text.push_str(&format!(
+        "{} live sessions; worst level {worst}. Name one with --session ID for its details.\n",
+        live.len()
+    ));
+    let json = json!({"session": null, "level": worst, "sessions": sessions});
+    ctx.emit(json, &text);
+    Ok(if exit_zero {
+        code::OK
+    } else {
+        worst.exit_code()
     })
 }

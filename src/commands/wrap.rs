@@ -12,6 +12,14 @@ use crate::store;
 use crate::usage::Tokens;
 
 pub fn run(ctx: &Context, args: WrapArgs) -> Result<u8> {
+    let report = wrap_session(ctx, args)?;
+    let (json, text) = describe(&report);
+    ctx.emit(json, &text);
+    Ok(code::OK)
+}
+
+/// Wraps the session `args` names (or the only one), or finishes its cut-off wrap.
+pub(super) fn wrap_session(ctx: &Context, args: WrapArgs) -> Result<WrapReport> {
     let reason = args.reason.trim().to_string();
     if reason.is_empty() {
         return Err(Failure::user("--reason cannot be empty"));
@@ -92,9 +100,7 @@ pub fn run(ctx: &Context, args: WrapArgs) -> Result<u8> {
         }
     };
     drop(lock);
-    let (json, text) = describe(&report);
-    ctx.emit(json, &text);
-    Ok(code::OK)
+    Ok(report)
 }
 
 pub fn describe(report: &WrapReport) -> (Value, String) {

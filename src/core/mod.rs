@@ -4,6 +4,7 @@
 pub mod budget;
 pub mod ids;
 pub mod meters;
+pub mod run;
 pub mod select;
 pub mod session;
 pub mod stack;

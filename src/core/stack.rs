@@ -11,6 +11,7 @@ use std::fmt;
 
 use super::ids::check_task_id;
 use super::meters::{self, AgentSettings, MeterSettings, Named, check_thresholds};
+use super::run::RunSettings;
 
 pub const STACK_VERSION: u64 = 1;
 /// The stack keeps only the latest checkpoints per task; the session record keeps them all.
@@ -92,6 +93,8 @@ pub struct Settings {
     pub meters: Named<MeterSettings>,
     #[serde(skip_serializing_if = "Named::is_empty")]
     pub agents: Named<AgentSettings>,
+    #[serde(skip_serializing_if = "RunSettings::is_default")]
+    pub run: RunSettings,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -106,6 +109,7 @@ impl Default for Settings {
             lease_minutes: 30,
             meters: Named::default(),
             agents: Named::default(),
+            run: RunSettings::default(),
             extra: Map::new(),
         }
     }

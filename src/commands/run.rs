@@ -1,0 +1,608 @@
+//! `orchestrator run -- CMD [ARGS...]`: the perpetual loop. Start a session on the next ready
+//! task, run the agent command on it, watch its meters, make sure the session is wrapped when
+//! the agent exits, and go on until a stop condition (`core::run::StopReason`).
+
+use anyhow::{Context as _, Result};
+use serde_json::{Value, json};
+use std::fs::{File, OpenOptions};
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::Context;
+use super::start::{check_agent_name, open_session};
+use super::wrap::wrap_session;
+use crate::agent::{AgentProcess, describe_exit};
+use crate::cli::{RunArgs, SessionArg, StartArgs, WrapArgs};
+use crate::core::budget::{Level, format_pct};
+use crate::core::run::{Breaker, Placeholders, SessionOutcome, StopReason, expand, is_agent_work};
+use crate::core::session::Session;
+use crate::core::stack::Status;
+use crate::error::{Failure, code};
+use crate::store::Workspace;
+use crate::usage::{Tokens, report};
+use crate::{clock, vcs};
+
+pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
+    let agent = args.agent.trim().to_string();
+    check_agent_name(&agent)?;
+    if args.budget == Some(0) {
+        return Err(Failure::user("--budget must be above 0"));
+    }
+    if args.max_sessions == Some(0) {
+        return Err(Failure::user("--max-sessions must be at least 1"));
+    }
+    let ws = ctx.workspace()?;
+    // Refuse a broken stack before anything runs.
+    ws.load_stack()?;
+    let signals = Signals::install()?;
+    let run_id = format!(
+        "run_{}_{}",
+        ctx.now.format("%Y%m%d_%H%M%S"),
+        std::process::id()
+    );
+    let mut log = RunLog::create(&ws, &run_id)?;
+    log.event(
+        "run_started",
+        json!({"agent": agent, "command": args.command, "pid": std::process::id()}),
+    );
+
+    let began = Instant::now();
+    let mut loop_state = LoopState {
+        sessions: 0,
+        breaker: Breaker::new(args.breaker),
+        rate_limits_in_row: 0,
+    };
+    let stop = loop {
+        if let Some(reason) = stop_before_session(&ws, &args, &signals, &loop_state, began) {
+            break reason;
+        }
+        let now = clock::now()?;
+        let session_ctx = Context {
+            dir: Some(ws.root().to_path_buf()),
+            json: false,
+            now,
+        };
+        let start = StartArgs {
+            task: None,
+            agent: agent.clone(),
+            budget: args.budget,
+            transcript: None,
+        };
+        let (brief, brief_text) = match open_session(&session_ctx, start) {
+            Ok(opened) => opened,
+            Err(err) if crate::error::exit_code(&err) == code::NOTHING_TO_DO => {
+                match idle(&ws, now)? {
+                    Idle::AllDone => break StopReason::AllDone,
+                    Idle::Blocked => break StopReason::NothingReady,
+                    Idle::OthersWorking => {
+                        log.event("waiting", json!({"why": format!("{err:#}")}));
+                        pause(&ws, &signals, args.sleep.max(Duration::from_secs(1)));
+                        continue;
+                    }
+                }
+            }
+            Err(err) => {
+                log.event("error", json!({"error": format!("{err:#}")}));
+                return Err(err);
+            }
+        };
+        loop_state.sessions += 1;
+        let session_id = brief["session"].as_str().unwrap_or_default().to_string();
+        let task = brief["task"].as_str().unwrap_or_default().to_string();
+        eprintln!(
+            "orchestrator run: session {} of {agent} on task {task} ({})",
+            session_id, brief["progress"]["done"]
+        );
+        log.event(
+            "session_started",
+            json!({"session": session_id, "task": task, "progress": brief["progress"]}),
+        );
+        let outcome = drive(
+            &ws,
+            &args,
+            &signals,
+            &mut log,
+            &agent,
+            &session_id,
+            &task,
+            &brief_text,
+        )?;
+        if let Some(reason) = loop_state.breaker.record(outcome) {
+            break reason;
+        }
+        if outcome.rate_limited {
+            loop_state.rate_limits_in_row += 1;
+            let wait = ws_run_settings(&ws)
+                .map(|s| s.backoff(loop_state.rate_limits_in_row))
+                .unwrap_or(Duration::from_secs(60));
+            eprintln!(
+                "orchestrator run: the agent reported a rate limit; waiting {} before the next session",
+                describe_wait(wait)
+            );
+            log.event(
+                "backoff",
+                json!({"seconds": wait.as_secs_f64(), "in_row": loop_state.rate_limits_in_row}),
+            );
+            pause(&ws, &signals, wait);
+        } else {
+            loop_state.rate_limits_in_row = 0;
+            pause(&ws, &signals, args.sleep);
+        }
+    };
+
+    log.event(
+        "stopped",
+        json!({"reason": stop.as_str(), "sessions": loop_state.sessions, "exit": stop.exit_code()}),
+    );
+    let json = json!({
+        "run": run_id,
+        "stop": stop.as_str(),
+        "sessions": loop_state.sessions,
+        "exit": stop.exit_code(),
+        "log": log.path,
+        "message": stop.describe(),
+    });
+    let text = format!(
+        "run={run_id} stop={} sessions={} exit={}\nStopped: {}.\n",
+        stop.as_str(),
+        loop_state.sessions,
+        stop.exit_code(),
+        stop.describe()
+    );
+    ctx.emit(json, &text);
+    Ok(stop.exit_code())
+}
+
+struct LoopState {
+    sessions: u32,
+    breaker: Breaker,
+    rate_limits_in_row: u32,
+}
+
+fn stop_before_session(
+    ws: &Workspace,
+    args: &RunArgs,
+    signals: &Signals,
+    state: &LoopState,
+    began: Instant,
+) -> Option<StopReason> {
+    if let Some(reason) = signals.received() {
+        return Some(reason);
+    }
+    if ws.stop_file().exists() {
+        return Some(StopReason::StopFile);
+    }
+    if args.max_sessions.is_some_and(|max| state.sessions >= max) {
+        return Some(StopReason::MaxSessions);
+    }
+    if args.max_duration.is_some_and(|max| began.elapsed() >= max) {
+        return Some(StopReason::MaxDuration);
+    }
+    None
+}
+
+enum Idle {
+    AllDone,
+    /// Other live sessions hold the remaining work; it may come back or unblock.
+    OthersWorking,
+    Blocked,
+}
+
+fn idle(ws: &Workspace, now: chrono::DateTime<chrono::Utc>) -> Result<Idle> {
+    let stack = ws.load_stack()?;
+    if stack
+        .tasks
+        .iter()
+        .all(|t| matches!(t.status, Status::Done | Status::Skipped))
+    {
+        return Ok(Idle::AllDone);
+    }
+    let others = ws
+        .active_sessions()?
+        .iter()
+        .any(|s| s.is_wrapping() || !s.is_stale(now));
+    Ok(if others {
+        Idle::OthersWorking
+    } else {
+        Idle::Blocked
+    })
+}
+
+/// Why the loop stopped the agent, which becomes the wrap's reason.
+#[derive(Clone, Copy)]
+enum Stopping {
+    ShutdownLevel,
+    Signal(StopReason),
+}
+
+/// The agent has been asked to stop; SIGKILL follows at `kill_at`.
+#[derive(Clone, Copy)]
+struct StopState {
+    why: Stopping,
+    kill_at: Instant,
+    killed: bool,
+}
+
+impl StopState {
+    fn new(why: Stopping, grace: Duration) -> Self {
+        StopState {
+            why,
+            kill_at: Instant::now() + grace,
+            killed: false,
+        }
+    }
+}
+
+/// How often a watched session's lease is renewed.
+const LEASE_RENEWAL: Duration = Duration::from_secs(60);
+
+/// Runs the agent on one session until it exits, then makes sure the session is wrapped.
+#[allow(clippy::too_many_arguments)]
+fn drive(
+    ws: &Workspace,
+    args: &RunArgs,
+    signals: &Signals,
+    log: &mut RunLog,
+    agent: &str,
+    session_id: &str,
+    task: &str,
+    brief: &str,
+) -> Result<SessionOutcome> {
+    let started_session = ws.load_active(session_id)?;
+    let placeholders = Placeholders {
+        brief,
+        session: session_id,
+        task,
+    };
+    let (program, rest) = args
+        .command
+        .split_first()
+        .context("the agent command is empty")?;
+    let argv: Vec<String> = rest.iter().map(|a| expand(a, &placeholders)).collect();
+    let env = [
+        ("ORCHESTRATOR_SESSION", session_id.to_string()),
+        ("ORCHESTRATOR_TASK", task.to_string()),
+        ("ORCHESTRATOR_DIR", ws.root().display().to_string()),
+        ("ORCHESTRATOR_AGENT", agent.to_string()),
+        ("ORCHESTRATOR_RUN", log.run_id.clone()),
+    ];
+    let program = expand(program, &placeholders);
+    let mut process = match AgentProcess::spawn(&program, &argv, &env, ws.root(), brief.to_string())
+    {
+        Ok(process) => process,
+        Err(err) => {
+            // The session must not stay claimed by an agent that never ran.
+            finish_session(ws, session_id, "agent-failed-to-start", &format!("{err:#}"))?;
+            return Err(err);
+        }
+    };
+    log.event(
+        "agent_started",
+        json!({"session": session_id, "pid": process.pid(), "program": program}),
+    );
+
+    let display = std::io::stderr().is_terminal();
+    let watch_started = Instant::now();
+    let mut shutdown_seen: Option<Instant> = None;
+    let mut stopping: Option<StopState> = None;
+    let mut last_level = Level::Ok;
+    let mut last_renewal = Instant::now();
+    loop {
+        if process.try_wait()?.is_some() {
+            break;
+        }
+        if stopping.is_none()
+            && let Some(reason) = signals.received()
+        {
+            let signal = if reason == StopReason::Interrupted {
+                libc::SIGINT
+            } else {
+                libc::SIGTERM
+            };
+            eprintln!(
+                "orchestrator run: {}; passing it to the agent, which has {} to finish",
+                reason.describe(),
+                describe_wait(args.grace)
+            );
+            process.signal(signal);
+            log.event(
+                "signal_forwarded",
+                json!({"session": session_id, "signal": signal}),
+            );
+            stopping = Some(StopState::new(Stopping::Signal(reason), args.grace));
+        }
+        if let Some(state) = stopping.as_mut()
+            && !state.killed
+            && Instant::now() >= state.kill_at
+        {
+            process.signal(libc::SIGKILL);
+            log.event("agent_killed", json!({"session": session_id}));
+            state.killed = true;
+        }
+
+        if let Some(session) = live_session(ws, session_id) {
+            let level = watch_level(ws, &session, display, watch_started);
+            if level != last_level {
+                log.event(
+                    "level",
+                    json!({"session": session_id, "level": level.as_str()}),
+                );
+                last_level = level;
+            }
+            if level == Level::Shutdown && shutdown_seen.is_none() {
+                shutdown_seen = Some(Instant::now());
+                eprintln!(
+                    "orchestrator run: session {session_id} is at the shutdown level; the agent has {} to wrap",
+                    describe_wait(args.grace)
+                );
+            }
+            if stopping.is_none() && shutdown_seen.is_some_and(|seen| seen.elapsed() >= args.grace)
+            {
+                eprintln!(
+                    "orchestrator run: the agent did not wrap within {}; stopping it",
+                    describe_wait(args.grace)
+                );
+                process.signal(libc::SIGTERM);
+                log.event(
+                    "agent_stopped",
+                    json!({"session": session_id, "signal": libc::SIGTERM, "why": "shutdown level"}),
+                );
+                stopping = Some(StopState::new(Stopping::ShutdownLevel, args.grace));
+            }
+            if last_renewal.elapsed() >= LEASE_RENEWAL {
+                renew_lease(ws, session_id)?;
+                last_renewal = Instant::now();
+            }
+        }
+        std::thread::sleep(args.poll);
+    }
+    let (status, tail) = process.finish()?;
+    if display {
+        eprint!("\r\x1b[2K");
+    }
+    let exit = describe_exit(status);
+    log.event(
+        "agent_exited",
+        json!({"session": session_id, "exit": exit, "code": status.code()}),
+    );
+
+    let settings = ws.load_stack()?.settings.run;
+    let rate_limited = settings.is_rate_limited(status.code(), &tail);
+    let (reason, summary) = match stopping.map(|state| state.why) {
+        Some(Stopping::ShutdownLevel) => (
+            "shutdown-level",
+            format!(
+                "The agent passed the shutdown level and did not wrap within the grace period; orchestrator run stopped it ({exit})."
+            ),
+        ),
+        Some(Stopping::Signal(reason)) => (
+            "interrupted",
+            format!(
+                "orchestrator run was {} and stopped the agent ({exit}).",
+                reason.describe()
+            ),
+        ),
+        None if rate_limited => (
+            "rate-limited",
+            format!("The agent stopped on a rate limit ({exit}) without wrapping."),
+        ),
+        None => (
+            "agent-exited",
+            format!("The agent exited ({exit}) without wrapping."),
+        ),
+    };
+    let wrapped_by_us = finish_session(ws, session_id, reason, &summary)?;
+    if wrapped_by_us {
+        eprintln!("orchestrator run: {summary} Wrapped it as `{reason}`.");
+    }
+
+    let stack = ws.load_stack()?;
+    let task_now = stack.task(task);
+    let units_moved = task_now.is_some_and(|t| {
+        t.progress.done != started_session.progress_at_start.done
+            || (t.status == Status::Done
+                && started_session.progress_at_start.done < t.progress.total)
+    });
+    let commits = vcs::messages_since(ws.root(), started_session.git_head_at_start.as_deref())
+        .unwrap_or_else(|err| {
+            tracing::warn!("cannot read the commits of the session: {err:#}");
+            Vec::new()
+        })
+        .iter()
+        .filter(|m| is_agent_work(m, session_id))
+        .count();
+    // The loop's own stop is not the agent failing; a crash or a non-zero exit is.
+    let failed = stopping.is_none() && !status.success();
+    let outcome = SessionOutcome {
+        progressed: units_moved || commits > 0,
+        failed,
+        rate_limited,
+    };
+    log.event(
+        "session_ended",
+        json!({
+            "session": session_id, "task": task, "exit": exit, "wrapped_by_run": wrapped_by_us,
+            "reason": reason, "progress": task_now.map(|t| t.progress), "agent_commits": commits,
+            "progressed": outcome.progressed, "failed": failed, "rate_limited": rate_limited,
+        }),
+    );
+    Ok(outcome)
+}
+
+/// The session if it is still live (the agent has not wrapped it).
+fn live_session(ws: &Workspace, session_id: &str) -> Option<Session> {
+    if !ws.active_path(session_id).exists() {
+        return None;
+    }
+    ws.load_active(session_id).ok().filter(|s| !s.is_wrapping())
+}
+
+fn watch_level(ws: &Workspace, session: &Session, display: bool, since: Instant) -> Level {
+    let Ok(stack) = ws.load_stack() else {
+        return Level::Ok;
+    };
+    let progress = stack
+        .task(&session.task)
+        .map_or(session.progress_at_start, |t| t.progress);
+    let tokens = Tokens::measure(ws, session, None);
+    let report = report(&stack, session, progress, &tokens);
+    if display {
+        let usage = report.json["pct"].as_f64().unwrap_or(0.0);
+        eprint!(
+            "\r\x1b[2K{} {} {progress} tokens {}% {} {}s",
+            session.id,
+            session.task,
+            format_pct(usage),
+            report.level,
+            since.elapsed().as_secs()
+        );
+    }
+    report.level
+}
+
+/// Wraps the session unless the agent already did; true when this call wrapped it.
+fn finish_session(ws: &Workspace, session_id: &str, reason: &str, summary: &str) -> Result<bool> {
+    if !ws.active_path(session_id).exists() {
+        return Ok(false);
+    }
+    let ctx = Context {
+        dir: Some(ws.root().to_path_buf()),
+        json: false,
+        now: clock::now()?,
+    };
+    let args = WrapArgs {
+        summary: Some(summary.to_string()),
+        next: Vec::new(),
+        done: false,
+        no_backup: false,
+        no_commit: false,
+        reason: reason.to_string(),
+        session: SessionArg {
+            session: Some(session_id.to_string()),
+        },
+    };
+    wrap_session(&ctx, args)
+        .with_context(|| format!("cannot wrap session {session_id} after its agent exited"))?;
+    Ok(true)
+}
+
+/// The agent is alive while the loop watches it: keep its lease from running out even when it
+/// goes long without a checkpoint, so no `start` recovers a session that is still working.
+fn renew_lease(ws: &Workspace, session_id: &str) -> Result<()> {
+    let lock = ws.lock()?;
+    let Some(mut session) = live_session(ws, session_id) else {
+        return Ok(());
+    };
+    let mut stack = ws.load_stack()?;
+    let now = clock::now()?;
+    let expires = now + Session::lease(stack.settings.lease_minutes);
+    session.lease_expires = expires;
+    if let Some(claim) = stack
+        .task_mut(&session.task)
+        .and_then(|t| t.claim.as_mut())
+        .filter(|c| c.session == session.id)
+    {
+        claim.lease_expires = expires;
+    }
+    ws.save_active(&lock, &session)?;
+    ws.save_stack(&lock, &stack)
+}
+
+fn ws_run_settings(ws: &Workspace) -> Option<crate::core::run::RunSettings> {
+    ws.load_stack().ok().map(|s| s.settings.run)
+}
+
+/// Sleeps, waking early for a signal or the stop file.
+fn pause(ws: &Workspace, signals: &Signals, duration: Duration) {
+    let until = Instant::now() + duration;
+    while Instant::now() < until {
+        if signals.received().is_some() || ws.stop_file().exists() {
+            return;
+        }
+        std::thread::sleep((until - Instant::now()).min(Duration::from_millis(100)));
+    }
+}
+
+fn describe_wait(duration: Duration) -> String {
+    let secs = duration.as_secs_f64();
+    if secs < 1.0 {
+        format!("{}ms", duration.as_millis())
+    } else if secs < 120.0 {
+        format!("{}s", secs.round())
+    } else {
+        format!("{}m", (secs / 60.0).round())
+    }
+}
+
+/// SIGINT and SIGTERM, noted instead of killing the loop, so it can stop the agent and wrap.
+struct Signals {
+    interrupt: Arc<AtomicBool>,
+    terminate: Arc<AtomicBool>,
+}
+
+impl Signals {
+    fn install() -> Result<Self> {
+        let interrupt = Arc::new(AtomicBool::new(false));
+        let terminate = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&interrupt))
+            .context("cannot handle SIGINT")?;
+        signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&terminate))
+            .context("cannot handle SIGTERM")?;
+        Ok(Signals {
+            interrupt,
+            terminate,
+        })
+    }
+
+    fn received(&self) -> Option<StopReason> {
+        if self.terminate.load(Ordering::Relaxed) {
+            Some(StopReason::Terminated)
+        } else if self.interrupt.load(Ordering::Relaxed) {
+            Some(StopReason::Interrupted)
+        } else {
+            None
+        }
+    }
+}
+
+/// `.orchestrator/runs/<run-id>.jsonl`: one line per event, appended as it happens.
+struct RunLog {
+    run_id: String,
+    path: std::path::PathBuf,
+    file: File,
+}
+
+impl RunLog {
+    fn create(ws: &Workspace, run_id: &str) -> Result<Self> {
+        let dir = ws.runs_dir();
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join(format!("{run_id}.jsonl"));
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        Ok(RunLog {
+            run_id: run_id.to_string(),
+            path,
+            file,
+        })
+    }
+
+    fn event(&mut self, event: &str, mut fields: Value) {
+        let at = clock::now().map(clock::format).unwrap_or_default();
+        if let Value::Object(map) = &mut fields {
+            map.insert("event".into(), json!(event));
+            map.insert("at".into(), json!(at));
+        }
+        let mut line = fields.to_string();
+        line.push('\n');
+        // The log is a record for humans; failing to write it must not stop the work.
+        if let Err(err) = self.file.write_all(line.as_bytes()) {
+            tracing::warn!("cannot write {}: {err}", self.path.display());
+        }
+    }
+}
