@@ -9,6 +9,7 @@ mod effects;
 mod ids;
 mod meters;
 mod refusals;
+mod run;
 mod seed;
 mod sessions;
 mod tasks;
