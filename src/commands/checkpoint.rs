@@ -97,6 +97,12 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
             .filter(|i| !i.is_empty())
             .collect(),
         meters,
+        // Remembered, so `status` and `run` find it without the agent's environment.
+        transcript: if session.transcript.is_none() {
+            tokens.transcript.clone()
+        } else {
+            None
+        },
         lease_expires: expires,
     };
 

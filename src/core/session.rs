@@ -112,6 +112,9 @@ pub struct CheckpointEvent {
     pub tokens: Option<TokenReading>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub issues: Vec<String>,
+    /// The transcript found for a session that had none (from the agent's environment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcript: Option<PathBuf>,
     /// Meter values after this checkpoint (absolute, so a replay cannot count twice).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub meters: BTreeMap<String, u64>,
@@ -158,6 +161,9 @@ impl Session {
         }
         self.issues.extend(event.issues);
         self.meters.extend(event.meters);
+        if event.transcript.is_some() {
+            self.transcript = event.transcript;
+        }
         self.lease_expires = event.lease_expires;
     }
 
@@ -227,6 +233,7 @@ mod tests {
             }),
             issues: vec!["i".into()],
             meters: BTreeMap::from([("calls".to_string(), 7)]),
+            transcript: None,
             lease_expires: t + Duration::minutes(30),
         };
         session.apply(event.clone());

@@ -437,6 +437,16 @@ fn the_claude_code_session_id_finds_the_transcript() {
         (v["source"].as_str(), v["used"].as_u64()),
         (Some("transcript"), Some(90_000))
     );
+    // Remembered by the session: status reads it without the variable.
+    append(
+        &project.join(format!("{id}.jsonl")),
+        &line(&assistant("m2", 95_000)),
+    );
+    let v = ws.json(0, &["status"]);
+    assert_eq!(
+        (v["source"].as_str(), v["used"].as_u64()),
+        (Some("transcript"), Some(95_000))
+    );
 }
 
 #[test]
