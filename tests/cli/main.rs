@@ -6,6 +6,7 @@ mod common;
 mod budget;
 mod concurrency;
 mod effects;
+mod hooks;
 mod ids;
 mod meters;
 mod refusals;
