@@ -34,19 +34,9 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
         return list(ctx, &ws, &stack, &live, args.exit_zero);
     }
     let session = select_session(&ws, args.session.session.as_deref(), false)?;
-    let progress = stack
-        .task(&session.task)
-        .map_or(session.progress_at_start, |t| t.progress);
-    let tokens = Tokens::measure(&ws, &session, None);
-    let report = report(&stack, &session, progress, &tokens);
-    let (mut json, mut text, level) = (report.json, report.text, report.level);
+    let (mut json, mut text, level) = session_report(ctx, &ws, &stack, &session);
     let elapsed = ctx.now - session.started;
     let stale = session.is_stale(ctx.now);
-    json["agent"] = json!(session.agent);
-    json["started"] = json!(session.started);
-    json["elapsed_minutes"] = json!(elapsed.num_minutes());
-    json["lease_expires"] = json!(session.lease_expires);
-    json["stale"] = json!(stale);
     json["checkpoints"] = json!(session.checkpoints.len());
     json["sessions"] = json!(
         live.iter()
@@ -87,15 +77,10 @@ fn list(
     let mut text = String::new();
     let mut sessions = Vec::new();
     for session in live {
-        let progress = stack
-            .task(&session.task)
-            .map_or(session.progress_at_start, |t| t.progress);
-        let tokens = Tokens::measure(ws, session, None);
-        let report = report(stack, session, progress, &tokens);
-        worst = worst.max(report.level);
-        let elapsed = ctx.now - session.started;
+        let (json, report_text, level) = session_report(ctx, ws, stack, session);
+        worst = worst.max(level);
         let stale = session.is_stale(ctx.now);
-        let first_line = report.text.lines().next().unwrap_or_default();
+        let first_line = report_text.lines().next().unwrap_or_default();
         text.push_str(&format!(
             "session={} agent={} task={} {first_line} started={}{}\n",
             session.id,
@@ -104,12 +89,6 @@ fn list(
             crate::clock::format(session.started),
             if stale { " stale=true" } else { "" }
         ));
-        let mut json = report.json;
-        json["agent"] = json!(session.agent);
-        json["started"] = json!(session.started);
-        json["elapsed_minutes"] = json!(elapsed.num_minutes());
-        json["lease_expires"] = json!(session.lease_expires);
-        json["stale"] = json!(stale);
         sessions.push(json);
     }
     text.push_str(&format!(
@@ -123,4 +102,25 @@ fn list(
     } else {
         worst.exit_code()
     })
+}
+
+/// One session's usage report, with who holds it and since when.
+fn session_report(
+    ctx: &Context,
+    ws: &Workspace,
+    stack: &TaskStack,
+    session: &Session,
+) -> (serde_json::Value, String, Level) {
+    let progress = stack
+        .task(&session.task)
+        .map_or(session.progress_at_start, |t| t.progress);
+    let tokens = Tokens::measure(ws, session, None);
+    let report = report(stack, session, progress, &tokens);
+    let mut json = report.json;
+    json["agent"] = json!(session.agent);
+    json["started"] = json!(session.started);
+    json["elapsed_minutes"] = json!((ctx.now - session.started).num_minutes());
+    json["lease_expires"] = json!(session.lease_expires);
+    json["stale"] = json!(session.is_stale(ctx.now));
+    (json, report.text, report.level)
 }
