@@ -187,53 +187,55 @@ pub fn find_commit_with_trailer(
     key: &str,
     value: &str,
 ) -> Result<Option<String>> {
-    let Some(repo) = discover(workdir)? else {
-        return Ok(None);
-    };
-    let Some(head) = head_commit(&repo)? else {
-        return Ok(None);
-    };
-    let stop = since
-        .map(|s| resolve_commit(&repo, s).map(|c| c.id()))
-        .transpose()?;
-    let mut current = Some(head);
-    for _ in 0..MAX_TRAILER_WALK {
-        let Some(commit) = current else { break };
-        if Some(commit.id()) == stop {
-            break;
-        }
+    let mut found = None;
+    walk_since(workdir, since, |commit| {
         if has_trailer(&String::from_utf8_lossy(commit.message_bytes()), key, value) {
-            return Ok(Some(commit.id().to_string()));
+            found = Some(commit.id().to_string());
+            return false;
         }
-        // A missing parent (shallow clone) ends the walk.
-        current = commit.parent(0).ok();
-    }
-    Ok(None)
+        true
+    })?;
+    Ok(found)
 }
 
 /// The messages of the commits from HEAD back to `since` (excluded), newest first, following
 /// first parents; empty outside a repository or when HEAD is `since`.
 pub fn messages_since(workdir: &Path, since: Option<&str>) -> Result<Vec<String>> {
+    let mut messages = Vec::new();
+    walk_since(workdir, since, |commit| {
+        messages.push(String::from_utf8_lossy(commit.message_bytes()).into_owned());
+        true
+    })?;
+    Ok(messages)
+}
+
+/// Visits first-parent history from HEAD back to (not including) `since`, at most
+/// [`MAX_TRAILER_WALK`] commits, until `visit` returns false. Not a repository or an unborn
+/// HEAD: nothing to visit.
+fn walk_since(
+    workdir: &Path,
+    since: Option<&str>,
+    mut visit: impl FnMut(&git2::Commit<'_>) -> bool,
+) -> Result<()> {
     let Some(repo) = discover(workdir)? else {
-        return Ok(Vec::new());
+        return Ok(());
     };
     let Some(head) = head_commit(&repo)? else {
-        return Ok(Vec::new());
+        return Ok(());
     };
     let stop = since
         .map(|s| resolve_commit(&repo, s).map(|c| c.id()))
         .transpose()?;
-    let mut messages = Vec::new();
     let mut current = Some(head);
     for _ in 0..MAX_TRAILER_WALK {
         let Some(commit) = current else { break };
-        if Some(commit.id()) == stop {
+        if Some(commit.id()) == stop || !visit(&commit) {
             break;
         }
-        messages.push(String::from_utf8_lossy(commit.message_bytes()).into_owned());
+        // A missing parent (shallow clone) ends the walk.
         current = commit.parent(0).ok();
     }
-    Ok(messages)
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
