@@ -211,6 +211,15 @@ pub fn report(stack: &TaskStack, session: &Session, progress: Progress, tokens: 
     }
 }
 
+/// The report of a session as it stands: its task's progress and a fresh token figure.
+pub fn current(ws: &Workspace, stack: &TaskStack, session: &Session) -> Report {
+    let progress = stack
+        .task(&session.task)
+        .map_or(session.progress_at_start, |t| t.progress);
+    let tokens = Tokens::measure(ws, session, None);
+    report(stack, session, progress, &tokens)
+}
+
 fn meter_json(meter: &MeterStatus) -> Value {
     json!({
         "name": meter.name,

@@ -21,7 +21,7 @@ use crate::core::meters::TOKENS;
 use crate::core::session::Session;
 use crate::error::{Failure, code};
 use crate::store::Workspace;
-use crate::usage::{Tokens, kilo, report};
+use crate::usage::{self, kilo};
 
 pub fn run(ctx: &Context, command: HookCommand) -> Result<u8> {
     match command {
@@ -145,12 +145,7 @@ fn usage_alert(
     if session.transcript.is_none() {
         session.transcript = event.transcript_path.clone();
     }
-    let stack = ws.load_stack()?;
-    let progress = stack
-        .task(&session.task)
-        .map_or(session.progress_at_start, |t| t.progress);
-    let tokens = Tokens::measure(ws, &session, None);
-    let report = report(&stack, &session, progress, &tokens);
+    let report = usage::current(ws, &ws.load_stack()?, &session);
     if report.level == Level::Ok {
         return Ok(None);
     }

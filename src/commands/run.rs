@@ -21,7 +21,7 @@ use crate::core::session::Session;
 use crate::core::stack::Status;
 use crate::error::{Failure, code};
 use crate::store::Workspace;
-use crate::usage::{Tokens, report};
+use crate::usage;
 use crate::{clock, vcs};
 
 pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
@@ -443,17 +443,16 @@ fn watch_level(ws: &Workspace, session: &Session, display: bool, since: Instant)
     let Ok(stack) = ws.load_stack() else {
         return Level::Ok;
     };
-    let progress = stack
-        .task(&session.task)
-        .map_or(session.progress_at_start, |t| t.progress);
-    let tokens = Tokens::measure(ws, session, None);
-    let report = report(&stack, session, progress, &tokens);
+    let report = usage::current(ws, &stack, session);
     if display {
+        let progress = &report.json["progress"];
         let usage = report.json["pct"].as_f64().unwrap_or(0.0);
         eprint!(
-            "\r\x1b[2K{} {} {progress} tokens {}% {} {}s",
+            "\r\x1b[2K{} {} {}/{} tokens {}% {} {}s",
             session.id,
             session.task,
+            progress["done"],
+            progress["total"],
             format_pct(usage),
             report.level,
             since.elapsed().as_secs()

@@ -11,7 +11,7 @@ use crate::core::session::{Session, describe_duration};
 use crate::core::stack::TaskStack;
 use crate::error::code;
 use crate::store::Workspace;
-use crate::usage::{Tokens, report};
+use crate::usage;
 
 pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
     let ws = ctx.workspace()?;
@@ -111,11 +111,7 @@ fn session_report(
     stack: &TaskStack,
     session: &Session,
 ) -> (serde_json::Value, String, Level) {
-    let progress = stack
-        .task(&session.task)
-        .map_or(session.progress_at_start, |t| t.progress);
-    let tokens = Tokens::measure(ws, session, None);
-    let report = report(stack, session, progress, &tokens);
+    let report = usage::current(ws, stack, session);
     let mut json = report.json;
     json["agent"] = json!(session.agent);
     json["started"] = json!(session.started);
