@@ -48,6 +48,13 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
         json!({"agent": agent, "command": args.command, "pid": std::process::id()}),
     );
 
+    let mut runner = Runner {
+        ws: &ws,
+        args: &args,
+        signals: &signals,
+        agent: &agent,
+        log,
+    };
     let began = Instant::now();
     let mut loop_state = LoopState {
         sessions: 0,
@@ -77,14 +84,18 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
                     Idle::AllDone => break StopReason::AllDone,
                     Idle::Blocked => break StopReason::NothingReady,
                     Idle::OthersWorking => {
-                        log.event("waiting", json!({"why": format!("{err:#}")}));
+                        runner
+                            .log
+                            .event("waiting", json!({"why": format!("{err:#}")}));
                         pause(&ws, &signals, args.sleep.max(Duration::from_secs(1)));
                         continue;
                     }
                 }
             }
             Err(err) => {
-                log.event("error", json!({"error": format!("{err:#}")}));
+                runner
+                    .log
+                    .event("error", json!({"error": format!("{err:#}")}));
                 return Err(err);
             }
         };
@@ -95,20 +106,11 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
             "orchestrator run: session {} of {agent} on task {task} ({})",
             session_id, brief["progress"]["done"]
         );
-        log.event(
+        runner.log.event(
             "session_started",
             json!({"session": session_id, "task": task, "progress": brief["progress"]}),
         );
-        let outcome = drive(
-            &ws,
-            &args,
-            &signals,
-            &mut log,
-            &agent,
-            &session_id,
-            &task,
-            &brief_text,
-        )?;
+        let outcome = drive(&mut runner, &session_id, &task, &brief_text)?;
         if let Some(reason) = loop_state.breaker.record(outcome) {
             break reason;
         }
@@ -121,7 +123,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
                 "orchestrator run: the agent reported a rate limit; waiting {} before the next session",
                 describe_wait(wait)
             );
-            log.event(
+            runner.log.event(
                 "backoff",
                 json!({"seconds": wait.as_secs_f64(), "in_row": loop_state.rate_limits_in_row}),
             );
@@ -132,7 +134,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
         }
     };
 
-    log.event(
+    runner.log.event(
         "stopped",
         json!({"reason": stop.as_str(), "sessions": loop_state.sessions, "exit": stop.exit_code()}),
     );
@@ -141,7 +143,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
         "stop": stop.as_str(),
         "sessions": loop_state.sessions,
         "exit": stop.exit_code(),
-        "log": log.path,
+        "log": runner.log.path,
         "message": stop.describe(),
     });
     let text = format!(
@@ -238,18 +240,19 @@ impl StopState {
 /// How often a watched session's lease is renewed.
 const LEASE_RENEWAL: Duration = Duration::from_secs(60);
 
+/// What every session of one run shares.
+struct Runner<'a> {
+    ws: &'a Workspace,
+    args: &'a RunArgs,
+    signals: &'a Signals,
+    agent: &'a str,
+    log: RunLog,
+}
+
 /// Runs the agent on one session until it exits, then makes sure the session is wrapped.
-#[allow(clippy::too_many_arguments)]
-fn drive(
-    ws: &Workspace,
-    args: &RunArgs,
-    signals: &Signals,
-    log: &mut RunLog,
-    agent: &str,
-    session_id: &str,
-    task: &str,
-    brief: &str,
-) -> Result<SessionOutcome> {
+fn drive(runner: &mut Runner, session_id: &str, task: &str, brief: &str) -> Result<SessionOutcome> {
+    let (ws, args, signals, agent) = (runner.ws, runner.args, runner.signals, runner.agent);
+    let log = &mut runner.log;
     let started_session = ws.load_active(session_id)?;
     let placeholders = Placeholders {
         brief,
