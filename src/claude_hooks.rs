@@ -11,12 +11,14 @@
 //!
 //! [`merge_hooks`] is the pure JSON edit; [`install`] does the file handling.
 
-use std::fs::{self, File};
-use std::io::{self, Write as _};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, anyhow};
 use serde_json::{Map, Value, json};
+
+use crate::store;
 
 /// The Claude Code hook events orchestrator listens to.
 pub const HOOK_EVENTS: [&str; 3] = ["SessionStart", "PostToolUse", "UserPromptSubmit"];
@@ -161,58 +163,18 @@ pub fn install(project_dir: &Path, command: &str) -> Result<InstallOutcome> {
         return Ok(outcome);
     }
 
-    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Both writes go through the workspace's atomic replace: a crash leaves the old or the new
+    // file, never a torn one.
     if let Some(old) = &old {
         let backup = dir.join("settings.json.bak");
-        write_synced(&backup, old)?;
+        store::write_atomic(&backup, old)?;
         outcome.backup = Some(backup);
     }
     let mut text = serde_json::to_string_pretty(&settings)
         .with_context(|| format!("cannot serialize {}", outcome.path.display()))?;
     text.push('\n');
-    replace_atomically(&dir, &outcome.path, text.as_bytes())?;
+    store::write_atomic(&outcome.path, text.as_bytes())?;
     Ok(outcome)
-}
-
-/// Writes `bytes` to `path` (truncating it) and fsyncs it, so it is complete
-/// on disk before anything relies on it.
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file =
-        File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))
-}
-
-/// Replaces `path` (in `dir`) with `bytes` so that readers and crashes see
-/// either the old or the new content, never a partial file.
-fn replace_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
-    // Same directory so the rename cannot cross filesystems; the pid keeps two
-    // concurrent installs from writing into the same temporary file.
-    let temp = dir.join(format!(".settings.json.tmp.{}", std::process::id()));
-    let result = write_synced(&temp, bytes).and_then(|()| {
-        fs::rename(&temp, path)
-            .with_context(|| format!("cannot rename {} to {}", temp.display(), path.display()))
-    });
-    if result.is_err() {
-        // Best effort: the error being reported matters more than the leftover.
-        let _ = fs::remove_file(&temp);
-    }
-    result?;
-    sync_dir(dir)
-}
-
-/// Makes the renamed entry (and the backup's) durable.
-fn sync_dir(dir: &Path) -> Result<()> {
-    // Directories cannot be opened for fsync on Windows, where the rename is
-    // already durable enough for a settings file.
-    #[cfg(unix)]
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("cannot fsync {}", dir.display()))?;
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
-use crate::core::budget::{Level, Usage, format_pct, round1};
+use crate::core::budget::{Level, Usage, compaction_conflict, format_pct, round1};
 use crate::core::meters::{self, MeterKind, MeterStatus, TOKENS, TranscriptFigures};
 use crate::core::session::Session;
 use crate::core::stack::{Progress, TaskStack};
@@ -218,6 +218,14 @@ pub fn current(ws: &Workspace, stack: &TaskStack, session: &Session) -> Report {
         .map_or(session.progress_at_start, |t| t.progress);
     let tokens = Tokens::measure(ws, session, None);
     report(stack, session, progress, &tokens)
+}
+
+/// The shutdown threshold is useless past the point where the agent compacts on its own.
+pub fn warn_about_compaction(ws: &Workspace, stack: &TaskStack) {
+    let budget = &stack.settings.budget;
+    if let Some(warning) = compaction_conflict(budget.shutdown, budget.compact_at) {
+        tracing::warn!("{}: {warning}", ws.stack_path().display());
+    }
 }
 
 fn meter_json(meter: &MeterStatus) -> Value {

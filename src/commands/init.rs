@@ -59,7 +59,7 @@ pub fn run(ctx: &Context, args: InitArgs) -> Result<u8> {
     let gitignore = ws.root().join(".gitignore");
     let added = add_ignore_lines(&gitignore, &store::never_committed(&stack.settings))?;
     ws.save_stack(&lock, &stack)?;
-    super::start::warn_about_compaction(&ws, &stack);
+    crate::usage::warn_about_compaction(&ws, &stack);
 
     let json = json!({
         "workspace": ws.root(),

@@ -5,7 +5,6 @@ use serde_json::{Map, Value, json};
 
 use super::Context;
 use crate::cli::StartArgs;
-use crate::core::budget::compaction_conflict;
 use crate::core::ids::{check_task_id, new_session_id};
 use crate::core::meters;
 use crate::core::select::{readiness, select_next};
@@ -16,7 +15,7 @@ use crate::handoff::progress_bar;
 use crate::meter;
 use crate::shutdown;
 use crate::store::Workspace;
-use crate::vcs;
+use crate::{usage, vcs};
 
 pub fn run(ctx: &Context, args: StartArgs) -> Result<u8> {
     let (json, text) = open_session(ctx, args)?;
@@ -62,7 +61,7 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
         )));
     }
 
-    warn_about_compaction(&ws, &stack);
+    usage::warn_about_compaction(&ws, &stack);
     ws.clean_temp_files(&lock, &[]);
     let recovered = shutdown::recover(&ws, &lock, &mut stack, sessions, ctx.now)?;
     for report in &recovered {
@@ -268,14 +267,6 @@ pub(super) fn brief(
     text.push_str("Exit codes:      checkpoint/status exit 0 ok, 10 warn (finish the unit, then wrap), 11 shutdown (wrap now)\n");
     text.push_str("When done:       orchestrator wrap --summary \"...\" --next \"...\" [--done]\n");
     (json, text)
-}
-
-/// The shutdown threshold is useless past the point where the agent compacts on its own.
-pub(super) fn warn_about_compaction(ws: &Workspace, stack: &TaskStack) {
-    let budget = &stack.settings.budget;
-    if let Some(warning) = compaction_conflict(budget.shutdown, budget.compact_at) {
-        tracing::warn!("{}: {warning}", ws.stack_path().display());
-    }
 }
 
 /// The newest handoff written for this task, as a path relative to the workspace.

@@ -3,7 +3,6 @@
 use anyhow::Result;
 use serde_json::json;
 
-use super::start::warn_about_compaction;
 use super::{Context, select_session};
 use crate::cli::StatusArgs;
 use crate::core::budget::Level;
@@ -16,7 +15,7 @@ use crate::usage;
 pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
     let ws = ctx.workspace()?;
     let stack = ws.load_stack()?;
-    warn_about_compaction(&ws, &stack);
+    usage::warn_about_compaction(&ws, &stack);
     let live: Vec<Session> = ws
         .active_sessions()?
         .into_iter()
