@@ -1,0 +1,1 @@
+//! Issue 9 hardening: placeholder, filled by its branch.
