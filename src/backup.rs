@@ -26,6 +26,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The part between the database file name and the timestamp.
 const BACKUP_INFIX: &str = ".backup_";
 
+/// Between the final name and the pid in a backup's temp file name.
+const TEMP_INFIX: &str = ".tmp-";
+
 /// Timestamp format used in backup file names.
 const STAMP_FORMAT: &str = "%Y%m%d_%H%M%S";
 
@@ -89,8 +92,9 @@ pub fn backup_database(
     let source = open_source(db)?;
     let expected_bytes = snapshot_bytes(&source).unwrap_or(0);
 
-    let temp =
-        TempFile::create(backup_dir.join(format!(".{final_name}.tmp-{}", std::process::id())))?;
+    let temp = TempFile::create(
+        backup_dir.join(format!(".{final_name}{TEMP_INFIX}{}", std::process::id())),
+    )?;
     debug!(
         db = %db.display(),
         temp = %temp.path.display(),
@@ -156,8 +160,11 @@ pub fn backup_database(
 
 /// Removes the temp copies (and their -journal/-wal/-shm) that a killed backup of `db_path`
 /// left in `backup_dir`. Only call while no backup of this database can be running.
+///
+/// The backup directory may be the user's own disk, shared with other files: only the exact
+/// names [`backup_database`] creates are removed, never a look-alike.
 pub fn remove_stale_temp_files(backup_dir: &Path, db_path: &Path) -> Vec<PathBuf> {
-    let prefix = format!(".{}.backup_", db_file_name(db_path));
+    let db_name = db_file_name(db_path);
     let Ok(entries) = fs::read_dir(backup_dir) else {
         return Vec::new();
     };
@@ -165,14 +172,29 @@ pub fn remove_stale_temp_files(backup_dir: &Path, db_path: &Path) -> Vec<PathBuf
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.starts_with(&prefix)
-            && name.contains(".tmp-")
-            && fs::remove_file(entry.path()).is_ok()
-        {
+        if is_backup_temp_name(name, &db_name) && fs::remove_file(entry.path()).is_ok() {
             removed.push(entry.path());
         }
     }
     removed
+}
+
+/// Whether `name` is `.<db_name>.backup_<stamp>.tmp-<pid>`, optionally with the `-journal`,
+/// `-wal` or `-shm` that SQLite keeps beside it.
+fn is_backup_temp_name(name: &str, db_name: &str) -> bool {
+    let Some((final_name, tail)) = name
+        .strip_prefix('.')
+        .and_then(|n| n.rsplit_once(TEMP_INFIX))
+    else {
+        return false;
+    };
+    let pid = ["-journal", "-wal", "-shm"]
+        .iter()
+        .find_map(|suffix| tail.strip_suffix(suffix))
+        .unwrap_or(tail);
+    !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+        && parse_backup_stamp(final_name, db_name).is_some()
 }
 
 /// Runs `PRAGMA quick_check` on an existing backup file (e.g. when a killed
@@ -825,13 +847,18 @@ mod tests {
         for name in [
             ".crypto.db.backup_20200101_000000.tmp-42",
             ".crypto.db.backup_20200101_000000.tmp-42-journal",
+            ".crypto.db.backup_20200101_000000.tmp-42-wal",
             "crypto.db.backup_20200101_000000",
             ".other.db.backup_20200101_000000.tmp-42",
+            // A user's files that only look like ours.
+            ".crypto.db.backup_mine.tmp-1",
+            ".crypto.db.backup_20200101_000000.tmp-42.keep",
+            ".crypto.db.backup_20200101_000000.tmp-",
         ] {
             fs::write(dir.path().join(name), "x").unwrap();
         }
         let removed = remove_stale_temp_files(dir.path(), &db);
-        assert_eq!(removed.len(), 2);
+        assert_eq!(removed.len(), 3);
         let mut left: Vec<String> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -840,6 +867,9 @@ mod tests {
         assert_eq!(
             left,
             [
+                ".crypto.db.backup_20200101_000000.tmp-",
+                ".crypto.db.backup_20200101_000000.tmp-42.keep",
+                ".crypto.db.backup_mine.tmp-1",
                 ".other.db.backup_20200101_000000.tmp-42",
                 "crypto.db.backup_20200101_000000"
             ]

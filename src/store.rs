@@ -4,15 +4,21 @@
 //! and the directory is fsynced, so a reader (or a crash) only ever sees a whole old or a whole
 //! new file. Writers hold an exclusive lock on the sidecar `.orchestrator/lock`, which is never
 //! renamed: locking the renamed file itself would let a second process lock the old inode.
+//!
+//! Nothing is written through a symlink: the stack, the state directories, the lock and the
+//! checkpoint logs are refused when they are one, and a directory setting that resolves outside
+//! the workspace is refused before anything is written (an absolute backup_dir, which the user
+//! chose, aside). Other files are replaced by `rename`, which replaces a link, not its target.
 
 use anyhow::{Context, Result};
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::core::ids::check_session_id;
 use crate::core::session::{CheckpointEvent, Session};
-use crate::core::stack::{Settings, TaskStack};
+use crate::core::stack::{BACKUP_DIR_SETTING, Settings, TaskStack};
 use crate::error::Failure;
 
 pub const STACK_FILE: &str = "task_stack.json";
@@ -152,8 +158,87 @@ impl Workspace {
         path.strip_prefix(&self.root).unwrap_or(path).display()
     }
 
+    /// Refuses a `task_stack.json` or a state directory (or the lock file) that is a symlink:
+    /// writing through it would put state outside the workspace, or (for the stack) silently
+    /// replace the link with a file.
+    fn check_layout(&self) -> Result<()> {
+        let stack = self.stack_path();
+        if let Some(target) = symlink_target(&stack)? {
+            return Err(Failure::user(format!(
+                "{} is a symbolic link to {}; orchestrator writes state only inside the workspace: replace it with the file itself",
+                stack.display(),
+                target.display()
+            )));
+        }
+        let state = self.state_dir();
+        let sessions = state.join("sessions");
+        for path in [
+            state.clone(),
+            sessions.clone(),
+            self.active_dir(),
+            self.archive_dir(),
+            self.cache_dir(),
+            self.runs_dir(),
+            state.join("lock"),
+        ] {
+            if let Some(target) = symlink_target(&path)? {
+                return Err(Failure::user(format!(
+                    "{} is a symbolic link to {}; orchestrator keeps its state only inside the workspace: replace the link with the directory itself",
+                    path.display(),
+                    target.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a directory setting that resolves, through a symlink, outside the workspace.
+    /// `TaskStack::validate` has already refused `..` and absolute paths, so only the part that
+    /// exists can lead elsewhere: its deepest existing ancestor is resolved and must stay under
+    /// the resolved root.
+    pub fn check_settings_paths(&self, settings: &Settings) -> Result<()> {
+        let root = self
+            .root
+            .canonicalize()
+            .with_context(|| format!("cannot resolve the workspace {}", self.root.display()))?;
+        let stack = self.stack_path();
+        for (setting, value) in settings.paths_inside_workspace() {
+            let target = self.root.join(value);
+            let mut existing = target.as_path();
+            while existing.symlink_metadata().is_err() {
+                match existing.parent() {
+                    Some(parent) => existing = parent,
+                    None => break,
+                }
+            }
+            let hint = if setting == BACKUP_DIR_SETTING {
+                "; to keep backups on another disk, write its absolute path"
+            } else {
+                ""
+            };
+            let shown = value.escape_debug();
+            let resolved = existing.canonicalize().map_err(|err| {
+                Failure::user(format!(
+                    "{}: {setting} `{shown}`: {} cannot be resolved ({err}); orchestrator writes only inside the workspace{hint}",
+                    stack.display(),
+                    existing.display()
+                ))
+            })?;
+            if !resolved.starts_with(&root) {
+                return Err(Failure::user(format!(
+                    "{}: {setting} `{shown}` leads outside the workspace: {} resolves to {}; orchestrator writes only inside the workspace{hint}",
+                    stack.display(),
+                    existing.display(),
+                    resolved.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Blocks until this process holds the workspace lock.
     pub fn lock(&self) -> Result<WorkspaceLock> {
+        self.check_layout()?;
         let dir = self.state_dir();
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let path = dir.join("lock");
@@ -168,11 +253,16 @@ impl Workspace {
         Ok(WorkspaceLock { _file: file })
     }
 
+    /// Also refuses a workspace whose state or settings would lead writes outside it, so that
+    /// every command stops before it has done anything.
     pub fn load_stack(&self) -> Result<TaskStack> {
+        self.check_layout()?;
         let path = self.stack_path();
         let text = read_text(&path)?;
-        TaskStack::parse(&text)
-            .map_err(|invalid| Failure::user(format!("{}: {invalid}", path.display())))
+        let stack = TaskStack::parse(&text)
+            .map_err(|invalid| Failure::user(format!("{}: {invalid}", path.display())))?;
+        self.check_settings_paths(&stack.settings)?;
+        Ok(stack)
     }
 
     /// Validates and writes the stack. An invalid stack is refused before anything is written.
@@ -238,11 +328,20 @@ impl Workspace {
         let path = self.checkpoint_log_path(session);
         let mut line = serde_json::to_vec(event).context("cannot serialize a checkpoint")?;
         line.push(b'\n');
+        // O_NOFOLLOW: a log replaced by a symlink would make the append land outside the
+        // workspace; refusing in the open itself leaves no window between check and write.
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
+            .map_err(|err| match err.raw_os_error() {
+                Some(libc::ELOOP) => Failure::user(format!(
+                    "{} is a symbolic link; orchestrator writes state only inside the workspace: replace it with the file itself",
+                    path.display()
+                )),
+                _ => anyhow::Error::new(err).context(format!("cannot open {}", path.display())),
+            })?;
         // One write call: a killed process leaves the whole line or none of it.
         file.write_all(&line)
             .and_then(|()| file.sync_data())
@@ -287,18 +386,31 @@ impl Workspace {
         self.active_path(id).exists() || self.archive_path(id).exists()
     }
 
-    /// Removes temp files that a killed writer left behind. Only call with the lock held:
-    /// then no live writer can own one.
+    /// Removes temp files that a killed writer left behind: only the exact names `write_atomic`
+    /// gives our own files, never a user's look-alike. `extra_dirs` outside the workspace are
+    /// skipped. Only call with the lock held: then no live writer can own one.
     pub fn clean_temp_files(&self, _lock: &WorkspaceLock, extra_dirs: &[PathBuf]) {
+        let root = self.root.canonicalize().ok();
+        let inside = |dir: &PathBuf| {
+            let resolved = dir.canonicalize().ok();
+            let ok = matches!((&root, &resolved), (Some(root), Some(dir)) if dir.starts_with(root));
+            if !ok && dir.exists() {
+                tracing::warn!(
+                    "not sweeping {}: it is outside the workspace",
+                    dir.display()
+                );
+            }
+            ok
+        };
         let dirs = [self.root.clone(), self.active_dir(), self.archive_dir()];
-        for dir in dirs.iter().chain(extra_dirs) {
+        for dir in dirs.iter().chain(extra_dirs.iter().filter(|d| inside(d))) {
             let Ok(entries) = fs::read_dir(dir) else {
                 continue;
             };
             for entry in entries.flatten() {
                 let name = entry.file_name();
                 let Some(name) = name.to_str() else { continue };
-                if name.starts_with('.') && name.contains(TEMP_MARKER) {
+                if is_our_temp_file(name) {
                     let path = entry.path();
                     match fs::remove_file(&path) {
                         Ok(()) => tracing::info!("removed leftover temp file {}", path.display()),
@@ -310,6 +422,40 @@ impl Workspace {
                 }
             }
         }
+    }
+}
+
+/// Whether `name` is `.<target>.tmp.<pid>`, the temp file `write_atomic` makes for a file we
+/// write in the swept directories: the stack, `.gitignore`, `.gitkeep`, a session record or a
+/// handoff.
+fn is_our_temp_file(name: &str) -> bool {
+    let Some((target, pid)) = name
+        .strip_prefix('.')
+        .and_then(|n| n.rsplit_once(TEMP_MARKER))
+    else {
+        return false;
+    };
+    let session = |id: Option<&str>| id.is_some_and(|id| check_session_id(id).is_ok());
+    !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+        && (matches!(target, STACK_FILE | ".gitignore" | ".gitkeep")
+            || session(target.strip_suffix(".json"))
+            || session(
+                target
+                    .strip_prefix("handoff_")
+                    .and_then(|t| t.strip_suffix(".md")),
+            ))
+}
+
+/// Where `path` points when it is a symlink; `None` when it is anything else or absent.
+fn symlink_target(path: &Path) -> Result<Option<PathBuf>> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => fs::read_link(path)
+            .map(Some)
+            .with_context(|| format!("cannot read the symbolic link {}", path.display())),
+        Ok(_) => Ok(None),
+        Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err).with_context(|| format!("cannot inspect {}", path.display())),
     }
 }
 
@@ -427,6 +573,44 @@ mod tests {
         ws.clean_temp_files(&lock, &[]);
         assert!(!dir.path().join(".task_stack.json.tmp.999").exists());
         assert!(dir.path().join(".gitignore").exists());
+    }
+
+    #[test]
+    fn only_our_exact_temp_names_count_as_ours() {
+        for ours in [
+            ".task_stack.json.tmp.1",
+            "..gitignore.tmp.22",
+            "..gitkeep.tmp.3",
+            ".session_20251106_001355.json.tmp.4",
+            ".session_20251106_001355_2.json.tmp.5",
+            ".handoff_session_20251106_001355.md.tmp.6",
+        ] {
+            assert!(is_our_temp_file(ours), "{ours}");
+        }
+        for theirs in [
+            ".notes.tmp.keep",
+            ".notes.tmp.1",
+            ".gitignore.tmp.22",
+            ".task_stack.json.tmp.",
+            ".task_stack.json.tmp.1x",
+            "task_stack.json.tmp.1",
+            ".handoff_notes.md.tmp.1",
+            ".session_x.json.tmp.1",
+        ] {
+            assert!(!is_our_temp_file(theirs), "{theirs}");
+        }
+    }
+
+    #[test]
+    fn extra_dirs_outside_the_workspace_are_not_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let ws = Workspace::at(dir.path().to_path_buf());
+        let ours_outside = outside.path().join(".task_stack.json.tmp.7");
+        fs::write(&ours_outside, "someone else's").unwrap();
+        let lock = ws.lock().unwrap();
+        ws.clean_temp_files(&lock, &[outside.path().to_path_buf()]);
+        assert!(ours_outside.exists());
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub fn run(ctx: &Context, args: InitArgs) -> Result<u8> {
     fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
     let ws = Workspace::at(root.canonicalize().unwrap_or(root));
     let stack_path = ws.stack_path();
+    // Before the lock file: a handoff directory that leads out gets nothing, not even a lock.
+    ws.check_settings_paths(&stack.settings)?;
     let lock = ws.lock()?;
     if stack_path.exists() {
         return Err(Failure::user(format!(

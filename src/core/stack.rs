@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::path::{Component, Path};
 
 use super::ids::check_task_id;
 use super::meters::{self, AgentSettings, MeterSettings, Named, check_thresholds};
@@ -113,6 +114,54 @@ impl Default for Settings {
             extra: Map::new(),
         }
     }
+}
+
+pub const HANDOFF_DIR_SETTING: &str = "settings.handoff_dir";
+pub const BACKUP_DIR_SETTING: &str = "settings.database.backup_dir";
+
+impl Settings {
+    /// The directory settings that must stay inside the workspace once symlinks are resolved,
+    /// as (setting, value). An absolute backup_dir is left out: the user chose that disk.
+    pub fn paths_inside_workspace(&self) -> Vec<(&'static str, &str)> {
+        let mut paths = vec![(HANDOFF_DIR_SETTING, self.handoff_dir.as_str())];
+        if let Some(db) = &self.database
+            && !Path::new(&db.backup_dir).is_absolute()
+        {
+            paths.push((BACKUP_DIR_SETTING, db.backup_dir.as_str()));
+        }
+        paths
+    }
+}
+
+/// The lexical half of "writes stay inside the workspace": no absolute path (unless
+/// `absolute_allowed`) and no `..`. Refusing every `..`, not only one that climbs above the
+/// root, keeps the symlink check simple: what does not exist yet cannot lead anywhere else.
+fn check_directory_setting(
+    setting: &str,
+    value: &str,
+    absolute_allowed: bool,
+) -> Result<(), Invalid> {
+    let path = Path::new(value);
+    let shown = value.escape_debug();
+    if path.is_absolute() {
+        if absolute_allowed {
+            return Ok(());
+        }
+        return Err(Invalid(format!(
+            "{setting} is the absolute path `{shown}`; orchestrator writes only inside the workspace: use a path relative to it"
+        )));
+    }
+    if path.components().any(|c| c == Component::ParentDir) {
+        let hint = if absolute_allowed {
+            "; a directory outside the workspace (a backup disk) must be written as an absolute path"
+        } else {
+            ""
+        };
+        return Err(Invalid(format!(
+            "{setting} `{shown}` uses `..`, which can lead outside the workspace; orchestrator writes only inside it: use a path inside the workspace{hint}"
+        )));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -475,10 +524,12 @@ impl TaskStack {
         if self.settings.handoff_dir.trim().is_empty() {
             return Err(Invalid("settings.handoff_dir cannot be empty".into()));
         }
+        check_directory_setting(HANDOFF_DIR_SETTING, &self.settings.handoff_dir, false)?;
         if let Some(db) = &self.settings.database {
             if db.path.trim().is_empty() {
                 return Err(Invalid("settings.database.path cannot be empty".into()));
             }
+            check_directory_setting(BACKUP_DIR_SETTING, &db.backup_dir, true)?;
             let mut names = HashSet::new();
             for metric in &db.metrics {
                 if !names.insert(metric.name.as_str()) {
@@ -724,6 +775,22 @@ mod tests {
                 r#"{"version": 1, "settings": {"budget": {"warn": -0.1}}}"#,
                 "settings.budget.warn is -0.1",
             ),
+            (
+                r#"{"version": 1, "settings": {"handoff_dir": "../out"}}"#,
+                "settings.handoff_dir `../out` uses `..`",
+            ),
+            (
+                r#"{"version": 1, "settings": {"handoff_dir": "a/../../out"}}"#,
+                "settings.handoff_dir `a/../../out` uses `..`",
+            ),
+            (
+                r#"{"version": 1, "settings": {"handoff_dir": "/srv/handoffs"}}"#,
+                "settings.handoff_dir is the absolute path `/srv/handoffs`",
+            ),
+            (
+                r#"{"version": 1, "settings": {"database": {"path": "d.db", "backup_dir": "../b"}}}"#,
+                "must be written as an absolute path",
+            ),
         ];
         for (text, expected) in cases {
             let err = TaskStack::parse(text).expect_err(text).0;
@@ -732,6 +799,26 @@ mod tests {
                 "{text}: got {err:?}, want {expected:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_absolute_backup_dir_is_allowed_and_left_to_the_user() {
+        let text = r#"{"version": 1, "settings": {"database": {"path": "d.db", "backup_dir": "/mnt/backups"}}}"#;
+        let stack = TaskStack::parse(text).unwrap();
+        assert_eq!(
+            stack.settings.paths_inside_workspace(),
+            [(HANDOFF_DIR_SETTING, "session_handoffs")]
+        );
+        let text =
+            r#"{"version": 1, "settings": {"database": {"path": "d.db", "backup_dir": "b"}}}"#;
+        let stack = TaskStack::parse(text).unwrap();
+        assert_eq!(
+            stack.settings.paths_inside_workspace(),
+            [
+                (HANDOFF_DIR_SETTING, "session_handoffs"),
+                (BACKUP_DIR_SETTING, "b")
+            ]
+        );
     }
 
     #[test]
