@@ -287,18 +287,33 @@ impl Workspace {
         self.active_path(id).exists() || self.archive_path(id).exists()
     }
 
-    /// Removes temp files that a killed writer left behind. Only call with the lock held:
-    /// then no live writer can own one.
+    /// Removes the temp files that a killed writer left behind in the workspace's own
+    /// directories and in `extra_dirs` that lie inside the workspace. Only call with the lock
+    /// held, and only names [`write_atomic`] makes whose process is gone: the transcript cache
+    /// is written without the lock, so a live pid may still be renaming its file.
     pub fn clean_temp_files(&self, _lock: &WorkspaceLock, extra_dirs: &[PathBuf]) {
-        let dirs = [self.root.clone(), self.active_dir(), self.archive_dir()];
+        let dirs = [
+            self.root.clone(),
+            self.active_dir(),
+            self.archive_dir(),
+            self.cache_dir(),
+        ];
+        let Ok(root) = self.root.canonicalize() else {
+            return;
+        };
         for dir in dirs.iter().chain(extra_dirs) {
+            // Never sweep outside the workspace, whatever a setting or a symlink says.
+            if !dir.canonicalize().is_ok_and(|d| d.starts_with(&root)) {
+                continue;
+            }
             let Ok(entries) = fs::read_dir(dir) else {
                 continue;
             };
             for entry in entries.flatten() {
                 let name = entry.file_name();
                 let Some(name) = name.to_str() else { continue };
-                if name.starts_with('.') && name.contains(TEMP_MARKER) {
+                let is_leftover = temp_file_pid(name).is_some_and(|pid| !process_alive(pid));
+                if is_leftover && entry.file_type().is_ok_and(|t| t.is_file()) {
                     let path = entry.path();
                     match fs::remove_file(&path) {
                         Ok(()) => tracing::info!("removed leftover temp file {}", path.display()),
@@ -311,6 +326,23 @@ impl Workspace {
             }
         }
     }
+}
+
+/// The writer's pid when `name` is exactly a temp name [`write_atomic`] makes:
+/// `.<name>.tmp.<pid>`.
+fn temp_file_pid(name: &str) -> Option<libc::pid_t> {
+    let (target, pid) = name.strip_prefix('.')?.rsplit_once(TEMP_MARKER)?;
+    if target.is_empty() || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok().filter(|&pid| pid > 0)
+}
+
+/// Whether a process with this pid exists (EPERM: it exists, under another user).
+fn process_alive(pid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+    let result = unsafe { libc::kill(pid, 0) };
+    result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 fn absolute(dir: &Path) -> Result<PathBuf> {
@@ -417,16 +449,63 @@ mod tests {
         assert_eq!(fs::read_dir(&blocked).unwrap().count(), 1);
     }
 
+    /// The pid of a process that has exited.
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
     #[test]
     fn leftover_temp_files_are_cleaned_under_the_lock() {
         let dir = tempfile::tempdir().unwrap();
         let ws = Workspace::at(dir.path().to_path_buf());
-        fs::write(dir.path().join(".task_stack.json.tmp.999"), "half").unwrap();
+        let dead = format!(".task_stack.json.tmp.{}", dead_pid());
+        let live = format!(".task_stack.json.tmp.{}", std::process::id());
+        fs::write(dir.path().join(&dead), "half").unwrap();
+        fs::write(dir.path().join(&live), "being written").unwrap();
         fs::write(dir.path().join(".gitignore"), "keep").unwrap();
         let lock = ws.lock().unwrap();
         ws.clean_temp_files(&lock, &[]);
-        assert!(!dir.path().join(".task_stack.json.tmp.999").exists());
+        assert!(!dir.path().join(&dead).exists());
+        assert!(dir.path().join(&live).exists());
         assert!(dir.path().join(".gitignore").exists());
+    }
+
+    #[test]
+    fn only_exact_temp_names_are_ours() {
+        assert_eq!(temp_file_pid(".handoff_s.md.tmp.123"), Some(123));
+        assert_eq!(temp_file_pid("..gitignore.tmp.7"), Some(7));
+        for foreign in [
+            ".notes.tmp.keep",
+            ".handoff_x.md.tmp.backup",
+            ".handoff_x.md.tmp.12a",
+            ".handoff_x.md.tmp.",
+            ".tmp.123",
+            "handoff_x.md.tmp.123",
+            ".x.tmp.0",
+            ".x.tmp.99999999999999999999",
+            ".x.tmp.-1",
+            ".x.tmp.+1",
+        ] {
+            assert_eq!(temp_file_pid(foreign), None, "{foreign}");
+        }
+    }
+
+    #[test]
+    fn temp_files_outside_the_workspace_are_never_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let ws = Workspace::at(dir.path().to_path_buf());
+        let name = format!(".foreign.tmp.{}", dead_pid());
+        fs::write(outside.path().join(&name), "theirs").unwrap();
+        let lock = ws.lock().unwrap();
+        ws.clean_temp_files(
+            &lock,
+            &[outside.path().to_path_buf(), dir.path().join("..")],
+        );
+        assert!(outside.path().join(&name).exists());
     }
 
     #[test]

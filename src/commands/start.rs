@@ -63,7 +63,7 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
     }
 
     usage::warn_about_compaction(&ws, &stack);
-    ws.clean_temp_files(&lock, &[]);
+    ws.clean_temp_files(&lock, &[ws.root().join(&stack.settings.handoff_dir)]);
     let recovered = shutdown::recover(&ws, &lock, &mut stack, sessions, ctx.now)?;
     for report in &recovered {
         eprintln!(

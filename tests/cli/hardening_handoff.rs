@@ -1,5 +1,5 @@
 //! Issue 9, handoff integrity: user text cannot forge markdown structure or carry terminal
-//! control bytes.
+//! control bytes, and the temp files a killed writer leaves are swept by the next start or wrap.
 
 use crate::common::*;
 use std::process::Command;
@@ -222,4 +222,65 @@ fn the_hook_hands_the_agent_a_clean_brief() {
     assert!(context.contains("title"), "{context}");
     assert_no_controls("additionalContext", context.as_bytes());
     assert_no_forged_block("additionalContext", context);
+}
+
+/// The pid of a process that has exited, for a temp name no live writer owns.
+fn dead_pid() -> u32 {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+fn leftovers(ws: &Ws) -> (Vec<String>, Vec<String>) {
+    let pid = dead_pid();
+    let ours = vec![
+        format!("session_handoffs/.handoff_{SESSION}.md.tmp.{pid}"),
+        format!(".orchestrator/sessions/active/.{SESSION}.json.tmp.{pid}"),
+        format!(".orchestrator/sessions/archive/.{SESSION}.json.tmp.{pid}"),
+        format!(".task_stack.json.tmp.{pid}"),
+        format!(".orchestrator/cache/.transcript-00ff.json.tmp.{pid}"),
+    ];
+    let foreign = vec![
+        "session_handoffs/.notes.tmp.keep".to_string(),
+        "session_handoffs/.handoff_x.md.tmp.backup".to_string(),
+        format!("session_handoffs/.tmp.{pid}"),
+        format!("session_handoffs/handoff_x.md.tmp.{pid}"),
+        ".notes.tmp.keep".to_string(),
+        // A writer that is still running (this test) owns its temp file.
+        format!(".task_stack.json.tmp.{}", std::process::id()),
+    ];
+    for rel in ours.iter().chain(&foreign) {
+        ws.write(rel, "half");
+    }
+    (ours, foreign)
+}
+
+fn assert_swept(ws: &Ws, ours: &[String], foreign: &[String]) {
+    for rel in ours {
+        assert!(!ws.file(rel).exists(), "{rel} was left behind");
+    }
+    for rel in foreign {
+        assert!(ws.file(rel).exists(), "{rel} is not ours and was removed");
+    }
+}
+
+#[test]
+fn a_start_that_recovers_a_stale_session_sweeps_our_temp_files_only() {
+    let ws = Ws::seed();
+    ws.ok(&["start", "--agent", "claude"]);
+    let (ours, foreign) = leftovers(&ws);
+    ws.set_now(&at_minutes(60));
+    let v = ws.json(0, &["start", "--agent", "claude"]);
+    assert_eq!(v["recovered"][0]["session"], SESSION);
+    assert_swept(&ws, &ours, &foreign);
+}
+
+#[test]
+fn a_wrap_sweeps_our_temp_files_only() {
+    let ws = Ws::seed();
+    ws.ok(&["start", "--agent", "claude"]);
+    let (ours, foreign) = leftovers(&ws);
+    ws.ok(&["wrap"]);
+    assert_swept(&ws, &ours, &foreign);
 }
