@@ -66,11 +66,12 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
     ws.clean_temp_files(&lock, &[ws.root().join(&stack.settings.handoff_dir)]);
     let recovered = shutdown::recover(&ws, &lock, &mut stack, sessions, ctx.now)?;
     for report in &recovered {
+        // The path comes from settings.handoff_dir: no control byte of it reaches the terminal.
         eprintln!(
             "recovered session {} ({}): handoff {}",
             report.session,
             report.reason,
-            report.handoff.display()
+            strip_controls(&report.handoff.display().to_string())
         );
     }
 
