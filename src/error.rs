@@ -62,7 +62,8 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         .map_or(code::ERROR, |failure| failure.code)
 }
 
-/// One line, whatever the error chain: `error: outer: inner`.
+/// One line, whatever the error chain: `error: outer: inner`. Messages quote user input, so
+/// terminal control bytes are dropped.
 pub fn one_line(err: &anyhow::Error) -> String {
-    format!("{err:#}").replace('\n', " ")
+    crate::core::text::strip_controls(&format!("{err:#}").replace('\n', " ")).into_owned()
 }

@@ -386,31 +386,40 @@ impl Workspace {
         self.active_path(id).exists() || self.archive_path(id).exists()
     }
 
-    /// Removes temp files that a killed writer left behind: only the exact names `write_atomic`
-    /// gives our own files, never a user's look-alike. `extra_dirs` outside the workspace are
-    /// skipped. Only call with the lock held: then no live writer can own one.
+    /// Removes the temp files that a killed writer left behind in the workspace's own
+    /// directories and in `extra_dirs` that lie inside the workspace: only the exact names
+    /// `write_atomic` (or the transcript cache) gives our own files, never a user's look-alike,
+    /// and only when the writer is gone: the transcript cache is written without the lock, so a
+    /// live pid may still be renaming its file. Only call with the lock held.
     pub fn clean_temp_files(&self, _lock: &WorkspaceLock, extra_dirs: &[PathBuf]) {
-        let root = self.root.canonicalize().ok();
-        let inside = |dir: &PathBuf| {
-            let resolved = dir.canonicalize().ok();
-            let ok = matches!((&root, &resolved), (Some(root), Some(dir)) if dir.starts_with(root));
-            if !ok && dir.exists() {
-                tracing::warn!(
-                    "not sweeping {}: it is outside the workspace",
-                    dir.display()
-                );
-            }
-            ok
+        let dirs = [
+            self.root.clone(),
+            self.active_dir(),
+            self.archive_dir(),
+            self.cache_dir(),
+        ];
+        let Ok(root) = self.root.canonicalize() else {
+            return;
         };
-        let dirs = [self.root.clone(), self.active_dir(), self.archive_dir()];
-        for dir in dirs.iter().chain(extra_dirs.iter().filter(|d| inside(d))) {
+        for dir in dirs.iter().chain(extra_dirs) {
+            // Never sweep outside the workspace, whatever a setting or a symlink says.
+            if !dir.canonicalize().is_ok_and(|d| d.starts_with(&root)) {
+                if dir.exists() {
+                    tracing::warn!(
+                        "not sweeping {}: it is outside the workspace",
+                        dir.display()
+                    );
+                }
+                continue;
+            }
             let Ok(entries) = fs::read_dir(dir) else {
                 continue;
             };
             for entry in entries.flatten() {
                 let name = entry.file_name();
                 let Some(name) = name.to_str() else { continue };
-                if is_our_temp_file(name) {
+                let is_leftover = our_temp_file_pid(name).is_some_and(|pid| !process_alive(pid));
+                if is_leftover && entry.file_type().is_ok_and(|t| t.is_file()) {
                     let path = entry.path();
                     match fs::remove_file(&path) {
                         Ok(()) => tracing::info!("removed leftover temp file {}", path.display()),
@@ -425,26 +434,41 @@ impl Workspace {
     }
 }
 
-/// Whether `name` is `.<target>.tmp.<pid>`, the temp file `write_atomic` makes for a file we
-/// write in the swept directories: the stack, `.gitignore`, `.gitkeep`, a session record or a
-/// handoff.
-fn is_our_temp_file(name: &str) -> bool {
-    let Some((target, pid)) = name
-        .strip_prefix('.')
-        .and_then(|n| n.rsplit_once(TEMP_MARKER))
-    else {
-        return false;
-    };
+/// The writer's pid when `name` is `.<target>.tmp.<pid>`, the temp file we make for a file we
+/// write in the swept directories: the stack, `.gitignore`, `.gitkeep`, a session record, a
+/// handoff or a transcript cache entry.
+fn our_temp_file_pid(name: &str) -> Option<libc::pid_t> {
+    let (target, pid) = name.strip_prefix('.')?.rsplit_once(TEMP_MARKER)?;
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let session = |id: Option<&str>| id.is_some_and(|id| check_session_id(id).is_ok());
-    !pid.is_empty()
-        && pid.bytes().all(|b| b.is_ascii_digit())
-        && (matches!(target, STACK_FILE | ".gitignore" | ".gitkeep")
-            || session(target.strip_suffix(".json"))
-            || session(
-                target
-                    .strip_prefix("handoff_")
-                    .and_then(|t| t.strip_suffix(".md")),
-            ))
+    let cache = |hash: Option<&str>| {
+        hash.is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    let ours = matches!(target, STACK_FILE | ".gitignore" | ".gitkeep")
+        || session(target.strip_suffix(".json"))
+        || session(
+            target
+                .strip_prefix("handoff_")
+                .and_then(|t| t.strip_suffix(".md")),
+        )
+        || cache(
+            target
+                .strip_prefix("transcript-")
+                .and_then(|t| t.strip_suffix(".json")),
+        );
+    if !ours {
+        return None;
+    }
+    pid.parse().ok().filter(|&pid| pid > 0)
+}
+
+/// Whether a process with this pid exists (EPERM: it exists, under another user).
+fn process_alive(pid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+    let result = unsafe { libc::kill(pid, 0) };
+    result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// Where `path` points when it is a symlink; `None` when it is anything else or absent.
@@ -563,29 +587,42 @@ mod tests {
         assert_eq!(fs::read_dir(&blocked).unwrap().count(), 1);
     }
 
+    /// The pid of a process that has exited.
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
     #[test]
     fn leftover_temp_files_are_cleaned_under_the_lock() {
         let dir = tempfile::tempdir().unwrap();
         let ws = Workspace::at(dir.path().to_path_buf());
-        fs::write(dir.path().join(".task_stack.json.tmp.999"), "half").unwrap();
+        let dead = format!(".task_stack.json.tmp.{}", dead_pid());
+        let live = format!(".task_stack.json.tmp.{}", std::process::id());
+        fs::write(dir.path().join(&dead), "half").unwrap();
+        fs::write(dir.path().join(&live), "being written").unwrap();
         fs::write(dir.path().join(".gitignore"), "keep").unwrap();
         let lock = ws.lock().unwrap();
         ws.clean_temp_files(&lock, &[]);
-        assert!(!dir.path().join(".task_stack.json.tmp.999").exists());
+        assert!(!dir.path().join(&dead).exists());
+        assert!(dir.path().join(&live).exists());
         assert!(dir.path().join(".gitignore").exists());
     }
 
     #[test]
     fn only_our_exact_temp_names_count_as_ours() {
-        for ours in [
-            ".task_stack.json.tmp.1",
-            "..gitignore.tmp.22",
-            "..gitkeep.tmp.3",
-            ".session_20251106_001355.json.tmp.4",
-            ".session_20251106_001355_2.json.tmp.5",
-            ".handoff_session_20251106_001355.md.tmp.6",
+        for (ours, pid) in [
+            (".task_stack.json.tmp.1", 1),
+            ("..gitignore.tmp.22", 22),
+            ("..gitkeep.tmp.3", 3),
+            (".session_20251106_001355.json.tmp.4", 4),
+            (".session_20251106_001355_2.json.tmp.5", 5),
+            (".handoff_session_20251106_001355.md.tmp.6", 6),
+            (".transcript-00ff00ff00ff00ff.json.tmp.7", 7),
         ] {
-            assert!(is_our_temp_file(ours), "{ours}");
+            assert_eq!(our_temp_file_pid(ours), Some(pid), "{ours}");
         }
         for theirs in [
             ".notes.tmp.keep",
@@ -595,22 +632,31 @@ mod tests {
             ".task_stack.json.tmp.1x",
             "task_stack.json.tmp.1",
             ".handoff_notes.md.tmp.1",
+            ".handoff_x.md.tmp.backup",
             ".session_x.json.tmp.1",
+            ".task_stack.json.tmp.0",
+            ".task_stack.json.tmp.99999999999999999999",
+            ".task_stack.json.tmp.-1",
+            ".task_stack.json.tmp.+1",
+            ".transcript-xyz.json.tmp.1",
         ] {
-            assert!(!is_our_temp_file(theirs), "{theirs}");
+            assert_eq!(our_temp_file_pid(theirs), None, "{theirs}");
         }
     }
 
     #[test]
-    fn extra_dirs_outside_the_workspace_are_not_swept() {
+    fn temp_files_outside_the_workspace_are_never_swept() {
         let dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         let ws = Workspace::at(dir.path().to_path_buf());
-        let ours_outside = outside.path().join(".task_stack.json.tmp.7");
-        fs::write(&ours_outside, "someone else's").unwrap();
+        let name = format!(".task_stack.json.tmp.{}", dead_pid());
+        fs::write(outside.path().join(&name), "theirs").unwrap();
         let lock = ws.lock().unwrap();
-        ws.clean_temp_files(&lock, &[outside.path().to_path_buf()]);
-        assert!(ours_outside.exists());
+        ws.clean_temp_files(
+            &lock,
+            &[outside.path().to_path_buf(), dir.path().join("..")],
+        );
+        assert!(outside.path().join(&name).exists());
     }
 
     #[test]

@@ -111,10 +111,7 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
     ws.append_checkpoint(&lock, &session.id, &event)?;
     ws.save_stack(&lock, &stack)?;
     let commit = (args.commit || stack.settings.git.commit_on_checkpoint).then(|| {
-        let message = format!(
-            "Checkpoint: {}: {message}\n\nProgress: {progress}\n\nOrchestrator-Session: {}\nOrchestrator-Task: {}\n",
-            session.task, session.id, session.task
-        );
+        let message = crate::handoff::checkpoint_commit_message(&session, message, progress);
         // The checkpoint is recorded whatever happens here: a failed commit is reported, not fatal.
         match shutdown::commit_workspace(&ws, &stack, &message) {
             Ok(outcome) => shutdown::commit_json(outcome),

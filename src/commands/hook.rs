@@ -19,6 +19,7 @@ use crate::cli::{HookAgent, HookClaudeArgs, HookCommand, HookInstallArgs, StartA
 use crate::core::budget::{Level, format_pct};
 use crate::core::meters::TOKENS;
 use crate::core::session::Session;
+use crate::core::text::{json_escape_controls, strip_controls};
 use crate::error::{Failure, code};
 use crate::store::Workspace;
 use crate::usage::{self, kilo};
@@ -52,7 +53,7 @@ fn claude(ctx: &Context, args: &HookClaudeArgs) {
     let outcome =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(ctx, args, &input)));
     match outcome {
-        Ok(Ok(Some(output))) => println!("{output}"),
+        Ok(Ok(Some(output))) => println!("{}", json_escape_controls(&output.to_string())),
         Ok(Ok(None)) => {}
         Ok(Err(err)) => tracing::warn!("hook: {err:#}"),
         Err(_) => tracing::warn!("hook: internal error; the event was ignored"),
@@ -87,9 +88,10 @@ fn handle(ctx: &Context, args: &HookClaudeArgs, input: &[u8]) -> Result<Option<V
         "PostToolUse" | "UserPromptSubmit" => usage_alert(&ws, args, &event, ctx.now)?,
         _ => None,
     };
-    Ok(context.map(
-        |text| json!({"hookSpecificOutput": {"hookEventName": name, "additionalContext": text}}),
-    ))
+    // The context is text the agent reads as if printed: no control bytes, as in `emit`.
+    Ok(context.map(|text| {
+        json!({"hookSpecificOutput": {"hookEventName": name, "additionalContext": strip_controls(&text)}})
+    }))
 }
 
 /// The brief of the agent's live session, or of a new one.

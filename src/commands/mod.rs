@@ -18,6 +18,7 @@ use std::path::PathBuf;
 
 use crate::cli::{Cli, Command};
 use crate::core::session::Session;
+use crate::core::text::{json_escape_controls, strip_controls};
 use crate::error::Failure;
 use crate::store::Workspace;
 
@@ -33,11 +34,13 @@ impl Context {
         Workspace::find(self.dir.as_deref())
     }
 
-    /// Machine output on stdout: the JSON object under `--json`, else the text.
+    /// Machine output on stdout: the JSON object under `--json`, else the text. Either way no
+    /// terminal control byte from user text reaches the terminal; JSON values keep the data.
     pub fn emit(&self, json: Value, text: &str) {
         if self.json {
-            println!("{json}");
+            println!("{}", json_escape_controls(&json.to_string()));
         } else {
+            let text = strip_controls(text);
             print!("{text}");
             if !text.ends_with('\n') {
                 println!();

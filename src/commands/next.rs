@@ -5,6 +5,7 @@ use serde_json::json;
 
 use super::Context;
 use crate::core::select::select_next;
+use crate::core::text::one_line;
 use crate::error::code;
 
 pub fn run(ctx: &Context) -> Result<u8> {
@@ -26,7 +27,7 @@ pub fn run(ctx: &Context) -> Result<u8> {
             task.priority,
             task.progress,
             task.status,
-            task.display_title()
+            one_line(task.display_title())
         ),
         None => "next=none\nNo task is ready.\n".to_string(),
     };

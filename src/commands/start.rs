@@ -10,6 +10,7 @@ use crate::core::meters;
 use crate::core::select::{readiness, select_next};
 use crate::core::session::{Session, TokenReading};
 use crate::core::stack::{Claim, Status, Task, TaskStack};
+use crate::core::text::{one_line, strip_controls};
 use crate::error::{Failure, code};
 use crate::handoff::progress_bar;
 use crate::meter;
@@ -62,14 +63,15 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
     }
 
     usage::warn_about_compaction(&ws, &stack);
-    ws.clean_temp_files(&lock, &[]);
+    ws.clean_temp_files(&lock, &[ws.root().join(&stack.settings.handoff_dir)]);
     let recovered = shutdown::recover(&ws, &lock, &mut stack, sessions, ctx.now)?;
     for report in &recovered {
+        // The path comes from settings.handoff_dir: no control byte of it reaches the terminal.
         eprintln!(
             "recovered session {} ({}): handoff {}",
             report.session,
             report.reason,
-            report.handoff.display()
+            strip_controls(&report.handoff.display().to_string())
         );
     }
 
@@ -213,7 +215,7 @@ pub(super) fn brief(
     text.push_str(&format!(
         "Task:            {} ({})\n",
         task.id,
-        task.display_title()
+        one_line(task.display_title())
     ));
     text.push_str(&format!(
         "Progress:        {}\n",
@@ -225,7 +227,7 @@ pub(super) fn brief(
             cp.progress,
             crate::clock::format(cp.at),
             cp.session,
-            cp.message
+            one_line(&cp.message)
         )),
         None => text.push_str("Last checkpoint: none yet\n"),
     }
@@ -244,7 +246,7 @@ pub(super) fn brief(
     if let Some(path) = &session.transcript {
         text.push_str(&format!(
             "Usage:           read from the transcript {}\n",
-            path.display()
+            one_line(&path.display().to_string())
         ));
     }
     for (name, meter) in &meters {
@@ -266,7 +268,8 @@ pub(super) fn brief(
     ));
     text.push_str("Exit codes:      checkpoint/status exit 0 ok, 10 warn (finish the unit, then wrap), 11 shutdown (wrap now)\n");
     text.push_str("When done:       orchestrator wrap --summary \"...\" --next \"...\" [--done]\n");
-    (json, text)
+    // The brief also reaches the agent through the hook and `run`, not only through `emit`.
+    (json, strip_controls(&text).into_owned())
 }
 
 /// The newest handoff written for this task, as a path relative to the workspace.

@@ -7,6 +7,7 @@ use super::Context;
 use crate::cli::{TaskAddArgs, TaskCommand, TaskIdArg, TaskListArgs, TaskSetArgs};
 use crate::core::ids::check_task_id;
 use crate::core::stack::{Status, Task, TaskStack};
+use crate::core::text::one_line;
 use crate::error::Failure;
 use crate::store::Workspace;
 
@@ -101,7 +102,7 @@ fn list(ctx: &Context, args: TaskListArgs) -> Result<u8> {
             task.priority,
             task.status.as_str(),
             task.progress.to_string(),
-            task.title
+            one_line(&task.title)
         ));
     }
     let json = json!({"tasks": tasks.iter().map(|t| task_json(t)).collect::<Vec<_>>()});
@@ -116,7 +117,7 @@ fn show(ctx: &Context, args: TaskIdArg) -> Result<u8> {
     let mut text = format!(
         "{}  {}\nstatus:   {}\npriority: {}\nprogress: {} ({:.0}%)\n",
         task.id,
-        task.title,
+        one_line(&task.title),
         task.status,
         task.priority,
         task.progress,
@@ -142,7 +143,7 @@ fn show(ctx: &Context, args: TaskIdArg) -> Result<u8> {
                 "  {}  {:>5}  {}\n",
                 cp.at.format("%Y-%m-%d %H:%M:%S"),
                 cp.progress,
-                cp.message
+                one_line(&cp.message)
             ));
         }
     }

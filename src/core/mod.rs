@@ -8,3 +8,4 @@ pub mod run;
 pub mod select;
 pub mod session;
 pub mod stack;
+pub mod text;

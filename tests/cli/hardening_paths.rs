@@ -263,14 +263,16 @@ fn an_absolute_backup_dir_outside_is_used_and_only_our_own_temp_files_are_swept(
 #[test]
 fn the_workspace_sweep_removes_only_our_own_temp_files() {
     let ws = Ws::seed();
+    let stale_stack = format!(".task_stack.json.tmp.{}", dead_pid());
+    let stale_session = format!(
+        ".orchestrator/sessions/active/.session_20200101_000000.json.tmp.{}",
+        dead_pid()
+    );
     ws.write(".notes.tmp.keep", "mine");
     ws.write(".draft.tmp.1", "mine");
     ws.write("session_handoffs/.todo.md.tmp.7", "mine");
-    ws.write(".task_stack.json.tmp.999", "half");
-    ws.write(
-        ".orchestrator/sessions/active/.session_20200101_000000.json.tmp.5",
-        "half",
-    );
+    ws.write(&stale_stack, "half");
+    ws.write(&stale_session, "half");
     ws.ok(&["start"]);
     ws.ok(&["wrap"]);
     for mine in [
@@ -280,11 +282,8 @@ fn the_workspace_sweep_removes_only_our_own_temp_files() {
     ] {
         assert_eq!(ws.read(mine), "mine", "{mine}");
     }
-    assert!(!ws.file(".task_stack.json.tmp.999").exists());
-    assert!(
-        !ws.file(".orchestrator/sessions/active/.session_20200101_000000.json.tmp.5")
-            .exists()
-    );
+    assert!(!ws.file(&stale_stack).exists());
+    assert!(!ws.file(&stale_session).exists());
 }
 
 /// Moves the workspace's `rel` (created when missing) into `outside` and leaves a symlink to it.
