@@ -30,12 +30,19 @@
 //!
 //! `skipped_lines` counts lines that could not be decoded: not UTF-8, not JSON,
 //! or JSON whose shape does not fit the fields read (e.g. `usage` not an
-//! object). Well-formed records of types the meter does not use (user messages,
-//! summaries, other Codex events, ...) are ignored without being counted.
+//! object), and lines longer than [`MAX_LINE_LEN`]. Well-formed records of types
+//! the meter does not use (user messages, summaries, other Codex events, ...) are
+//! ignored without being counted.
+//!
+//! Bounds: only a regular file is read (a FIFO, a device such as `/dev/zero`, a
+//! directory or a socket is refused after it is opened, and opening never blocks);
+//! one call reads at most [`MAX_READ_PER_CALL`] bytes and the next call goes on
+//! from there; a line over [`MAX_LINE_LEN`] is skipped, never buffered whole. So a
+//! call's time and memory are bounded whatever the path points at.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::fs::File;
+use std::fs::{File, Metadata, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
@@ -56,6 +63,16 @@ const HEAD_LEN: u64 = 1024;
 const RECENT_MESSAGES: usize = 64;
 /// Buffer size of the streaming reader.
 const BUF_LEN: usize = 256 * 1024;
+/// The most bytes one call reads; the next call goes on from the cached offset. Bounds the time
+/// `checkpoint`, `status` and the hook spend on a huge (or sparse, endless-looking) file: under a
+/// second at the 300 MB/s the meter parses, while a whole 100 MB transcript still reads in one go.
+pub const MAX_READ_PER_CALL: u64 = 256 * 1024 * 1024;
+/// The longest line kept in memory. Claude Code's longest records are user records carrying
+/// images (a few MB of base64), which the meter does not use; an assistant record with a usage
+/// is far shorter. A longer line is skipped and counted in `skipped_lines`.
+pub const MAX_LINE_LEN: u64 = 16 * 1024 * 1024;
+/// The most bytes of a cache file read: a state is a few KB (64 message ids).
+const MAX_CACHE_LEN: u64 = 1024 * 1024;
 
 /// Everything needed to resume reading a transcript. Serializable so the caller
 /// can cache it (e.g. as JSON under `.orchestrator/`).
@@ -90,6 +107,9 @@ pub struct TranscriptState {
     pub context_window: Option<u64>,
     /// Lines that could not be decoded, since the state was (re)started.
     pub skipped_lines: u64,
+    /// `offset` is inside a line longer than [`MAX_LINE_LEN`], skipped up to its end.
+    #[serde(default)]
+    pub in_long_line: bool,
 }
 
 /// Result of one [`read_transcript`] call.
@@ -106,6 +126,9 @@ pub struct Reading {
     pub skipped_lines: u64,
     /// Bytes consumed by this call.
     pub bytes_read: u64,
+    /// [`MAX_READ_PER_CALL`] stopped this call before the end of the file: the figures are as of
+    /// an earlier point of the transcript, and the next call goes on reading.
+    pub capped: bool,
 }
 
 /// Guess from the file name: `rollout-*.jsonl` -> Codex, else ClaudeCode.
@@ -181,24 +204,118 @@ pub fn cache_path(cache_dir: &Path, transcript: &Path) -> PathBuf {
 /// the start, and a cache that cannot be written costs the next reader a full read, so neither
 /// is an error. It is replaced by rename, so concurrent readers never see half a file.
 pub fn read_cached(cache_dir: &Path, transcript: &Path) -> Result<Reading> {
+    let (reading, update) = read_cached_later(cache_dir, transcript)?;
+    update.save();
+    Ok(reading)
+}
+
+/// [`read_cached`] without saving the new state yet: a command reads the transcript before it
+/// takes the workspace lock, and saves the state only once it knows it will not be refused.
+pub fn read_cached_later(cache_dir: &Path, transcript: &Path) -> Result<(Reading, CacheUpdate)> {
     let cache = cache_path(cache_dir, transcript);
-    let mut state = std::fs::read(&cache)
-        .ok()
+    let mut state = read_cache(&cache)
         .and_then(|bytes| serde_json::from_slice::<CacheEntry>(&bytes).ok())
         .filter(|entry| entry.path == transcript)
         .map(|entry| entry.state)
         .unwrap_or_default();
     let before = state.clone();
     let reading = read_transcript(transcript, kind_for(transcript), &mut state)?;
-    if state != before
-        && let Err(err) = write_cache(&cache, transcript, state)
+    let update = CacheUpdate {
+        cache,
+        transcript: transcript.to_path_buf(),
+        state: (state != before).then_some(state),
+    };
+    Ok((reading, update))
+}
+
+/// The state a [`read_cached_later`] reached, to be saved in the cache.
+#[derive(Debug)]
+pub struct CacheUpdate {
+    cache: PathBuf,
+    transcript: PathBuf,
+    /// `None` when nothing changed.
+    state: Option<TranscriptState>,
+}
+
+impl CacheUpdate {
+    /// Saves the state; a failure only costs the next reader a longer read, so it is logged.
+    pub fn save(self) {
+        let Some(state) = self.state else { return };
+        if let Err(err) = write_cache(&self.cache, &self.transcript, state) {
+            tracing::debug!(
+                "cannot cache the transcript state in {}: {err:#}",
+                self.cache.display()
+            );
+        }
+    }
+}
+
+/// The cache file's bytes, when it is a regular file of a sane size: anything else is ignored
+/// like a corrupt cache.
+fn read_cache(cache: &Path) -> Option<Vec<u8>> {
+    let (file, meta) = open_regular(cache).ok()?;
+    if meta.len() > MAX_CACHE_LEN {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_CACHE_LEN).read_to_end(&mut bytes).ok()?;
+    Some(bytes)
+}
+
+/// Opens `path` for reading only if it is a regular file. Opening is non-blocking, so a FIFO
+/// without a writer cannot hang us, and the type is checked on the opened handle, so the file
+/// cannot be swapped between the check and the read. (`O_NONBLOCK` changes nothing for the
+/// reads of a regular file.)
+fn open_regular(path: &Path) -> Result<(File, Metadata)> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
     {
-        tracing::debug!(
-            "cannot cache the transcript state in {}: {err:#}",
-            cache.display()
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("reading metadata of {}", path.display()))?;
+    if !meta.is_file() {
+        anyhow::bail!(
+            "{} is not a regular file ({}); only regular files are read",
+            path.display(),
+            describe_type(&meta)
         );
     }
-    Ok(reading)
+    Ok((file, meta))
+}
+
+#[cfg(unix)]
+fn describe_type(meta: &Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = meta.file_type();
+    if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_dir() {
+        "a directory"
+    } else {
+        "not a file"
+    }
+}
+
+#[cfg(not(unix))]
+fn describe_type(meta: &Metadata) -> &'static str {
+    if meta.is_dir() {
+        "a directory"
+    } else {
+        "not a file"
+    }
 }
 
 fn write_cache(cache: &Path, transcript: &Path, state: TranscriptState) -> Result<()> {
@@ -228,18 +345,37 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
+/// How much one call may read; see [`MAX_READ_PER_CALL`] and [`MAX_LINE_LEN`].
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    per_call: u64,
+    line: u64,
+}
+
+const LIMITS: Limits = Limits {
+    per_call: MAX_READ_PER_CALL,
+    line: MAX_LINE_LEN,
+};
+
 /// Reads what was appended since `state` (or everything, if state is default /
-/// file replaced / truncated); updates `state`.
+/// file replaced / truncated), up to [`MAX_READ_PER_CALL`] bytes; updates `state`.
+/// A path that is not a regular file is an error naming it.
 pub fn read_transcript(
     path: &Path,
     kind: TranscriptKind,
     state: &mut TranscriptState,
 ) -> Result<Reading> {
-    let mut file =
-        File::open(path).with_context(|| format!("opening transcript {}", path.display()))?;
-    let meta = file
-        .metadata()
-        .with_context(|| format!("reading metadata of transcript {}", path.display()))?;
+    read_bounded(path, kind, state, LIMITS)
+}
+
+fn read_bounded(
+    path: &Path,
+    kind: TranscriptKind,
+    state: &mut TranscriptState,
+    limits: Limits,
+) -> Result<Reading> {
+    debug_assert!(limits.line < limits.per_call);
+    let (mut file, meta) = open_regular(path)?;
     let (dev, inode) = identity(&meta);
     let len = meta.len();
 
@@ -272,17 +408,38 @@ pub fn read_transcript(
 
     file.seek(SeekFrom::Start(state.offset))
         .with_context(|| format!("seeking in transcript {}", path.display()))?;
-    let mut reader = BufReader::with_capacity(BUF_LEN, file);
+    let mut reader = BufReader::with_capacity(BUF_LEN, file.take(limits.per_call));
+    let reading =
+        |err| anyhow::Error::new(err).context(format!("reading transcript {}", path.display()));
     let mut line = Vec::with_capacity(8 * 1024);
     let mut bytes_read = 0u64;
-    loop {
+    if state.in_long_line {
+        let (skipped, ended) = skip_to_line_end(&mut reader).map_err(reading)?;
+        bytes_read += skipped;
+        state.in_long_line = !ended;
+    }
+    while !state.in_long_line {
         line.clear();
-        let n = reader
+        // One byte over the longest line kept tells a complete line from an overlong one.
+        let n = (&mut reader)
+            .take(limits.line + 1)
             .read_until(b'\n', &mut line)
-            .with_context(|| format!("reading transcript {}", path.display()))?;
-        if n == 0 || line.last() != Some(&b'\n') {
-            // EOF, or a partial last line still being written: leave it for next time.
+            .map_err(reading)?;
+        if n == 0 {
             break;
+        }
+        if line.last() != Some(&b'\n') {
+            if n as u64 <= limits.line {
+                // EOF, a partial last line still being written, or the end of this call's
+                // window: leave it for next time.
+                break;
+            }
+            // Too long to keep: skip it to its end, which may lie beyond this call.
+            state.skipped_lines += 1;
+            let (skipped, ended) = skip_to_line_end(&mut reader).map_err(reading)?;
+            bytes_read += n as u64 + skipped;
+            state.in_long_line = !ended;
+            continue;
         }
         bytes_read += n as u64;
         let mut body = &line[..line.len() - 1];
@@ -300,9 +457,12 @@ pub fn read_transcript(
             state.skipped_lines += 1;
         }
     }
-    let mut file = reader.into_inner();
+    let window = reader.into_inner();
+    let window_used = window.limit() == 0;
+    let mut file = window.into_inner();
     state.offset += bytes_read;
     state.len = len.max(state.offset);
+    let capped = window_used && state.offset < len;
     let new_head_len = state.offset.min(HEAD_LEN);
     if new_head_len != state.head_len {
         // If the file shrank meanwhile, skip the fingerprint: the next call sees
@@ -319,7 +479,31 @@ pub fn read_transcript(
         context_window: state.context_window,
         skipped_lines: state.skipped_lines,
         bytes_read,
+        capped,
     })
+}
+
+/// Consumes bytes up to and including the next `\n` without keeping them; returns how many were
+/// consumed and whether the newline was reached (else the input ended first).
+fn skip_to_line_end(reader: &mut impl BufRead) -> std::io::Result<(u64, bool)> {
+    let mut skipped = 0u64;
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok((skipped, false));
+        }
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                reader.consume(i + 1);
+                return Ok((skipped + i as u64 + 1, true));
+            }
+            None => {
+                let n = buf.len();
+                reader.consume(n);
+                skipped += n as u64;
+            }
+        }
+    }
 }
 
 #[cfg(unix)]
@@ -1008,6 +1192,154 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("nope.jsonl"), "{err:#}");
+    }
+
+    /// Limits small enough to cross in a test: lines of up to 128 bytes, 400 bytes per call.
+    const SMALL: Limits = Limits {
+        per_call: 400,
+        line: 128,
+    };
+
+    fn read_small(p: &Path, st: &mut TranscriptState) -> Reading {
+        read_bounded(p, TranscriptKind::ClaudeCode, st, SMALL).unwrap()
+    }
+
+    /// A Claude record of exactly `len` bytes with its newline, filling the context to `fill`.
+    fn padded(fill: u64, len: usize) -> Vec<u8> {
+        let tail = format!(
+            "\",\"type\":\"assistant\",\"message\":{{\"usage\":{{\"input_tokens\":{fill}}}}}}}\n"
+        );
+        let mut out = b"{\"p\":\"".to_vec();
+        out.extend(std::iter::repeat_n(b'x', len - out.len() - tail.len()));
+        out.extend_from_slice(tail.as_bytes());
+        assert_eq!(out.len(), len);
+        out
+    }
+
+    #[test]
+    fn a_line_over_the_cap_is_skipped_and_counted_not_buffered() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.jsonl");
+        append(&p, &padded(7, 129));
+        append(&p, &padded(9, 129 + 1));
+        append(&p, &padded(11, 80));
+        let mut st = TranscriptState::default();
+        let r = read_small(&p, &mut st);
+        // 129 bytes with the newline is a 128-byte line: kept, and it counted (fill 7 then 11
+        // would hide it, so check the skipped count). 130 is one too many.
+        assert_eq!((r.fill, r.skipped_lines), (Some(11), 1));
+        assert_eq!(r.bytes_read, 129 + 130 + 80);
+        let mut st = TranscriptState::default();
+        std::fs::write(&p, padded(7, 129)).unwrap();
+        assert_eq!(read_small(&p, &mut st).fill, Some(7));
+        assert!(!st.in_long_line && !r.capped);
+    }
+
+    #[test]
+    fn a_long_line_cut_by_the_end_of_the_file_is_skipped_to_its_end_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.jsonl");
+        append(&p, &padded(5, 80));
+        let long = padded(9, 300);
+        append(&p, &long[..200]);
+        let mut st = TranscriptState::default();
+        let r = read_small(&p, &mut st);
+        assert_eq!((r.fill, r.skipped_lines, r.bytes_read), (Some(5), 1, 280));
+        assert!(!r.capped);
+        assert!(st.in_long_line, "the offset is inside the long line");
+        // Round-trip through the cache's JSON, as between two commands.
+        let mut st: TranscriptState =
+            serde_json::from_str(&serde_json::to_string(&st).unwrap()).unwrap();
+        append(&p, &long[200..]);
+        append(&p, &padded(13, 80));
+        let r = read_small(&p, &mut st);
+        assert_eq!(
+            (r.fill, r.skipped_lines, r.bytes_read),
+            (Some(13), 1, 100 + 80)
+        );
+        assert!(!st.in_long_line);
+    }
+
+    #[test]
+    fn one_call_reads_at_most_the_cap_and_the_next_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.jsonl");
+        for fill in 1..=10 {
+            append(&p, &padded(fill, 120));
+        }
+        let mut st = TranscriptState::default();
+        let mut fills = Vec::new();
+        let mut total = 0;
+        loop {
+            let r = read_small(&p, &mut st);
+            assert!(r.bytes_read <= SMALL.per_call, "{}", r.bytes_read);
+            total += r.bytes_read;
+            fills.push(r.fill);
+            if !r.capped {
+                break;
+            }
+        }
+        // 400-byte windows hold three 120-byte lines; the fourth waits for the next call.
+        assert_eq!(fills, [Some(3), Some(6), Some(9), Some(10)]);
+        assert_eq!((total, st.skipped_lines), (1200, 0));
+        assert!(!read_small(&p, &mut st).capped);
+    }
+
+    #[test]
+    fn a_long_line_longer_than_a_whole_call_is_skipped_over_several_calls() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.jsonl");
+        append(&p, &padded(3, 1000));
+        append(&p, &padded(4, 80));
+        let mut st = TranscriptState::default();
+        let mut calls = 0;
+        let r = loop {
+            calls += 1;
+            let r = read_small(&p, &mut st);
+            if !r.capped {
+                break r;
+            }
+        };
+        assert_eq!((r.fill, r.skipped_lines, calls), (Some(4), 1, 3));
+        assert_eq!(st.offset, 1080);
+    }
+
+    #[test]
+    fn what_is_not_a_regular_file_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.jsonl");
+        let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let zero = dir.path().join("zero.jsonl");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        for (path, what) in [
+            (&fifo, "a FIFO"),
+            (&zero, "a character device"),
+            (&dir.path().to_path_buf(), "a directory"),
+        ] {
+            let err = read_transcript(path, TranscriptKind::ClaudeCode, &mut Default::default())
+                .unwrap_err();
+            let text = format!("{err:#}");
+            assert!(text.contains("is not a regular file"), "{text}");
+            assert!(text.contains(what), "{text}");
+            assert!(text.contains(&path.display().to_string()), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_cache_that_is_not_a_regular_file_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.jsonl");
+        append(&p, &line(assistant("msg_1", 1, 2, 3, 4)));
+        let cache = dir.path().join("cache");
+        std::fs::create_dir_all(&cache).unwrap();
+        let c_path =
+            std::ffi::CString::new(cache_path(&cache, &p).as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let r = read_cached(&cache, &p).unwrap();
+        assert_eq!(r.fill, Some(6));
     }
 
     #[test]

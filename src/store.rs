@@ -11,10 +11,11 @@
 //! chose, aside). Other files are replaced by `rename`, which replaces a link, not its target.
 
 use anyhow::{Context, Result};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::core::ids::check_session_id;
 use crate::core::session::{CheckpointEvent, Session};
@@ -236,21 +237,55 @@ impl Workspace {
         Ok(())
     }
 
-    /// Blocks until this process holds the workspace lock.
+    /// Takes the workspace lock, waiting for another process to release it for at most
+    /// [`LOCK_TIMEOUT`] (or `ORCHESTRATOR_LOCK_TIMEOUT` seconds). A holder that hangs must not
+    /// hang every other agent: past the bound the command gives up, changing nothing, with exit
+    /// 4 (busy) and a message naming the lock file and, where the system tells, its holder.
     pub fn lock(&self) -> Result<WorkspaceLock> {
+        self.lock_within(lock_timeout()?)
+    }
+
+    pub fn lock_within(&self, timeout: Duration) -> Result<WorkspaceLock> {
         self.check_layout()?;
         let dir = self.state_dir();
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let path = dir.join("lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
+        let mut options = OpenOptions::new();
+        options.create(true).truncate(false).write(true);
+        // Opening a FIFO put in the lock file's place for writing would block until a reader
+        // came; non-blocking, it fails at once, and the check below refuses it.
+        options.custom_flags(libc::O_NONBLOCK);
+        let file = options
             .open(&path)
             .with_context(|| format!("cannot open the lock file {}", path.display()))?;
-        file.lock()
-            .with_context(|| format!("cannot lock {}", path.display()))?;
-        Ok(WorkspaceLock { _file: file })
+        let meta = file
+            .metadata()
+            .with_context(|| format!("cannot read the metadata of {}", path.display()))?;
+        if !meta.is_file() {
+            return Err(Failure::user(format!(
+                "{} is not a regular file; remove it so that orchestrator can recreate its lock",
+                path.display()
+            )));
+        }
+        let began = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(WorkspaceLock { _file: file }),
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(err)) => {
+                    return Err(err).with_context(|| format!("cannot lock {}", path.display()));
+                }
+            }
+            let waited = began.elapsed();
+            if waited >= timeout {
+                return Err(lock_busy(&path, meta.ino(), timeout));
+            }
+            // Polling, unlike a blocking lock, can give up; checkpoints hold the lock for
+            // milliseconds, so short pauses keep the wait close to the holder's release.
+            std::thread::sleep(pause.min(timeout - waited));
+            pause = (pause * 2).min(MAX_LOCK_PAUSE);
+        }
     }
 
     /// Also refuses a workspace whose state or settings would lead writes outside it, so that
@@ -481,6 +516,91 @@ fn symlink_target(path: &Path) -> Result<Option<PathBuf>> {
         Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
         Err(err) => Err(err).with_context(|| format!("cannot inspect {}", path.display())),
     }
+}
+
+/// How long a command waits for the workspace lock by default. Checkpoints hold it for
+/// milliseconds; a wrap holds it while it backs up the database (SQLite waits up to 10 s for a
+/// busy database) and commits, which on a large database or tree takes tens of seconds.
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Seconds (a decimal number, `0` to not wait at all) replacing [`LOCK_TIMEOUT`].
+pub const LOCK_TIMEOUT_ENV: &str = "ORCHESTRATOR_LOCK_TIMEOUT";
+/// The longest pause between two tries at the lock.
+const MAX_LOCK_PAUSE: Duration = Duration::from_millis(50);
+
+/// The lock wait: [`LOCK_TIMEOUT_ENV`] when set, else [`LOCK_TIMEOUT`].
+pub fn lock_timeout() -> Result<Duration> {
+    let Some(value) = std::env::var_os(LOCK_TIMEOUT_ENV) else {
+        return Ok(LOCK_TIMEOUT);
+    };
+    let text = value.to_string_lossy();
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .ok_or_else(|| {
+            Failure::user(format!(
+                "{LOCK_TIMEOUT_ENV}={text}: not a number of seconds (e.g. 60, or 0 to not wait)"
+            ))
+        })
+}
+
+/// The busy error of a lock that stayed held: which file, who holds it, how to go on.
+fn lock_busy(path: &Path, inode: u64, waited: Duration) -> anyhow::Error {
+    let holder = match lock_holder(inode) {
+        Some((pid, Some(command))) => format!("pid {pid} (`{command}`)"),
+        Some((pid, None)) => format!("pid {pid}"),
+        None => "another process".to_string(),
+    };
+    Failure::busy(format!(
+        "the workspace is busy: {} is held by {holder} and was not released within {} s; \
+         nothing was changed. Run the command again once that process is done (set \
+         {LOCK_TIMEOUT_ENV}=SECONDS to wait longer)",
+        path.display(),
+        seconds(waited)
+    ))
+}
+
+/// `60`, or `0.5` for a fraction.
+fn seconds(duration: Duration) -> String {
+    let secs = duration.as_secs_f64();
+    if secs.fract() == 0.0 {
+        format!("{secs:.0}")
+    } else {
+        format!("{secs:.1}")
+    }
+}
+
+/// The process holding an exclusive `flock` on the file with this inode, and its command line,
+/// from Linux's `/proc/locks`; `None` where the system does not tell.
+fn lock_holder(inode: u64) -> Option<(u32, Option<String>)> {
+    let locks = fs::read_to_string("/proc/locks").ok()?;
+    // `1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`; waiters have a `->` after the number.
+    let pid = locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            [_, "FLOCK", _, "WRITE", pid, device, ..]
+                if device.rsplit(':').next() == Some(&inode.to_string()) =>
+            {
+                pid.parse::<u32>().ok()
+            }
+            _ => None,
+        }
+    })?;
+    let command = fs::read(format!("/proc/{pid}/cmdline")).ok().map(|bytes| {
+        let text: String = String::from_utf8_lossy(&bytes)
+            .split('\0')
+            .filter(|arg| !arg.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        match text.char_indices().nth(120) {
+            Some((cut, _)) => format!("{}...", &text[..cut]),
+            None => text,
+        }
+    });
+    Some((pid, command.filter(|c| !c.is_empty())))
 }
 
 fn absolute(dir: &Path) -> Result<PathBuf> {

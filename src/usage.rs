@@ -37,14 +37,57 @@ pub struct Tokens {
     pub figures: Option<TranscriptFigures>,
 }
 
-impl Tokens {
+/// A session's transcript as read now, its cache not saved yet: commands read it before they
+/// take the workspace lock and save the cache once they know they will not be refused.
+pub struct Measured {
+    /// The transcript the session reads, if any.
+    transcript: Option<PathBuf>,
+    reading: Option<Reading>,
+    update: Option<meter::CacheUpdate>,
+}
+
+impl Measured {
     /// Reads the transcript when one is known. A transcript that cannot be read is a warning,
     /// never an error: the agent's work must not stop because its log moved.
-    pub fn measure(ws: &Workspace, session: &Session, explicit: Option<u64>) -> Tokens {
+    pub fn read(ws: &Workspace, session: &Session) -> Measured {
         let transcript = transcript_of(session);
-        let reading = transcript
-            .as_deref()
-            .and_then(|path| read(ws, path).map(|r| (path, r)));
+        let (reading, update) = match transcript.as_deref().and_then(|path| read(ws, path)) {
+            Some((reading, update)) => (Some(reading), Some(update)),
+            None => (None, None),
+        };
+        Measured {
+            transcript,
+            reading,
+            update,
+        }
+    }
+
+    /// Whether this is a reading of the transcript `session` reads now (it may have been bound
+    /// to another one since).
+    pub fn is_of(&self, session: &Session) -> bool {
+        self.transcript == transcript_of(session)
+    }
+
+    /// Remembers how far the transcript was read, for the next command.
+    pub fn save(self) {
+        if let Some(update) = self.update {
+            update.save();
+        }
+    }
+}
+
+impl Tokens {
+    /// Reads the transcript when one is known (see [`Measured::read`]) and saves the cache.
+    pub fn measure(ws: &Workspace, session: &Session, explicit: Option<u64>) -> Tokens {
+        let measured = Measured::read(ws, session);
+        let tokens = Tokens::from_measured(session, explicit, &measured);
+        measured.save();
+        tokens
+    }
+
+    /// The figures of a reading made earlier, for `session` as it stands now.
+    pub fn from_measured(session: &Session, explicit: Option<u64>, measured: &Measured) -> Tokens {
+        let reading = measured.transcript.as_deref().zip(measured.reading.clone());
         Tokens::from_sources(session, explicit, reading)
     }
 
@@ -99,9 +142,17 @@ impl Tokens {
     }
 }
 
-fn read(ws: &Workspace, path: &Path) -> Option<Reading> {
-    match meter::read_cached(&ws.cache_dir(), path) {
-        Ok(reading) => {
+fn read(ws: &Workspace, path: &Path) -> Option<(Reading, meter::CacheUpdate)> {
+    match meter::read_cached_later(&ws.cache_dir(), path) {
+        Ok((reading, update)) => {
+            if reading.capped {
+                tracing::warn!(
+                    "{}: read {} MiB of the transcript, the most one command reads; the figure is \
+                     as of that point and the next command reads on",
+                    path.display(),
+                    reading.bytes_read >> 20
+                );
+            }
             if reading.skipped_lines > 0 {
                 tracing::debug!(
                     "{}: skipped {} undecodable lines",
@@ -109,7 +160,7 @@ fn read(ws: &Workspace, path: &Path) -> Option<Reading> {
                     reading.skipped_lines
                 );
             }
-            Some(reading)
+            Some((reading, update))
         }
         Err(err) => {
             tracing::warn!("cannot read the transcript: {err:#}");
@@ -274,6 +325,7 @@ mod tests {
             context_window: window,
             skipped_lines: 0,
             bytes_read: 0,
+            capped: false,
         }
     }
 

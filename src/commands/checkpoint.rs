@@ -13,7 +13,7 @@ use crate::core::stack::{Checkpoint, Status, TaskStack};
 use crate::error::{Failure, code};
 use crate::shutdown;
 use crate::store::Workspace;
-use crate::usage::{Tokens, report};
+use crate::usage::{Measured, Tokens, report};
 
 pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
     let message = args.message.trim();
@@ -21,9 +21,16 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
         return Err(Failure::user("checkpoint message cannot be empty"));
     }
     let ws = ctx.workspace()?;
+    let named = args.session.session.as_deref();
+    // The transcript is read before the lock is taken: however long a large transcript takes,
+    // other agents' commands do not wait for it. A selection that fails here fails again below,
+    // under the lock, with its message.
+    let early = select_session(&ws, named, false)
+        .ok()
+        .map(|session| Measured::read(&ws, &session));
     let lock = ws.lock()?;
     let mut stack = ws.load_stack()?;
-    let mut session = select_session(&ws, args.session.session.as_deref(), false)?;
+    let mut session = select_session(&ws, named, false)?;
     let meters = record_usage(&ws, &stack, &session, &args.usage)?;
     let lease = Session::lease(stack.settings.lease_minutes);
     let stack_path = ws.stack_path();
@@ -66,7 +73,12 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
     if task.status == Status::Pending {
         task.status = Status::InProgress;
     }
-    let tokens = Tokens::measure(&ws, &session, args.tokens);
+    let measured = match early {
+        Some(measured) if measured.is_of(&session) => measured,
+        // Rebound to another transcript meanwhile: that read is bounded too.
+        _ => Measured::read(&ws, &session),
+    };
+    let tokens = Tokens::from_measured(&session, args.tokens, &measured);
     let recorded_tokens = args.tokens.or(tokens.from_transcript());
     let checkpoint = Checkpoint {
         at: ctx.now,
@@ -110,6 +122,7 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
     // checkpoint, never the full record.
     ws.append_checkpoint(&lock, &session.id, &event)?;
     ws.save_stack(&lock, &stack)?;
+    measured.save();
     let commit = (args.commit || stack.settings.git.commit_on_checkpoint).then(|| {
         let message = crate::handoff::checkpoint_commit_message(&session, message, progress);
         // The checkpoint is recorded whatever happens here: a failed commit is reported, not fatal.

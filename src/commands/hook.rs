@@ -3,14 +3,17 @@
 //! Claude Code runs `hook claude` on its own events with the event as JSON on stdin. At
 //! SessionStart the hook hands the agent its brief (starting a session when none is live); after
 //! each tool use and prompt it reads the transcript and, at the warn or shutdown level, tells the
-//! agent to wrap. Whatever happens, the hook exits 0 and prints valid hook JSON or nothing: a
-//! broken hook must never break the agent's session, so problems only go to stderr.
+//! agent to wrap. Whatever happens, the hook exits 0, within its deadline, and prints valid hook
+//! JSON or nothing: a broken hook must never break the agent's session, so problems only go to
+//! stderr.
 
 use anyhow::{Context as _, Result};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
 
 use super::Context;
 use super::start::{brief, open_session};
@@ -27,7 +30,7 @@ use crate::usage::{self, kilo};
 pub fn run(ctx: &Context, command: HookCommand) -> Result<u8> {
     match command {
         HookCommand::Claude(args) => {
-            claude(ctx, &args);
+            claude(ctx, args);
             Ok(code::OK)
         }
         HookCommand::Install(args) => install(ctx, args),
@@ -44,20 +47,68 @@ struct HookEvent {
     cwd: Option<PathBuf>,
 }
 
-fn claude(ctx: &Context, args: &HookClaudeArgs) {
-    let mut input = Vec::new();
-    if let Err(err) = std::io::stdin().read_to_end(&mut input) {
-        tracing::warn!("hook: cannot read the event from stdin: {err}");
-        return;
-    }
-    let outcome =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(ctx, args, &input)));
-    match outcome {
+/// How long the hook may take in all, unless [`DEADLINE_ENV`] says otherwise. Claude Code
+/// cancels a command hook after its `timeout`: "60-second execution limit by default" in the
+/// hooks reference (https://docs.anthropic.com/en/docs/claude-code/hooks), 600 s for command
+/// hooks in later versions (https://code.claude.com/docs/en/hooks). Answering within the
+/// shorter one, with room for the process to start, means the agent is never held up by us.
+const DEADLINE: Duration = Duration::from_secs(45);
+/// Seconds replacing [`DEADLINE`], for a hook given another `timeout` in the settings.
+const DEADLINE_ENV: &str = "ORCHESTRATOR_HOOK_TIMEOUT";
+/// Claude Code's events are a few KB, more with a large tool response; past this the event is
+/// not read to its end (and so ignored).
+const MAX_EVENT_LEN: u64 = 64 * 1024 * 1024;
+
+fn claude(ctx: &Context, args: HookClaudeArgs) {
+    let deadline = match std::env::var(DEADLINE_ENV) {
+        Err(_) => DEADLINE,
+        Ok(text) => match text.trim().parse::<f64>().map(Duration::try_from_secs_f64) {
+            Ok(Ok(deadline)) => deadline,
+            _ => {
+                tracing::warn!(
+                    "hook: {DEADLINE_ENV}={text} is not a number of seconds; using {} s",
+                    DEADLINE.as_secs()
+                );
+                DEADLINE
+            }
+        },
+    };
+    // The work runs on a thread the deadline does not wait for: whatever it blocks on (stdin
+    // never closed, the workspace lock, a slow disk), the hook answers in time. Returning from
+    // main ends the thread; whatever it had half done is finished by the next command, as after
+    // Claude Code's own kill at its timeout.
+    let (done, outcome) = mpsc::channel();
+    let ctx = Context {
+        dir: ctx.dir.clone(),
+        json: ctx.json,
+        now: ctx.now,
+    };
+    std::thread::spawn(move || {
+        let _ = done.send(answer(&ctx, &args));
+    });
+    match outcome.recv_timeout(deadline) {
         Ok(Ok(Some(output))) => println!("{}", json_escape_controls(&output.to_string())),
         Ok(Ok(None)) => {}
         Ok(Err(err)) => tracing::warn!("hook: {err:#}"),
-        Err(_) => tracing::warn!("hook: internal error; the event was ignored"),
+        Err(RecvTimeoutError::Timeout) => tracing::warn!(
+            "hook: no answer within {} s ({DEADLINE_ENV}); the event was ignored so that the agent goes on",
+            deadline.as_secs_f64()
+        ),
+        // The thread panicked; its message is already on stderr.
+        Err(RecvTimeoutError::Disconnected) => {
+            tracing::warn!("hook: internal error; the event was ignored")
+        }
     }
+}
+
+/// Reads the event from stdin and handles it.
+fn answer(ctx: &Context, args: &HookClaudeArgs) -> Result<Option<Value>> {
+    let mut input = Vec::new();
+    std::io::stdin()
+        .take(MAX_EVENT_LEN)
+        .read_to_end(&mut input)
+        .context("cannot read the event from stdin")?;
+    handle(ctx, args, &input)
 }
 
 fn handle(ctx: &Context, args: &HookClaudeArgs, input: &[u8]) -> Result<Option<Value>> {

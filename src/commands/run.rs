@@ -355,8 +355,13 @@ fn drive(runner: &mut Runner, session_id: &str, task: &str, brief: &str) -> Resu
                 stopping = Some(StopState::new(Stopping::ShutdownLevel, args.grace));
             }
             if last_renewal.elapsed() >= LEASE_RENEWAL {
-                renew_lease(ws, session_id)?;
-                last_renewal = Instant::now();
+                // A workspace lock that stays busy (another process hangs holding it) must not
+                // end the loop under a working agent: the lease still has most of its time, so
+                // the next poll tries again.
+                match renew_lease(ws, session_id) {
+                    Ok(()) => last_renewal = Instant::now(),
+                    Err(err) => tracing::warn!("cannot renew the lease of {session_id}: {err:#}"),
+                }
             }
         }
         std::thread::sleep(args.poll);

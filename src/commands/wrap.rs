@@ -9,7 +9,7 @@ use crate::core::session::TokenReading;
 use crate::error::{Failure, code};
 use crate::shutdown::{self, WrapOptions, WrapReport};
 use crate::store;
-use crate::usage::Tokens;
+use crate::usage::{Measured, Tokens};
 
 pub fn run(ctx: &Context, args: WrapArgs) -> Result<u8> {
     let report = wrap_session(ctx, args)?;
@@ -25,9 +25,16 @@ pub(super) fn wrap_session(ctx: &Context, args: WrapArgs) -> Result<WrapReport> 
         return Err(Failure::user("--reason cannot be empty"));
     }
     let ws = ctx.workspace()?;
+    let named = args.session.session.as_deref();
+    // The transcript is read before the lock is taken, so other agents' commands never wait
+    // for it (see `checkpoint`).
+    let early = select_session(&ws, named, true)
+        .ok()
+        .filter(|session| !session.is_wrapping())
+        .map(|session| Measured::read(&ws, &session));
     let lock = ws.lock()?;
     let mut stack = ws.load_stack()?;
-    let mut session = select_session(&ws, args.session.session.as_deref(), true)?;
+    let mut session = select_session(&ws, named, true)?;
     ws.clean_temp_files(&lock, &[ws.root().join(&stack.settings.handoff_dir)]);
     let fresh = !session.is_wrapping();
     // The session's files as they are, to put back byte for byte if the wrap fails at once.
@@ -45,7 +52,13 @@ pub(super) fn wrap_session(ctx: &Context, args: WrapArgs) -> Result<WrapReport> 
             commit: !args.no_commit && stack.settings.git.commit_on_wrap,
         };
         // The wrap's figures (handoff, commit message) use the transcript's latest fill.
-        if let Some(used) = Tokens::measure(&ws, &session, None).from_transcript() {
+        let measured = match early {
+            Some(measured) if measured.is_of(&session) => measured,
+            _ => Measured::read(&ws, &session),
+        };
+        let tokens = Tokens::from_measured(&session, None, &measured);
+        measured.save();
+        if let Some(used) = tokens.from_transcript() {
             session.tokens = Some(TokenReading {
                 used,
                 source: "transcript".into(),
