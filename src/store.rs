@@ -14,10 +14,12 @@ use crate::core::ids::check_session_id;
 use crate::core::session::{CheckpointEvent, Session};
 use crate::core::stack::{Settings, TaskStack};
 use crate::error::Failure;
+use crate::undo::Undo;
 
 pub const STACK_FILE: &str = "task_stack.json";
 pub const STATE_DIR: &str = ".orchestrator";
-const TEMP_MARKER: &str = ".tmp.";
+/// In every temp name we make, so the sweep and `.gitignore` know them.
+pub const TEMP_MARKER: &str = ".tmp.";
 
 /// What git must never take from a workspace, whatever `.gitignore` says: `init` writes these
 /// as `.gitignore` lines and every commit excludes them. Relative to the workspace; a trailing
@@ -229,21 +231,26 @@ impl Workspace {
     }
 
     /// One durable append: far cheaper than rewriting the record at every checkpoint.
+    /// Registered with `undo` first, so a failure here or later truncates a torn or orphaned
+    /// line away instead of leaving a checkpoint the command reported as failed.
     pub fn append_checkpoint(
         &self,
         _lock: &WorkspaceLock,
+        undo: &mut Undo,
         session: &str,
         event: &CheckpointEvent,
     ) -> Result<()> {
         let path = self.checkpoint_log_path(session);
         let mut line = serde_json::to_vec(event).context("cannot serialize a checkpoint")?;
         line.push(b'\n');
+        undo.before_append(&path)?;
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
-        // One write call: a killed process leaves the whole line or none of it.
+        // One write call: a killed process leaves the whole line or none of it. A write cut
+        // short (a full disk) leaves part of one, which the caller's undo truncates away.
         file.write_all(&line)
             .and_then(|()| file.sync_data())
             .with_context(|| format!("cannot append to {}", path.display()))

@@ -214,3 +214,14 @@ pub fn at_minutes(minutes: i64) -> String {
         .format("%Y-%m-%dT%H:%M:%SZ")
         .to_string()
 }
+
+impl Ws {
+    /// An empty workspace directory made inside `parent` (a test's own mount, say).
+    pub fn empty_in(parent: &Path) -> Ws {
+        Ws {
+            dir: tempfile::tempdir_in(parent).unwrap(),
+            home: tempfile::tempdir().unwrap(),
+            now: RefCell::new(T0.to_string()),
+        }
+    }
+}
