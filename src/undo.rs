@@ -185,7 +185,13 @@ fn undo(step: Step) -> Result<()> {
         Step::Replace {
             path,
             saved: Some(Saved::Bytes(bytes)),
-        } => crate::store::write_atomic(&path, &bytes),
+        } => {
+            // Often never replaced (the write failed): no rewrite, which could fail the same way.
+            if fs::read(&path).is_ok_and(|now| now == bytes) {
+                return Ok(());
+            }
+            crate::store::write_atomic(&path, &bytes)
+        }
         Step::Dir { path } => match fs::remove_dir(&path) {
             Ok(()) => sync_dir(parent(&path)),
             Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),

@@ -113,6 +113,7 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
     // the append: exit 1 leaves no checkpoint that a retry would record a second time.
     let mut undo = Undo::new();
     ws.append_checkpoint(&lock, &mut undo, &session.id, &event)?;
+    undo.before_replace(&ws.stack_path())?;
     ws.save_stack(&lock, &stack)?;
     undo.commit();
     let commit = (args.commit || stack.settings.git.commit_on_checkpoint).then(|| {

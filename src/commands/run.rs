@@ -518,6 +518,7 @@ fn renew_lease(ws: &Workspace, session_id: &str) -> Result<()> {
     let mut undo = Undo::new();
     undo.before_replace(&ws.active_path(&session.id))?;
     undo.before_replace(&ws.checkpoint_log_path(&session.id))?;
+    undo.before_replace(&ws.stack_path())?;
     ws.save_active(&lock, &session)?;
     ws.save_stack(&lock, &stack)?;
     undo.commit();

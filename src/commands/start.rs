@@ -168,6 +168,7 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
     // claims nothing. Recoveries done above are finished wraps of other sessions and stay.
     let mut undo = Undo::new();
     undo.before_replace(&ws.active_path(&id))?;
+    undo.before_replace(&ws.stack_path())?;
     ws.save_active(&lock, &session)?;
     ws.save_stack(&lock, &stack)?;
     undo.commit();

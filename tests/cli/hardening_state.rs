@@ -176,8 +176,14 @@ fn a_checkpoint_on_a_full_disk_changes_nothing_and_its_retry_counts_once() {
     fs.fill();
     let before = ws.snapshot();
     ws.set_now(&at_minutes(2));
-    let line = ws.refused(&["checkpoint", "second", "--progress", "2"]);
-    assert!(line.contains("task_stack.json"), "{line}");
+    let out = ws.run(&["checkpoint", "second", "--progress", "2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("task_stack.json"), "{stderr}");
+    assert!(
+        !stderr.contains("cannot put"),
+        "the undo itself failed: {stderr}"
+    );
     assert!(ws.snapshot() == before, "a failed checkpoint changed files");
 
     fs.free();
@@ -237,8 +243,14 @@ fn a_checkpoint_whose_stack_directory_is_read_only_changes_nothing() {
     // The session's log can still be written; the stack beside it cannot.
     fs.read_only_except(&ws.file(".orchestrator"));
     let before = ws.snapshot();
-    let line = ws.refused(&["checkpoint", "second", "--progress", "2"]);
-    assert!(line.contains("task_stack.json"), "{line}");
+    let out = ws.run(&["checkpoint", "second", "--progress", "2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("task_stack.json"), "{stderr}");
+    assert!(
+        !stderr.contains("cannot put"),
+        "the undo itself failed: {stderr}"
+    );
     assert!(ws.snapshot() == before, "a failed checkpoint changed files");
     fs.read_write_again();
     ws.ok(&["checkpoint", "second", "--progress", "2"]);
