@@ -19,6 +19,7 @@ use anyhow::{Context as _, Result, anyhow};
 use serde_json::{Map, Value, json};
 
 use crate::store;
+use crate::undo::Undo;
 
 /// The Claude Code hook events orchestrator listens to.
 pub const HOOK_EVENTS: [&str; 3] = ["SessionStart", "PostToolUse", "UserPromptSubmit"];
@@ -164,16 +165,21 @@ pub fn install(project_dir: &Path, command: &str) -> Result<InstallOutcome> {
     }
 
     // Both writes go through the workspace's atomic replace: a crash leaves the old or the new
-    // file, never a torn one.
+    // file, never a torn one. A failed second write takes the first back (exit 1 changes nothing).
+    let mut undo = Undo::new();
+    undo.before_create_dir_all(&dir);
     if let Some(old) = &old {
         let backup = dir.join("settings.json.bak");
+        undo.before_replace(&backup)?;
         store::write_atomic(&backup, old)?;
         outcome.backup = Some(backup);
     }
     let mut text = serde_json::to_string_pretty(&settings)
         .with_context(|| format!("cannot serialize {}", outcome.path.display()))?;
     text.push('\n');
+    undo.before_replace(&outcome.path)?;
     store::write_atomic(&outcome.path, text.as_bytes())?;
+    undo.commit();
     Ok(outcome)
 }
 

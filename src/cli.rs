@@ -264,6 +264,10 @@ pub struct CheckpointArgs {
     /// Exit 0 whatever the budget level
     #[arg(long)]
     pub exit_zero: bool,
+    /// Who is checkpointing: refused when the session belongs to another agent (a stale agent
+    /// whose session was recovered), and picks this agent's session among several
+    #[arg(long, env = "ORCHESTRATOR_AGENT", value_name = "NAME")]
+    pub agent: Option<String>,
     #[command(flatten)]
     pub session: SessionArg,
 }
@@ -297,6 +301,9 @@ pub struct WrapArgs {
     /// Why the session ends
     #[arg(long, value_name = "TEXT", default_value = "wrap")]
     pub reason: String,
+    /// Who is wrapping: refused when the session belongs to another agent
+    #[arg(long, env = "ORCHESTRATOR_AGENT", value_name = "NAME")]
+    pub agent: Option<String>,
     #[command(flatten)]
     pub session: SessionArg,
 }

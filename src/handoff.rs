@@ -303,6 +303,7 @@ mod tests {
             lease_expires: at(0, 50, 2),
             host: "h".into(),
             pid: 1,
+            parent_pid: None,
             budget: 200_000,
             tokens: Some(TokenReading {
                 used: 143_000,

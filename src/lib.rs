@@ -13,5 +13,6 @@ pub mod handoff;
 pub mod meter;
 pub mod shutdown;
 pub mod store;
+pub mod undo;
 pub mod usage;
 pub mod vcs;

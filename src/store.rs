@@ -21,10 +21,12 @@ use crate::core::ids::check_session_id;
 use crate::core::session::{CheckpointEvent, Session};
 use crate::core::stack::{BACKUP_DIR_SETTING, Settings, TaskStack};
 use crate::error::Failure;
+use crate::undo::Undo;
 
 pub const STACK_FILE: &str = "task_stack.json";
 pub const STATE_DIR: &str = ".orchestrator";
-const TEMP_MARKER: &str = ".tmp.";
+/// In every temp name we make, so the sweep and `.gitignore` know them.
+pub const TEMP_MARKER: &str = ".tmp.";
 
 /// What git must never take from a workspace, whatever `.gitignore` says: `init` writes these
 /// as `.gitignore` lines and every commit excludes them. Relative to the workspace; a trailing
@@ -354,30 +356,41 @@ impl Workspace {
     }
 
     /// One durable append: far cheaper than rewriting the record at every checkpoint.
+    /// Registered with `undo` first, so a failure here or later truncates a torn or orphaned
+    /// line away instead of leaving a checkpoint the command reported as failed.
     pub fn append_checkpoint(
         &self,
         _lock: &WorkspaceLock,
+        undo: &mut Undo,
         session: &str,
         event: &CheckpointEvent,
     ) -> Result<()> {
         let path = self.checkpoint_log_path(session);
         let mut line = serde_json::to_vec(event).context("cannot serialize a checkpoint")?;
         line.push(b'\n');
-        // O_NOFOLLOW: a log replaced by a symlink would make the append land outside the
-        // workspace; refusing in the open itself leaves no window between check and write.
+        let refuse_link = || {
+            Failure::user(format!(
+                "{} is a symbolic link; orchestrator writes state only inside the workspace: replace it with the file itself",
+                path.display()
+            ))
+        };
+        // Refused before the undo records the length, which it would read through the link.
+        if symlink_target(&path)?.is_some() {
+            return Err(refuse_link());
+        }
+        undo.before_append(&path)?;
+        // O_NOFOLLOW too: a link put in place since the check is refused by the open itself.
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|err| match err.raw_os_error() {
-                Some(libc::ELOOP) => Failure::user(format!(
-                    "{} is a symbolic link; orchestrator writes state only inside the workspace: replace it with the file itself",
-                    path.display()
-                )),
+                Some(libc::ELOOP) => refuse_link(),
                 _ => anyhow::Error::new(err).context(format!("cannot open {}", path.display())),
             })?;
-        // One write call: a killed process leaves the whole line or none of it.
+        // One write call: a killed process leaves the whole line or none of it. A write cut
+        // short (a full disk) leaves part of one, which the caller's undo truncates away.
         file.write_all(&line)
             .and_then(|()| file.sync_data())
             .with_context(|| format!("cannot append to {}", path.display()))
@@ -474,7 +487,14 @@ impl Workspace {
 /// handoff or a transcript cache entry.
 fn our_temp_file_pid(name: &str) -> Option<libc::pid_t> {
     let (target, pid) = name.strip_prefix('.')?.rsplit_once(TEMP_MARKER)?;
-    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+    let digits = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    // `crate::undo` keeps a file's old contents under its temp name plus `.undo<N>`.
+    let pid = match pid.split_once(".undo") {
+        Some((pid, index)) if digits(index) => pid,
+        Some(_) => return None,
+        None => pid,
+    };
+    if !digits(pid) {
         return None;
     }
     let session = |id: Option<&str>| id.is_some_and(|id| check_session_id(id).is_ok());
@@ -483,6 +503,7 @@ fn our_temp_file_pid(name: &str) -> Option<libc::pid_t> {
     };
     let ours = matches!(target, STACK_FILE | ".gitignore" | ".gitkeep")
         || session(target.strip_suffix(".json"))
+        || session(target.strip_suffix(".checkpoints.jsonl"))
         || session(
             target
                 .strip_prefix("handoff_")
@@ -741,6 +762,8 @@ mod tests {
             (".session_20251106_001355_2.json.tmp.5", 5),
             (".handoff_session_20251106_001355.md.tmp.6", 6),
             (".transcript-00ff00ff00ff00ff.json.tmp.7", 7),
+            (".session_20251106_001355.checkpoints.jsonl.tmp.8.undo1", 8),
+            (".task_stack.json.tmp.9.undo0", 9),
         ] {
             assert_eq!(our_temp_file_pid(ours), Some(pid), "{ours}");
         }
@@ -759,6 +782,9 @@ mod tests {
             ".task_stack.json.tmp.-1",
             ".task_stack.json.tmp.+1",
             ".transcript-xyz.json.tmp.1",
+            ".task_stack.json.tmp.9.undo",
+            ".task_stack.json.tmp.9.undox",
+            ".task_stack.json.tmp.undo1",
         ] {
             assert_eq!(our_temp_file_pid(theirs), None, "{theirs}");
         }

@@ -5,14 +5,15 @@ use serde_json::{Map, json};
 
 use std::collections::BTreeMap;
 
-use super::{Context, select_session};
+use super::{Context, agent_arg, select_session};
 use crate::cli::CheckpointArgs;
 use crate::core::meters::MeterSource;
-use crate::core::session::{CheckpointEvent, Session, TokenReading};
+use crate::core::session::{CheckpointEvent, Session, TokenReading, renewed_lease};
 use crate::core::stack::{Checkpoint, Status, TaskStack};
 use crate::error::{Failure, code};
 use crate::shutdown;
 use crate::store::Workspace;
+use crate::undo::Undo;
 use crate::usage::{Measured, Tokens, report};
 
 pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
@@ -20,17 +21,18 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
     if message.is_empty() {
         return Err(Failure::user("checkpoint message cannot be empty"));
     }
+    let agent = agent_arg(args.agent.as_deref())?;
     let ws = ctx.workspace()?;
     let named = args.session.session.as_deref();
     // The transcript is read before the lock is taken: however long a large transcript takes,
     // other agents' commands do not wait for it. A selection that fails here fails again below,
     // under the lock, with its message.
-    let early = select_session(&ws, named, false)
+    let early = select_session(&ws, named, agent, false)
         .ok()
         .map(|session| Measured::read(&ws, &session));
     let lock = ws.lock()?;
     let mut stack = ws.load_stack()?;
-    let mut session = select_session(&ws, named, false)?;
+    let mut session = select_session(&ws, named, agent, false)?;
     let meters = record_usage(&ws, &stack, &session, &args.usage)?;
     let lease = Session::lease(stack.settings.lease_minutes);
     let stack_path = ws.stack_path();
@@ -89,9 +91,9 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
         extra: Map::new(),
     };
     task.record_checkpoint(checkpoint.clone());
-    let expires = ctx.now + lease;
+    let expires = renewed_lease(session.lease_expires, ctx.now, lease);
     if let Some(claim) = task.claim.as_mut() {
-        claim.lease_expires = expires;
+        claim.lease_expires = claim.lease_expires.max(expires);
     }
     let progress = task.progress;
     let event = CheckpointEvent {
@@ -119,9 +121,13 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
     };
 
     // The session's log first: a crash between the two writes loses the stack's copy of this
-    // checkpoint, never the full record.
-    ws.append_checkpoint(&lock, &session.id, &event)?;
+    // checkpoint, never the full record. A failure (a full disk, a read-only directory) undoes
+    // the append: exit 1 leaves no checkpoint that a retry would record a second time.
+    let mut undo = Undo::new();
+    ws.append_checkpoint(&lock, &mut undo, &session.id, &event)?;
+    undo.before_replace(&ws.stack_path())?;
     ws.save_stack(&lock, &stack)?;
+    undo.commit();
     measured.save();
     let commit = (args.commit || stack.settings.git.commit_on_checkpoint).then(|| {
         let message = crate::handoff::checkpoint_commit_message(&session, message, progress);

@@ -10,6 +10,7 @@ use crate::cli::InitArgs;
 use crate::core::stack::{DatabaseSettings, Settings, TaskStack};
 use crate::error::Failure;
 use crate::store::{self, STACK_FILE, Workspace};
+use crate::undo::Undo;
 
 pub fn run(ctx: &Context, args: InitArgs) -> Result<u8> {
     let root = match &ctx.dir {
@@ -49,18 +50,26 @@ pub fn run(ctx: &Context, args: InitArgs) -> Result<u8> {
             stack_path.display()
         )));
     }
+    // Whatever fails (a full disk), init takes back what it made: exit 1 leaves the directory
+    // as it was, but for the sidecar lock file, which is never removed.
+    let mut undo = Undo::new();
     let handoff_dir = ws.root().join(&stack.settings.handoff_dir);
     for dir in [ws.active_dir(), ws.archive_dir(), handoff_dir.clone()] {
+        undo.before_create_dir_all(&dir);
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     // Keeps the otherwise empty handoff directory in git.
     let keep = handoff_dir.join(".gitkeep");
     if !keep.exists() {
+        undo.before_replace(&keep)?;
         store::write_atomic(&keep, b"")?;
     }
     let gitignore = ws.root().join(".gitignore");
+    undo.before_replace(&gitignore)?;
     let added = add_ignore_lines(&gitignore, &store::never_committed(&stack.settings))?;
+    undo.before_replace(&stack_path)?;
     ws.save_stack(&lock, &stack)?;
+    undo.commit();
     crate::usage::warn_about_compaction(&ws, &stack);
 
     let json = json!({

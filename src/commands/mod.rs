@@ -79,10 +79,14 @@ pub fn run(cli: Cli) -> Result<u8> {
 }
 
 /// Which session a command means: `--session`/`ORCHESTRATOR_SESSION`, else the only one.
+/// `agent` (`--agent`/`ORCHESTRATOR_AGENT`), when given, must own the session: a stale agent
+/// whose session was recovered must not write into the session that took its task over.
+/// Without it and without a name, the only live session is meant, whoever owns it.
 /// `include_wrapping` lets `wrap` pick up a session whose wrap was cut off.
 pub fn select_session(
     ws: &Workspace,
     named: Option<&str>,
+    agent: Option<&str>,
     include_wrapping: bool,
 ) -> Result<Session> {
     if let Some(id) = named {
@@ -90,6 +94,15 @@ pub fn select_session(
             .map_err(|e| Failure::user(format!("--session: {e}")))?;
         if ws.active_path(id).exists() {
             let session = ws.load_active(id)?;
+            if let Some(agent) = agent
+                && session.agent != agent
+            {
+                return Err(Failure::user(format!(
+                    "session {id} belongs to agent `{}`, not `{agent}`; {}",
+                    session.agent,
+                    ENDED_HINT.replace("{agent}", agent)
+                )));
+            }
             if session.is_wrapping() && !include_wrapping {
                 return Err(Failure::user(format!(
                     "session {id} is being wrapped; run `orchestrator wrap --session {id}` to finish it"
@@ -107,26 +120,54 @@ pub fn select_session(
             ws.display(&ws.active_dir())
         )));
     }
-    let mut sessions: Vec<Session> = ws
+    let live: Vec<Session> = ws
         .active_sessions()?
         .into_iter()
         .filter(|s| include_wrapping || !s.is_wrapping())
         .collect();
+    let describe = |sessions: &[Session]| -> String {
+        sessions
+            .iter()
+            .map(|s| format!("{} ({}, {})", s.id, s.agent, s.task))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut sessions = match agent {
+        Some(agent) => {
+            let (mine, others): (Vec<Session>, Vec<Session>) =
+                live.into_iter().partition(|s| s.agent == agent);
+            if mine.is_empty() && !others.is_empty() {
+                return Err(Failure::user(format!(
+                    "agent `{agent}` has no live session (live: {}); {}",
+                    describe(&others),
+                    ENDED_HINT.replace("{agent}", agent)
+                )));
+            }
+            mine
+        }
+        None => live,
+    };
     match sessions.len() {
         0 => Err(Failure::user(
             "no live session; run `orchestrator start` first",
         )),
         1 => Ok(sessions.remove(0)),
-        _ => {
-            let ids: Vec<String> = sessions
-                .iter()
-                .map(|s| format!("{} ({}, {})", s.id, s.agent, s.task))
-                .collect();
-            Err(Failure::user(format!(
-                "{} live sessions: {}; name one with --session or ORCHESTRATOR_SESSION",
-                ids.len(),
-                ids.join(", ")
-            )))
-        }
+        _ => Err(Failure::user(format!(
+            "{} live sessions: {}; name one with --session or ORCHESTRATOR_SESSION",
+            sessions.len(),
+            describe(&sessions)
+        ))),
     }
 }
+
+/// `--agent`/`ORCHESTRATOR_AGENT` of a command that acts on a session, checked as `start` does.
+pub fn agent_arg(agent: Option<&str>) -> Result<Option<&str>> {
+    let Some(agent) = agent.map(str::trim) else {
+        return Ok(None);
+    };
+    start::check_agent_name(agent).map_err(|e| Failure::user(format!("--agent: {e:#}")))?;
+    Ok(Some(agent))
+}
+
+/// What a refused agent should do: its session most likely outlived its lease and was recovered.
+const ENDED_HINT: &str = "if your session's lease ran out it was recovered and wrapped: run `orchestrator start --agent {agent}` for a new one";

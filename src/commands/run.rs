@@ -17,10 +17,11 @@ use crate::agent::{AgentProcess, describe_exit};
 use crate::cli::{RunArgs, SessionArg, StartArgs, WrapArgs};
 use crate::core::budget::{Level, format_pct};
 use crate::core::run::{Breaker, Placeholders, SessionOutcome, StopReason, expand, is_agent_work};
-use crate::core::session::Session;
+use crate::core::session::{Session, renewed_lease};
 use crate::core::stack::Status;
 use crate::error::{Failure, code};
 use crate::store::Workspace;
+use crate::undo::Undo;
 use crate::usage;
 use crate::{clock, vcs};
 
@@ -486,6 +487,7 @@ fn finish_session(ws: &Workspace, session_id: &str, reason: &str, summary: &str)
         no_backup: false,
         no_commit: false,
         reason: reason.to_string(),
+        agent: None,
         session: SessionArg {
             session: Some(session_id.to_string()),
         },
@@ -504,17 +506,28 @@ fn renew_lease(ws: &Workspace, session_id: &str) -> Result<()> {
     };
     let mut stack = ws.load_stack()?;
     let now = clock::now()?;
-    let expires = now + Session::lease(stack.settings.lease_minutes);
+    let expires = renewed_lease(
+        session.lease_expires,
+        now,
+        Session::lease(stack.settings.lease_minutes),
+    );
     session.lease_expires = expires;
     if let Some(claim) = stack
         .task_mut(&session.task)
         .and_then(|t| t.claim.as_mut())
         .filter(|c| c.session == session.id)
     {
-        claim.lease_expires = expires;
+        claim.lease_expires = claim.lease_expires.max(expires);
     }
+    // Rewriting the record folds the checkpoint log into it: both come back if the stack fails.
+    let mut undo = Undo::new();
+    undo.before_replace(&ws.active_path(&session.id))?;
+    undo.before_replace(&ws.checkpoint_log_path(&session.id))?;
+    undo.before_replace(&ws.stack_path())?;
     ws.save_active(&lock, &session)?;
-    ws.save_stack(&lock, &stack)
+    ws.save_stack(&lock, &stack)?;
+    undo.commit();
+    Ok(())
 }
 
 fn ws_run_settings(ws: &Workspace) -> Option<crate::core::run::RunSettings> {

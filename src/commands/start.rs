@@ -16,6 +16,7 @@ use crate::handoff::progress_bar;
 use crate::meter;
 use crate::shutdown;
 use crate::store::Workspace;
+use crate::undo::Undo;
 use crate::{usage, vcs};
 
 pub fn run(ctx: &Context, args: StartArgs) -> Result<u8> {
@@ -138,6 +139,7 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
         lease_expires: expires,
         host: host.clone(),
         pid,
+        parent_pid: Some(std::os::unix::process::parent_id()),
         budget,
         tokens: None::<TokenReading>,
         transcript,
@@ -164,8 +166,14 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
         extra: Map::new(),
     });
     let task = task.clone();
+    // A stack that cannot be saved (a full disk) must not leave a session record behind that
+    // claims nothing. Recoveries done above are finished wraps of other sessions and stay.
+    let mut undo = Undo::new();
+    undo.before_replace(&ws.active_path(&id))?;
+    undo.before_replace(&ws.stack_path())?;
     ws.save_active(&lock, &session)?;
     ws.save_stack(&lock, &stack)?;
+    undo.commit();
     drop(lock);
 
     Ok(brief(&ws, &stack, &session, &task, resumed, &recovered))

@@ -1,7 +1,7 @@
 //! `orchestrator status`: the live session's task, progress and usage.
 
 use anyhow::Result;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::{Context, select_session};
 use crate::cli::StatusArgs;
@@ -16,39 +16,81 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
     let ws = ctx.workspace()?;
     let stack = ws.load_stack()?;
     usage::warn_about_compaction(&ws, &stack);
-    let live: Vec<Session> = ws
+    // A wrap cut off halfway (a full disk, a kill) is neither live nor gone: shown with its steps.
+    let (wrapping, live): (Vec<Session>, Vec<Session>) = ws
         .active_sessions()?
         .into_iter()
-        .filter(|s| !s.is_wrapping())
-        .collect();
-    if live.is_empty() && args.session.session.is_none() {
-        let json = json!({"session": null, "sessions": [], "action": "Run `orchestrator start` to begin a session."});
-        ctx.emit(
-            json,
-            "session=none\nNo live session. Run `orchestrator start` to begin one.\n",
+        .partition(Session::is_wrapping);
+    let wrapping_json: Vec<Value> = wrapping.iter().map(wrapping_entry).collect();
+    let wrapping_text: String = wrapping.iter().map(wrapping_lines).collect();
+    let named = args.session.session.as_deref();
+    if let Some(session) = named.and_then(|id| wrapping.iter().find(|s| s.id == id)) {
+        let mut json = wrapping_entry(session);
+        json["action"] = json!(finish_action(session));
+        let text = format!(
+            "session={} state=wrapping\n{}",
+            session.id,
+            wrapping_lines(session)
         );
+        ctx.emit(json, &text);
         return Ok(code::OK);
     }
-    if live.len() > 1 && args.session.session.is_none() {
-        return list(ctx, &ws, &stack, &live, args.exit_zero);
+    if live.is_empty() && named.is_none() {
+        let (json, text) = match wrapping.first() {
+            None => (
+                json!({"session": null, "sessions": [], "wrapping": [], "action": "Run `orchestrator start` to begin a session."}),
+                "session=none\nNo live session. Run `orchestrator start` to begin one.\n"
+                    .to_string(),
+            ),
+            Some(first) => {
+                let ids: Vec<&str> = wrapping.iter().map(|s| s.id.as_str()).collect();
+                (
+                    json!({"session": null, "sessions": [], "wrapping": wrapping_json, "action": finish_action(first)}),
+                    format!(
+                        "session=none wrapping={}\nNo live session, but a wrap is half done.\n{wrapping_text}",
+                        ids.join(",")
+                    ),
+                )
+            }
+        };
+        ctx.emit(json, &text);
+        return Ok(code::OK);
     }
-    let session = select_session(&ws, args.session.session.as_deref(), false)?;
+    if live.len() > 1 && named.is_none() {
+        let (mut json, mut text, level) = list(ctx, &ws, &stack, &live);
+        json["wrapping"] = json!(wrapping_json);
+        text.push_str(&wrapping_text);
+        ctx.emit(json, &text);
+        return Ok(if args.exit_zero {
+            code::OK
+        } else {
+            level.exit_code()
+        });
+    }
+    let session = select_session(&ws, named, None, false)?;
     let (mut json, mut text, level) = session_report(ctx, &ws, &stack, &session);
     let elapsed = ctx.now - session.started;
     let stale = session.is_stale(ctx.now);
     json["checkpoints"] = json!(session.checkpoints.len());
+    json["wrapping"] = json!(wrapping_json);
     json["sessions"] = json!(
         live.iter()
             .map(|s| json!({"session": s.id, "agent": s.agent, "task": s.task}))
             .collect::<Vec<_>>()
     );
     text.push_str(&format!(
-        "\nsession:  {}\nagent:    {}\ntask:     {}\nstarted:  {} ({} ago)\nlease:    {}{}\n",
+        "\nsession:  {}\nagent:    {}\ntask:     {}\nstarted:  {} ({} ago) by pid {}{} on {}\nlease:    {}{}\n",
         session.id,
         session.agent,
         session.task,
         crate::clock::format(session.started),
         describe_duration(elapsed),
+        session.pid,
+        session
+            .parent_pid
+            .map(|p| format!(" (parent {p})"))
+            .unwrap_or_default(),
+        session.host,
         crate::clock::format(session.lease_expires),
         if stale {
             " (expired: the next `start` recovers this session)"
@@ -56,6 +98,7 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
             ""
         }
     ));
+    text.push_str(&wrapping_text);
     ctx.emit(json, &text);
     Ok(if args.exit_zero {
         code::OK
@@ -70,8 +113,7 @@ fn list(
     ws: &Workspace,
     stack: &TaskStack,
     live: &[Session],
-    exit_zero: bool,
-) -> Result<u8> {
+) -> (Value, String, Level) {
     let mut worst = Level::Ok;
     let mut text = String::new();
     let mut sessions = Vec::new();
@@ -95,12 +137,57 @@ fn list(
         live.len()
     ));
     let json = json!({"session": null, "level": worst, "sessions": sessions});
-    ctx.emit(json, &text);
-    Ok(if exit_zero {
-        code::OK
-    } else {
-        worst.exit_code()
+    (json, text, worst)
+}
+
+/// How to finish a half-done wrap.
+fn finish_action(session: &Session) -> String {
+    format!(
+        "Finish the wrap of {} with `orchestrator wrap --session {}` (the next `orchestrator start` also finishes it).",
+        session.id, session.id
+    )
+}
+
+/// A session whose wrap was cut off: which steps are done, which are pending.
+fn wrapping_entry(session: &Session) -> Value {
+    let journal = session.wrap.as_ref();
+    let (done, pending) = journal.map(|j| j.step_states()).unwrap_or_default();
+    json!({
+        "session": session.id,
+        "state": "wrapping",
+        "agent": session.agent,
+        "task": session.task,
+        "reason": journal.map(|j| j.reason.as_str()),
+        "begun": journal.map(|j| j.begun),
+        "done": done,
+        "pending": pending,
+        "finish": format!("orchestrator wrap --session {}", session.id),
     })
+}
+
+fn wrapping_lines(session: &Session) -> String {
+    let Some(journal) = &session.wrap else {
+        return String::new();
+    };
+    let (done, pending) = journal.step_states();
+    let names = |steps: Vec<&str>| {
+        if steps.is_empty() {
+            "none".to_string()
+        } else {
+            steps.join(", ")
+        }
+    };
+    format!(
+        "\nSession {} (agent {}, task {}) is half wrapped: its wrap ({}) began at {} and stopped before the end.\ndone:     {}\npending:  {}\n{}\n",
+        session.id,
+        session.agent,
+        session.task,
+        journal.reason,
+        crate::clock::format(journal.begun),
+        names(done),
+        names(pending),
+        finish_action(session)
+    )
 }
 
 /// One session's usage report, with who holds it and since when.
@@ -117,5 +204,9 @@ fn session_report(
     json["elapsed_minutes"] = json!((ctx.now - session.started).num_minutes());
     json["lease_expires"] = json!(session.lease_expires);
     json["stale"] = json!(session.is_stale(ctx.now));
+    json["state"] = json!("live");
+    json["host"] = json!(session.host);
+    json["pid"] = json!(session.pid);
+    json["parent_pid"] = json!(session.parent_pid);
     (json, report.text, report.level)
 }

@@ -3,12 +3,12 @@
 use anyhow::Result;
 use serde_json::{Value, json};
 
-use super::{Context, select_session};
+use super::{Context, agent_arg, select_session};
 use crate::cli::WrapArgs;
 use crate::core::session::TokenReading;
 use crate::error::{Failure, code};
 use crate::shutdown::{self, WrapOptions, WrapReport};
-use crate::store;
+use crate::undo::Undo;
 use crate::usage::{Measured, Tokens};
 
 pub fn run(ctx: &Context, args: WrapArgs) -> Result<u8> {
@@ -24,25 +24,26 @@ pub(super) fn wrap_session(ctx: &Context, args: WrapArgs) -> Result<WrapReport> 
     if reason.is_empty() {
         return Err(Failure::user("--reason cannot be empty"));
     }
+    let agent = agent_arg(args.agent.as_deref())?;
     let ws = ctx.workspace()?;
     let named = args.session.session.as_deref();
     // The transcript is read before the lock is taken, so other agents' commands never wait
     // for it (see `checkpoint`).
-    let early = select_session(&ws, named, true)
+    let early = select_session(&ws, named, agent, true)
         .ok()
         .filter(|session| !session.is_wrapping())
         .map(|session| Measured::read(&ws, &session));
     let lock = ws.lock()?;
     let mut stack = ws.load_stack()?;
-    let mut session = select_session(&ws, named, true)?;
+    let mut session = select_session(&ws, named, agent, true)?;
     ws.clean_temp_files(&lock, &[ws.root().join(&stack.settings.handoff_dir)]);
     let fresh = !session.is_wrapping();
-    // The session's files as they are, to put back byte for byte if the wrap fails at once.
-    let record_path = ws.active_path(&session.id);
-    let log_path = ws.checkpoint_log_path(&session.id);
-    let record_before = std::fs::read(&record_path).ok();
-    let log_before = std::fs::read(&log_path).ok();
+    // The session's files as they are, to put back if the wrap fails at once. Saved as hard
+    // links, so putting them back needs no space even when a full disk failed the wrap.
+    let mut undo = Undo::new();
     if fresh {
+        undo.before_replace(&ws.active_path(&session.id))?;
+        undo.before_replace(&ws.checkpoint_log_path(&session.id))?;
         let options = WrapOptions {
             reason,
             summary: args.summary,
@@ -99,19 +100,18 @@ pub(super) fn wrap_session(ctx: &Context, args: WrapArgs) -> Result<WrapReport> 
         Ok(report) => report,
         Err(err) => {
             // Failing before any step completed (a backup that cannot be made) leaves the session
-            // live, as if wrap had never run.
-            if fresh && let Some(record) = &record_before {
-                let current = ws.load_active(&session_id);
-                if current.is_ok_and(|s| s.wrap.is_some_and(|j| j.steps.metrics.is_none())) {
-                    store::write_atomic(&record_path, record)?;
-                    if let Some(log) = &log_before {
-                        store::write_atomic(&log_path, log)?;
-                    }
-                }
+            // live, as if wrap had never run (dropping the undo). Past that, the journal is kept:
+            // `status` shows the half-done wrap and the next `wrap` or `start` finishes it.
+            let begun = ws
+                .load_active(&session_id)
+                .is_ok_and(|s| s.wrap.is_some_and(|j| j.steps.metrics.is_some()));
+            if begun || !fresh {
+                undo.commit();
             }
             return Err(err);
         }
     };
+    undo.commit();
     drop(lock);
     Ok(report)
 }

@@ -20,8 +20,12 @@ pub struct Session {
     pub task: String,
     pub started: DateTime<Utc>,
     pub lease_expires: DateTime<Utc>,
+    /// Where `start` ran, for the humans who find the session: identity checks use `agent`.
     pub host: String,
     pub pid: u32,
+    /// The parent of the process that ran `start`: usually the agent's shell, which outlives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_pid: Option<u32>,
     /// The token budget for this session (`start --budget` or the stack's setting at start).
     pub budget: u64,
     #[serde(default)]
@@ -101,6 +105,28 @@ pub struct WrapSteps {
     pub commit: Option<Value>,
 }
 
+impl WrapJournal {
+    /// The wrap's steps in order, split into those recorded as done and those still to do.
+    /// A backup or commit that failed during a recovery is done: it is not retried.
+    pub fn step_states(&self) -> (Vec<&'static str>, Vec<&'static str>) {
+        let recorded =
+            |step: &Option<Value>| step.as_ref().is_some_and(|v| v["result"] != "pending");
+        let steps = [
+            ("backup", recorded(&self.steps.backup)),
+            ("metrics", self.steps.metrics.is_some()),
+            ("handoff", self.steps.handoff.is_some()),
+            ("stack", self.steps.stack),
+            ("archive", self.steps.archive),
+            ("commit", recorded(&self.steps.commit)),
+        ];
+        let (done, pending): (Vec<_>, Vec<_>) = steps.into_iter().partition(|(_, done)| *done);
+        (
+            done.into_iter().map(|(name, _)| name).collect(),
+            pending.into_iter().map(|(name, _)| name).collect(),
+        )
+    }
+}
+
 /// One checkpoint's effect on its session. Checkpoints append these to a log beside the session
 /// record (one durable append instead of rewriting the whole record); readers replay them.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -173,6 +199,12 @@ impl Session {
     }
 }
 
+/// The lease after a sign of life at `now`. A lease never moves backwards: a clock that steps
+/// back would otherwise shorten it, and another agent would recover a session that is alive.
+pub fn renewed_lease(held: DateTime<Utc>, now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
+    held.max(now + lease)
+}
+
 /// "6 minutes", "1 hour 5 minutes", "less than a minute".
 pub fn describe_duration(duration: Duration) -> String {
     let minutes = duration.num_minutes().max(0);
@@ -204,6 +236,7 @@ mod tests {
             lease_expires: t,
             host: "h".into(),
             pid: 1,
+            parent_pid: None,
             budget: 10,
             tokens: None,
             transcript: None,
@@ -243,6 +276,19 @@ mod tests {
         assert_eq!(session.tokens_used(), 5);
         assert_eq!(session.meters["calls"], 7);
         assert_eq!(session.lease_expires, t + Duration::minutes(30));
+    }
+
+    #[test]
+    fn a_lease_never_moves_backwards() {
+        use chrono::TimeZone;
+        let t = Utc.with_ymd_and_hms(2025, 11, 6, 0, 0, 0).unwrap();
+        let lease = Duration::minutes(30);
+        let held = t + Duration::minutes(50);
+        assert_eq!(renewed_lease(held, t + Duration::minutes(5), lease), held);
+        assert_eq!(
+            renewed_lease(held, t + Duration::minutes(40), lease),
+            t + Duration::minutes(70)
+        );
     }
 
     #[test]

@@ -222,3 +222,14 @@ pub fn dead_pid() -> u32 {
     child.wait().unwrap();
     pid
 }
+
+impl Ws {
+    /// An empty workspace directory made inside `parent` (a test's own mount, say).
+    pub fn empty_in(parent: &Path) -> Ws {
+        Ws {
+            dir: tempfile::tempdir_in(parent).unwrap(),
+            home: tempfile::tempdir().unwrap(),
+            now: RefCell::new(T0.to_string()),
+        }
+    }
+}
