@@ -99,7 +99,7 @@ pub fn recover(
             remaining.push(session.id);
             continue;
         }
-        reports.push(finish(ws, lock, stack, session, now)?);
+        reports.push(finish_wrap(ws, lock, stack, session, now, true)?);
     }
     let mut released = false;
     for task in &mut stack.tasks {
@@ -126,8 +126,22 @@ pub fn finish(
     ws: &Workspace,
     lock: &WorkspaceLock,
     stack: &mut TaskStack,
+    session: Session,
+    now: DateTime<Utc>,
+) -> Result<WrapReport> {
+    finish_wrap(ws, lock, stack, session, now, false)
+}
+
+/// `finish`; `by_start` when `start` finishes the wrap before opening a new session: then a
+/// commit that fails (a git lock that is not provably stale) is recorded as failed, and the
+/// changes stay in the work tree for the next wrap, so that `start` can still start work.
+fn finish_wrap(
+    ws: &Workspace,
+    lock: &WorkspaceLock,
+    stack: &mut TaskStack,
     mut session: Session,
     now: DateTime<Utc>,
+    by_start: bool,
 ) -> Result<WrapReport> {
     let mut journal = session.wrap.take().expect("finish() needs a begun wrap");
     let resumed = journal.steps != WrapSteps::default();
@@ -192,7 +206,7 @@ pub fn finish(
             status,
             budget: &stack.settings.budget,
             database: database_lines(stack, &session, &journal),
-            changes: change_lines(ws, &session, stack),
+            changes: change_lines(ws, &session, stack, journal.commit_enabled),
         };
         crate::store::write_atomic(&handoff_path, handoff::render(&input).as_bytes())?;
         journal.steps.handoff = Some(handoff_rel.to_string_lossy().into_owned());
@@ -237,7 +251,7 @@ pub fn finish(
         let result = match commit_step(ws, stack, &session, &journal, &message) {
             Ok(value) => value,
             // As with the backup: a recovery records the failure rather than block `start`.
-            Err(err) if recovering => {
+            Err(err) if recovering || by_start => {
                 tracing::warn!("commit of recovered session {} failed: {err:#}", session.id);
                 json!({"result": "failed", "error": format!("{err:#}")})
             }
@@ -268,7 +282,8 @@ fn is_pending(step: Option<&Value>) -> bool {
     step.is_some_and(|v| v["result"] == "pending")
 }
 
-fn crash_point(step: &str) {
+/// Test-only crash points, also inside the commit (`git-owner`).
+pub(crate) fn crash_point(step: &str) {
     if std::env::var(CRASH_AFTER_VAR).is_ok_and(|v| v == step) {
         eprintln!("{CRASH_AFTER_VAR}: exiting after step {step}");
         std::process::exit(86);
@@ -433,7 +448,12 @@ fn database_lines(stack: &TaskStack, session: &Session, journal: &WrapJournal) -
     lines
 }
 
-fn change_lines(ws: &Workspace, session: &Session, stack: &TaskStack) -> Vec<String> {
+fn change_lines(
+    ws: &Workspace,
+    session: &Session,
+    stack: &TaskStack,
+    commit_enabled: bool,
+) -> Vec<String> {
     let since = session.git_head_at_start.as_deref();
     let plan = match with_request(ws, stack, "", |req| vcs::plan_commit(req, since)) {
         Ok(Some(plan)) => plan,
@@ -451,6 +471,9 @@ fn change_lines(ws: &Workspace, session: &Session, stack: &TaskStack) -> Vec<Str
             &oid[..oid.len().min(12)]
         ))
     )];
+    if commit_enabled && let Some(blocker) = &plan.blocked {
+        lines.push(format!("**Commit skipped:** {}.", blocker.reason));
+    }
     for skipped in &plan.skipped {
         lines.push(format!(
             "Not committed: `{}` ({})",
@@ -480,12 +503,14 @@ fn with_request<T>(
     f: impl FnOnce(&vcs::CommitRequest) -> T,
 ) -> T {
     let (exclude, exclude_globs) = excluded(stack);
+    let owner_dir = ws.git_owners_dir();
     f(&vcs::CommitRequest {
         workdir: ws.root(),
         message,
         exclude: &exclude,
         exclude_globs: &exclude_globs,
         max_file_bytes: stack.settings.git.max_file_mb.saturating_mul(1024 * 1024),
+        owner_dir: Some(&owner_dir),
     })
 }
 

@@ -27,6 +27,8 @@ pub const STACK_FILE: &str = "task_stack.json";
 pub const STATE_DIR: &str = ".orchestrator";
 /// In every temp name we make, so the sweep and `.gitignore` know them.
 pub const TEMP_MARKER: &str = ".tmp.";
+/// Under the state directory: which git locks a running commit may leave (see `vcs`).
+const GIT_OWNERS_DIR: &str = "git_owners";
 
 /// What git must never take from a workspace, whatever `.gitignore` says: `init` writes these
 /// as `.gitignore` lines and every commit excludes them. Relative to the workspace; a trailing
@@ -38,6 +40,7 @@ pub fn never_committed(settings: &Settings) -> Vec<String> {
         format!("{STATE_DIR}/cache/"),
         format!("{STATE_DIR}/runs/"),
         format!("{STATE_DIR}/STOP"),
+        format!("{STATE_DIR}/{GIT_OWNERS_DIR}/"),
         format!(".*{TEMP_MARKER}*"),
     ];
     if let Some(db) = &settings.database {
@@ -48,6 +51,9 @@ pub fn never_committed(settings: &Settings) -> Vec<String> {
             entries.push(under(backup_dir, format!("{name}.backup_*")));
             // The backup's temp file, named after the backup.
             entries.push(under(backup_dir, format!(".{name}.backup_*")));
+            // The live database itself: a copy taken under a writer is torn, and the verified
+            // backup is what protects the data.
+            entries.push(db_path.to_string_lossy().into_owned());
             let db_dir = db_path.parent().unwrap_or(Path::new(""));
             for suffix in ["-wal", "-shm", "-journal"] {
                 entries.push(under(db_dir, format!("{name}{suffix}")));
@@ -130,6 +136,12 @@ impl Workspace {
         self.state_dir().join("STOP")
     }
 
+    /// The records of commits in progress, which let a later commit remove the git locks a
+    /// killed one left.
+    pub fn git_owners_dir(&self) -> PathBuf {
+        self.state_dir().join(GIT_OWNERS_DIR)
+    }
+
     /// Derived state that can be rebuilt: transcript read positions.
     pub fn cache_dir(&self) -> PathBuf {
         self.state_dir().join("cache")
@@ -182,6 +194,7 @@ impl Workspace {
             self.archive_dir(),
             self.cache_dir(),
             self.runs_dir(),
+            self.git_owners_dir(),
             state.join("lock"),
         ] {
             if let Some(target) = symlink_target(&path)? {

@@ -7,16 +7,17 @@
 //! where HEAD was when the session started, what changed since, and whether a
 //! previous (killed) `wrap` already made the commit.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail};
 use git2::{
-    Commit, ErrorCode, Index, IndexAddOption, IndexEntry, IndexTime, Oid, Repository, Signature,
-    Tree,
+    Commit, DiffOptions, ErrorCode, Index, IndexEntry, IndexTime, Oid, Repository, RepositoryState,
+    Signature, Tree,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
@@ -37,9 +38,18 @@ const LOCK_RETRY_DELAYS_MS: [u64; 6] = [50, 100, 200, 400, 800, 1600];
 /// directory...) before staging gives up.
 const MAX_PROBLEM_FILES: usize = 100;
 
-/// `add_all` callback results (libgit2: 0 = apply, > 0 = skip).
-const CB_ADD: i32 = 0;
-const CB_SKIP: i32 = 1;
+/// A git lock file left by a killed process of ours is removed only once it is at least this
+/// old: a younger one may still be in the hands of a git command that has just started.
+const STALE_LOCK_AGE: Duration = Duration::from_secs(30);
+
+/// A lock counts as ours only when it appeared within this window after our ownership record
+/// was written (file times have coarse granularity, hence the slack before it). Past the window
+/// it is more likely the lock of a git command the user started later.
+const OWNER_SLACK: Duration = Duration::from_secs(2);
+const OWNER_WINDOW: Duration = Duration::from_secs(600);
+
+/// At most this many unmerged paths are listed in a skipped commit's report.
+const MAX_LISTED_CONFLICTS: usize = 100;
 
 /// A file that was left out of the commit.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -76,9 +86,25 @@ pub enum CommitOutcome {
         /// True when the repository had no identity and the commit was made
         /// as `orchestrator <orchestrator@localhost>`.
         fallback_identity: bool,
+        /// Lock files a killed process of ours had left, removed before committing.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        recovered_locks: Vec<String>,
     },
     NothingToCommit {
         skipped: Vec<SkippedFile>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        recovered_locks: Vec<String>,
+    },
+    /// The repository is in the middle of an operation (a merge, a rebase...) or its index
+    /// has unmerged paths: a commit now would conclude or break what the user is doing.
+    Skipped {
+        /// The operation in progress: `merge`, `rebase`, `cherry_pick`, `revert`,
+        /// `apply_mailbox`, or `none` for unmerged paths outside any operation.
+        state: String,
+        /// Unmerged paths (at most [`MAX_LISTED_CONFLICTS`]).
+        conflicts: Vec<String>,
+        /// What the user has to do, in one sentence.
+        reason: String,
     },
     NotARepository,
 }
@@ -102,6 +128,10 @@ pub struct CommitRequest<'a> {
     pub exclude_globs: &'a [String],
     /// Files larger than this are not added (see `skipped`).
     pub max_file_bytes: u64,
+    /// Where a commit records, while it runs, which git lock files it may create, so that
+    /// locks left by a killed commit can be told from other processes' and removed.
+    /// None: no record, and no lock is ever removed.
+    pub owner_dir: Option<&'a Path>,
 }
 
 /// Stage everything `git add -A` would take over the whole repository
@@ -144,6 +174,8 @@ pub struct CommitPlan {
     /// Between `since` and the tree the commit would have.
     pub stats: DiffStats,
     pub skipped: Vec<SkippedFile>,
+    /// Set when `commit_all` would not commit at all (see [`CommitOutcome::Skipped`]).
+    pub blocked: Option<Blocker>,
 }
 
 /// Stages into an in-memory copy of the index, as `commit_all` would, and reports the files it
@@ -156,24 +188,37 @@ pub fn plan_commit(req: &CommitRequest, since: Option<&str>) -> Result<Option<Co
     };
     let (root, excluder) = resolve_paths(&repo, req)?;
     let mut index = repo.index().context("opening the git index")?;
-    let mut stager = Stager::new(&root, &excluder, req.max_file_bytes);
-    let head = HeadState::read(&repo)?;
-    let head_tree = head.parent.as_ref().map(|c| c.tree()).transpose()?;
-    stager.stage(&mut index, &mut |_| {})?;
-    // Tree objects land in the object database (the commit reuses them); the index file is
-    // never written, so nothing a user sees changes.
-    let mut tree_oid = index.write_tree().context("writing the tree")?;
-    if reset_excluded_changes(&repo, &mut index, head_tree.as_ref(), tree_oid, &excluder)? {
-        tree_oid = index.write_tree().context("writing the tree")?;
-    }
-    let tree = repo.find_tree(tree_oid)?;
     let old_tree = since
         .map(|s| resolve_commit(&repo, s).and_then(|c| Ok(c.tree()?)))
         .transpose()?;
+    if let Some(blocker) = Blocker::find(&repo, &index)? {
+        // Nothing would be staged: the stats are those of what is already committed.
+        let head_tree = head_commit(&repo)?.map(|c| c.tree()).transpose()?;
+        let stats = tree_stats(&repo, old_tree.as_ref(), head_tree.as_ref())?;
+        return Ok(Some(CommitPlan {
+            stats,
+            skipped: Vec::new(),
+            blocked: Some(blocker),
+        }));
+    }
+    let mut stager = Stager::new(&root, &excluder, req.max_file_bytes);
+    let head = HeadState::read(&repo)?;
+    let head_tree = head.parent.as_ref().map(|c| c.tree()).transpose()?;
+    stager.stage(&repo, &mut index, &mut |_| {})?;
+    // Tree objects land in the object database (the commit reuses them); the index file is
+    // never written, so nothing a user sees changes.
+    let mut tree_oid = index.write_tree().context("writing the tree")?;
+    let reset = reset_excluded_changes(&repo, &mut index, head_tree.as_ref(), tree_oid, &excluder)?;
+    if reset.changed {
+        tree_oid = index.write_tree().context("writing the tree")?;
+    }
+    let tree = repo.find_tree(tree_oid)?;
     let stats = tree_stats(&repo, old_tree.as_ref(), Some(&tree))?;
-    let mut skipped = stager.skipped_now;
-    skipped.extend(stager.problems);
-    Ok(Some(CommitPlan { stats, skipped }))
+    Ok(Some(CommitPlan {
+        stats,
+        skipped: stager.into_skipped(reset.tracked),
+        blocked: None,
+    }))
 }
 
 /// Walk first-parent history from HEAD back to (not including) `since` and
@@ -254,21 +299,41 @@ fn commit_all_with_hook(req: &CommitRequest, hook: &mut dyn FnMut(&Path)) -> Res
     let (root, excluder) = resolve_paths(&repo, req)?;
 
     let mut index = repo.index().context("opening the git index")?;
+    if let Some(blocker) = Blocker::find(&repo, &index)? {
+        warn!("not committing: {}", blocker.reason);
+        return Ok(CommitOutcome::Skipped {
+            state: blocker.state.to_string(),
+            conflicts: blocker.conflicts,
+            reason: blocker.reason,
+        });
+    }
+    let recovered_locks = match req.owner_dir {
+        Some(dir) => remove_stale_locks(dir)?,
+        None => Vec::new(),
+    };
+    let _ownership = match req.owner_dir {
+        Some(dir) => Some(Ownership::record(dir, &lock_paths(&repo))?),
+        None => None,
+    };
+    crate::shutdown::crash_point("git-owner");
+
     let mut stager = Stager::new(&root, &excluder, req.max_file_bytes);
     let mut delays = LOCK_RETRY_DELAYS_MS.iter();
-    let (head, head_tree, tree_oid) = loop {
+    let (head, head_tree, tree_oid, reset) = loop {
         // Read HEAD in the loop: whoever held the index lock may have committed.
         let head = HeadState::read(&repo)?;
         let head_tree = head.parent.as_ref().map(|c| c.tree()).transpose()?;
-        stager.stage(&mut index, hook)?;
+        stager.stage(&repo, &mut index, hook)?;
         // write_tree before writing the index: it refreshes the index's tree
         // cache, which the write then persists (faster next write_tree / commit).
         let mut tree_oid = index.write_tree().context("writing the tree")?;
-        if reset_excluded_changes(&repo, &mut index, head_tree.as_ref(), tree_oid, &excluder)? {
+        let reset =
+            reset_excluded_changes(&repo, &mut index, head_tree.as_ref(), tree_oid, &excluder)?;
+        if reset.changed {
             tree_oid = index.write_tree().context("writing the tree")?;
         }
         match index.write() {
-            Ok(()) => break (head, head_tree, tree_oid),
+            Ok(()) => break (head, head_tree, tree_oid, reset),
             Err(e) if e.code() == ErrorCode::Locked => match delays.next() {
                 Some(ms) => {
                     debug!("git index is locked, retrying in {ms} ms");
@@ -276,16 +341,15 @@ fn commit_all_with_hook(req: &CommitRequest, hook: &mut dyn FnMut(&Path)) -> Res
                     // The lock holder may have written a new index: start over from it.
                     index.read(true).context("re-reading the git index")?;
                 }
-                None => bail!(
-                    "git index is locked (.git/index.lock exists): another git process is \
-                     running; remove the lock if it is stale"
-                ),
+                None => {
+                    let lock = repo.path().join("index.lock");
+                    bail!("git index is locked: {}", lock_advice(&lock))
+                }
             },
             Err(e) => return Err(e).context("writing the git index"),
         }
     };
-    let mut skipped = stager.skipped_now;
-    skipped.extend(stager.problems);
+    let skipped = stager.into_skipped(reset.tracked);
     for s in &skipped {
         warn!(path = %s.path, bytes = s.bytes, reason = %s.reason, "not committed");
     }
@@ -295,7 +359,10 @@ fn commit_all_with_hook(req: &CommitRequest, hook: &mut dyn FnMut(&Path)) -> Res
         None => index.is_empty(),
     };
     if unchanged {
-        return Ok(CommitOutcome::NothingToCommit { skipped });
+        return Ok(CommitOutcome::NothingToCommit {
+            skipped,
+            recovered_locks,
+        });
     }
 
     let (signature, fallback_identity) = match repo.signature() {
@@ -324,7 +391,276 @@ fn commit_all_with_hook(req: &CommitRequest, hook: &mut dyn FnMut(&Path)) -> Res
         skipped,
         detached: head.branch.is_none(),
         fallback_identity,
+        recovered_locks,
     })
+}
+
+/// What keeps a commit from being made now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Blocker {
+    /// See [`CommitOutcome::Skipped`].
+    pub state: &'static str,
+    pub conflicts: Vec<String>,
+    pub reason: String,
+}
+
+impl Blocker {
+    /// Unmerged index entries, or an operation git would conclude with its own commit (a merge,
+    /// rebase, cherry-pick, revert or `am`). Committing then would record conflict markers, drop
+    /// MERGE_HEAD's parent or slip our commit into the user's rebase. A bisect does not matter.
+    fn find(repo: &Repository, index: &Index) -> Result<Option<Blocker>> {
+        let conflicts = if index.has_conflicts() {
+            let mut paths = BTreeSet::new();
+            for conflict in index.conflicts().context("reading the index's conflicts")? {
+                let conflict = conflict.context("reading the index's conflicts")?;
+                if let Some(entry) = conflict.our.or(conflict.their).or(conflict.ancestor) {
+                    paths.insert(String::from_utf8_lossy(&entry.path).into_owned());
+                }
+            }
+            paths.into_iter().take(MAX_LISTED_CONFLICTS).collect()
+        } else {
+            Vec::new()
+        };
+        let (state, operation, conclude) = match repo.state() {
+            RepositoryState::Clean | RepositoryState::Bisect => ("none", "", ""),
+            RepositoryState::Merge => (
+                "merge",
+                "a merge",
+                "finish it with `git commit` or abort it with `git merge --abort`",
+            ),
+            RepositoryState::Rebase
+            | RepositoryState::RebaseInteractive
+            | RepositoryState::RebaseMerge => (
+                "rebase",
+                "a rebase",
+                "finish it with `git rebase --continue` or abort it with `git rebase --abort`",
+            ),
+            RepositoryState::CherryPick | RepositoryState::CherryPickSequence => (
+                "cherry_pick",
+                "a cherry-pick",
+                "finish it with `git cherry-pick --continue` or abort it with `git cherry-pick --abort`",
+            ),
+            RepositoryState::Revert | RepositoryState::RevertSequence => (
+                "revert",
+                "a revert",
+                "finish it with `git revert --continue` or abort it with `git revert --abort`",
+            ),
+            RepositoryState::ApplyMailbox | RepositoryState::ApplyMailboxOrRebase => (
+                "apply_mailbox",
+                "a `git am`",
+                "finish it with `git am --continue` or abort it with `git am --abort`",
+            ),
+        };
+        if state == "none" && conflicts.is_empty() {
+            return Ok(None);
+        }
+        let unmerged = if conflicts.is_empty() {
+            String::new()
+        } else {
+            format!(" with unmerged paths ({})", conflicts.join(", "))
+        };
+        let reason = if state == "none" {
+            format!(
+                "the git index has unmerged paths ({}): committing would record the conflict \
+                 markers; resolve them and `git add` them, then commit",
+                conflicts.join(", ")
+            )
+        } else {
+            format!(
+                "{operation} is in progress{unmerged}: a commit now would conclude or break it; \
+                 {conclude}{}",
+                if conflicts.is_empty() {
+                    ""
+                } else {
+                    " after resolving the conflicts"
+                }
+            )
+        };
+        Ok(Some(Blocker {
+            state,
+            conflicts,
+            reason: format!("{reason}. The changes stay in the work tree, uncommitted"),
+        }))
+    }
+}
+
+/// The lock files libgit2 may create while we commit: the index's, HEAD's, the branch's and
+/// packed-refs'. A kill -9 in the middle leaves them behind.
+fn lock_paths(repo: &Repository) -> Vec<PathBuf> {
+    let (git_dir, common) = (repo.path(), repo.commondir());
+    let mut locks = vec![git_dir.join("index.lock"), git_dir.join("HEAD.lock")];
+    if let Ok(head) = repo.find_reference("HEAD")
+        && let Some(target) = head.symbolic_target()
+    {
+        locks.push(common.join(format!("{target}.lock")));
+    }
+    locks.push(common.join("packed-refs.lock"));
+    locks
+}
+
+/// The sentence that names a lock we could not take and says what to do about it.
+fn lock_advice(lock: &Path) -> String {
+    format!(
+        "{} exists: another git process is running, or one was killed and left it behind; if no \
+         git process is running, delete {} and retry",
+        lock.display(),
+        lock.display()
+    )
+}
+
+/// What a committing process writes before touching git, and removes when done: if it is
+/// killed, the record proves whose lock files those are.
+#[derive(Debug, Serialize, Deserialize)]
+struct OwnerRecord {
+    pid: u32,
+    /// The process's start time (clock ticks since boot), so a reused pid is not taken for it.
+    start_time: Option<u64>,
+    host: String,
+    locks: Vec<PathBuf>,
+}
+
+/// The record of this process, removed when dropped (a kill leaves it behind on purpose).
+struct Ownership {
+    path: PathBuf,
+}
+
+impl Ownership {
+    fn record(dir: &Path, locks: &[PathBuf]) -> Result<Ownership> {
+        let pid = std::process::id();
+        let record = OwnerRecord {
+            pid,
+            start_time: process_start_time(pid),
+            host: host_name(),
+            locks: locks.to_vec(),
+        };
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join(format!("{pid}.json"));
+        let text = serde_json::to_string(&record).context("serializing the git owner record")?;
+        crate::store::write_atomic(&path, text.as_bytes())?;
+        Ok(Ownership { path })
+    }
+}
+
+impl Drop for Ownership {
+    fn drop(&mut self) {
+        if let Err(err) = fs::remove_file(&self.path) {
+            warn!("cannot remove {}: {err}", self.path.display());
+        }
+    }
+}
+
+/// Removes the git lock files left by our own killed commits: those listed in the record of a
+/// process that is provably gone (same host, pid not running or reused), created while that
+/// process was committing, and older than [`STALE_LOCK_AGE`]. A record whose locks are all
+/// gone is deleted; one with a lock it cannot prove stale is kept for a later try.
+fn remove_stale_locks(dir: &Path) -> Result<Vec<String>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+    };
+    let now = SystemTime::now();
+    let mut removed = Vec::new();
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let record: OwnerRecord = match fs::read(&path)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| Ok(serde_json::from_slice(&bytes)?))
+        {
+            Ok(record) => record,
+            Err(err) => {
+                warn!("ignoring the git owner record {}: {err:#}", path.display());
+                continue;
+            }
+        };
+        if record.pid == std::process::id() || !owner_is_gone(&record) {
+            continue;
+        }
+        let Ok(recorded) = fs::metadata(&path).and_then(|m| m.modified()) else {
+            continue;
+        };
+        let mut kept = false;
+        for lock in &record.locks {
+            let Ok(meta) = fs::symlink_metadata(lock) else {
+                continue;
+            };
+            let created = meta.modified().unwrap_or(now);
+            let ours = created + OWNER_SLACK >= recorded && created <= recorded + OWNER_WINDOW;
+            let old = now.duration_since(created).unwrap_or_default() >= STALE_LOCK_AGE;
+            if !(ours && old && meta.is_file()) {
+                debug!("git lock {} is not provably stale; kept", lock.display());
+                kept = true;
+                continue;
+            }
+            match fs::remove_file(lock) {
+                Ok(()) => {
+                    warn!(
+                        "removed the stale git lock {}: orchestrator process {} took it and was \
+                         killed before releasing it",
+                        lock.display(),
+                        record.pid
+                    );
+                    removed.push(lock.to_string_lossy().into_owned());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("cannot remove the stale lock {}", lock.display())
+                    });
+                }
+            }
+        }
+        if !kept {
+            fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+    }
+    Ok(removed)
+}
+
+/// True only when the recorded process cannot be running: on this host, its pid is not in use,
+/// is a zombie, or belongs to a process started at another time. Anything unknowable (another
+/// host, no /proc) counts as alive.
+fn owner_is_gone(record: &OwnerRecord) -> bool {
+    if record.host != host_name() || !Path::new("/proc/self/stat").exists() {
+        return false;
+    }
+    match fs::read_to_string(format!("/proc/{}/stat", record.pid)) {
+        Ok(stat) => {
+            let Some((state, start)) = parse_stat(&stat) else {
+                return false;
+            };
+            matches!(state, 'Z' | 'X')
+                || record.start_time.is_some_and(|recorded| recorded != start)
+        }
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
+}
+
+fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat).map(|(_, start)| start)
+}
+
+/// The state and start time of `/proc/<pid>/stat`; the command name in parentheses may hold
+/// spaces and parentheses, so the fields are counted from the last `)`.
+fn parse_stat(stat: &str) -> Option<(char, u64)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    // Field 22 of the whole line; the state is field 3.
+    let start = fields.get(22 - 3)?.parse().ok()?;
+    Some((state, start))
+}
+
+fn host_name() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Where HEAD is and what it points at.
@@ -389,10 +725,15 @@ impl<'r> HeadState<'r> {
                         debug!("git ref {refname} is locked, retrying in {ms} ms");
                         std::thread::sleep(Duration::from_millis(*ms));
                     }
-                    None => bail!(
-                        "git ref {refname} is locked ({refname}.lock exists): another git \
-                         process is running; remove the lock if it is stale"
-                    ),
+                    None => {
+                        let dir = if refname == "HEAD" {
+                            repo.path()
+                        } else {
+                            repo.commondir()
+                        };
+                        let lock = dir.join(format!("{refname}.lock"));
+                        bail!("git ref {refname} is locked: {}", lock_advice(&lock))
+                    }
                 },
                 Err(e) if matches!(e.code(), ErrorCode::Modified | ErrorCode::Exists) => bail!(
                     "{refname} was moved by another process while committing; commit {oid} \
@@ -416,19 +757,27 @@ fn resolve_paths(repo: &Repository, req: &CommitRequest) -> Result<(PathBuf, Exc
     Ok((root, excluder))
 }
 
-/// Decides, path by path, what `Index::add_all` may stage.
+/// Stages the work tree path by path, as `git add -A` would.
 struct Stager<'a> {
     root: &'a Path,
     excluder: &'a Excluder,
     max_file_bytes: u64,
-    /// Files over the size limit, nested repositories (rebuilt on every pass).
+    /// Files over the size limit, nested repositories, tracked excluded files with changes
+    /// (rebuilt on every pass).
     skipped_now: Vec<SkippedFile>,
-    /// Files libgit2 failed to add (kept across passes).
+    /// Files that could not be added (kept across passes).
     problems: Vec<SkippedFile>,
     problem_paths: HashSet<String>,
-    /// The path libgit2 is adding or removing right now: when `add_all`
-    /// fails, that is the culprit (the callback runs right before each add).
-    last_approved: Option<PathBuf>,
+}
+
+/// Why one path could not be staged.
+enum AddError {
+    /// The file is gone: staging treats it as deleted.
+    Gone,
+    /// The file is there but cannot be read or added: left out and reported.
+    Problem { bytes: u64, reason: String },
+    /// Anything else (the object database cannot be written...): the commit fails.
+    Fatal(anyhow::Error),
 }
 
 impl<'a> Stager<'a> {
@@ -440,79 +789,104 @@ impl<'a> Stager<'a> {
             skipped_now: Vec::new(),
             problems: Vec::new(),
             problem_paths: HashSet::new(),
-            last_approved: None,
         }
     }
 
     /// `git add -A` over the whole repository.
     ///
-    /// `add_all` diffs the index against the work tree (using the index's stat
-    /// cache, so unchanged files are not read), including untracked files not
-    /// ignored by `.gitignore`; for each changed path it calls us and then adds
-    /// the file or, when it is gone from disk, removes it from the index. So it
-    /// already covers modifications and deletions: no `update_all` pass needed.
-    ///
-    /// A file that vanishes or becomes unreadable after the scan makes
-    /// `add_all` fail; then the culprit is examined and the pass restarted
-    /// (a vanished file is then simply a deletion or nothing; an unreadable
-    /// one is left out and reported).
-    fn stage(&mut self, index: &mut Index, hook: &mut dyn FnMut(&Path)) -> Result<()> {
-        let mut failures = 0;
-        loop {
-            self.skipped_now.clear();
-            self.last_approved = None;
-            let result = {
-                let mut callback = |path: &Path, _: &[u8]| self.decide(path, hook);
-                index.add_all(
-                    ["*"],
-                    IndexAddOption::DEFAULT,
-                    Some(&mut callback as &mut git2::IndexMatchedPath<'_>),
-                )
-            };
-            let err = match result {
-                Ok(()) => return Ok(()),
-                Err(e) => e,
-            };
-            let Some(path) = self.last_approved.take() else {
-                return Err(err).context("staging the work tree");
-            };
-            let rel = path_key(&path);
-            failures += 1;
-            if failures > MAX_PROBLEM_FILES {
-                return Err(err).with_context(|| format!("staging {rel}"));
+    /// The index is diffed against the work tree (its stat cache spares reading unchanged
+    /// files), untracked files not ignored by `.gitignore` included; each changed path is then
+    /// added, or removed when it is gone from disk. Not `Index::add_all`: it loads each file
+    /// once to diff it and again to add it, and fails ("file changed before we could read it",
+    /// named after the previous path) when a file grows in between, as a log someone appends
+    /// to does. Here a file is read once and the blob and index entry are made from those
+    /// bytes, as git does.
+    fn stage(
+        &mut self,
+        repo: &Repository,
+        index: &mut Index,
+        hook: &mut dyn FnMut(&Path),
+    ) -> Result<()> {
+        self.skipped_now.clear();
+        let trust_mode = repo
+            .config()
+            .and_then(|c| c.get_bool("core.filemode"))
+            .unwrap_or(true);
+        let changed: Vec<(PathBuf, bool)> = {
+            let mut opts = DiffOptions::new();
+            opts.include_untracked(true)
+                .recurse_untracked_dirs(true)
+                .include_typechange(true);
+            let diff = repo
+                .diff_index_to_workdir(Some(index), Some(&mut opts))
+                .context("comparing the git index with the work tree")?;
+            diff.deltas()
+                .filter_map(|d| {
+                    let path = d.new_file().path().or(d.old_file().path())?;
+                    Some((path.to_path_buf(), d.new_file().exists()))
+                })
+                .collect()
+        };
+        for (path, exists) in changed {
+            if !self.decide(&path, index, hook) {
+                continue;
             }
-            match probe(&self.root.join(&path), &err) {
-                Probe::Gone => debug!("{rel} vanished while staging; rescanning"),
-                Probe::Problem { bytes, reason } => {
-                    warn!("cannot add {rel}: {}", err.message());
-                    self.problem_paths.insert(rel.clone());
+            let key = path_key(&path);
+            let result = if exists {
+                self.add(repo, index, &path, trust_mode)
+            } else {
+                Err(AddError::Gone)
+            };
+            match result {
+                Ok(()) => {}
+                Err(AddError::Gone) => {
+                    if index.get_path(&path, 0).is_some() {
+                        index
+                            .remove_path(&path)
+                            .with_context(|| format!("staging the deletion of {key}"))?;
+                    }
+                }
+                Err(AddError::Problem { bytes, reason }) => {
+                    warn!("cannot add {key}: {reason}");
+                    if self.problems.len() >= MAX_PROBLEM_FILES {
+                        bail!("staging {key}: {reason} (and {MAX_PROBLEM_FILES} other files)");
+                    }
+                    self.problem_paths.insert(key.clone());
                     self.problems.push(SkippedFile {
-                        path: rel,
+                        path: key,
                         bytes,
                         reason,
                     });
                 }
-                Probe::Fine => return Err(err).with_context(|| format!("staging {rel}")),
+                Err(AddError::Fatal(err)) => return Err(err.context(format!("staging {key}"))),
             }
         }
+        Ok(())
     }
 
-    fn decide(&mut self, path: &Path, hook: &mut dyn FnMut(&Path)) -> i32 {
+    /// Whether `path` is to be staged; the reasons it is not are recorded.
+    fn decide(&mut self, path: &Path, index: &Index, hook: &mut dyn FnMut(&Path)) -> bool {
         let key = path_key(path);
-        if self.excluder.is_excluded(&key) || self.problem_paths.contains(&key) {
-            return CB_SKIP;
+        if self.problem_paths.contains(&key) {
+            return false;
+        }
+        if self.excluder.is_excluded(&key) {
+            // Tracked all the same (someone committed it): its changes stay out, visibly.
+            if index.get_path(Path::new(&key), 0).is_some() {
+                self.skipped_now.push(tracked_excluded(key, self.root));
+            }
+            return false;
         }
         // libgit2 reports an untracked directory holding its own repository as
-        // "dir/" (and cannot add that). `git add -A` would record it as a
-        // gitlink to a commit nobody else can fetch, which is rarely wanted:
-        // leave it out, visibly.
+        // "dir/". `git add -A` would record it as a gitlink to a commit nobody else
+        // can fetch, which is rarely wanted: leave it out, visibly.
         if path.as_os_str().as_encoded_bytes().ends_with(b"/") {
             self.skipped_now.push(SkippedFile {
                 path: key,
                 bytes: 0,
                 reason: "nested git repository".into(),
             });
-            return CB_SKIP;
+            return false;
         }
         // lstat: a symlink's size is that of its target path, not of the target.
         if let Ok(meta) = fs::symlink_metadata(self.root.join(path))
@@ -524,13 +898,107 @@ impl<'a> Stager<'a> {
                 bytes: meta.len(),
                 reason: format!("larger than {}", human_size(self.max_file_bytes)),
             });
-            return CB_SKIP;
+            return false;
         }
-        // Missing files are approved too: for a tracked file that is how the
-        // deletion gets staged.
         hook(path);
-        self.last_approved = Some(path.to_path_buf());
-        CB_ADD
+        true
+    }
+
+    /// Adds one existing path: a regular file from one bounded read of its bytes, anything
+    /// else (a symlink, a submodule) through libgit2.
+    fn add(
+        &self,
+        repo: &Repository,
+        index: &mut Index,
+        path: &Path,
+        trust_mode: bool,
+    ) -> std::result::Result<(), AddError> {
+        let full = self.root.join(path);
+        let unreadable = |e: std::io::Error, bytes: u64| match e.kind() {
+            std::io::ErrorKind::NotFound => AddError::Gone,
+            _ => AddError::Problem {
+                bytes,
+                reason: format!("could not be read: {e}"),
+            },
+        };
+        // No symlink is followed and no FIFO swapped in since the scan can block the open.
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&full);
+        let file = match file {
+            Ok(file) => file,
+            // ELOOP: a symlink, added as one below.
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return self.add_other(index, path),
+            Err(e) => return Err(unreadable(e, 0)),
+        };
+        let meta = file.metadata().map_err(|e| unreadable(e, 0))?;
+        if !meta.is_file() {
+            drop(file);
+            return self.add_other(index, path);
+        }
+        // The size of the open file bounds the read: what is appended meanwhile is not taken
+        // (git takes the same prefix), and it is at most max_file_bytes, checked above.
+        let size = meta.len().min(self.max_file_bytes);
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        file.take(size)
+            .read_to_end(&mut bytes)
+            .map_err(|e| unreadable(e, meta.len()))?;
+        // The path selects the clean filters (.gitattributes, core.autocrlf) as for any add.
+        let fatal = |e: git2::Error| AddError::Fatal(e.into());
+        let mut writer = repo.blob_writer(Some(path)).map_err(fatal)?;
+        writer
+            .write_all(&bytes)
+            .map_err(|e| AddError::Fatal(anyhow!("writing the blob: {e}")))?;
+        let id = writer.commit().map_err(fatal)?;
+        let executable = meta.mode() & 0o111 != 0;
+        let mode = match index.get_path(path, 0) {
+            // core.filemode=false: the executable bit on disk means nothing; keep the index's.
+            Some(entry) if !trust_mode && entry.mode & 0o170000 == 0o100000 => entry.mode,
+            _ if trust_mode && executable => 0o100755,
+            _ => 0o100644,
+        };
+        // The stat is that of the bytes read (taken before reading, with their length): when
+        // the file has grown since, the index sees it as changed, as it is.
+        let entry = IndexEntry {
+            ctime: IndexTime::new(meta.ctime() as i32, meta.ctime_nsec() as u32),
+            mtime: IndexTime::new(meta.mtime() as i32, meta.mtime_nsec() as u32),
+            dev: meta.dev() as u32,
+            ino: meta.ino() as u32,
+            mode,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            file_size: bytes.len() as u32,
+            id,
+            flags: 0,
+            flags_extended: 0,
+            path: path_key(path).into_bytes(),
+        };
+        index.add(&entry).map_err(fatal)
+    }
+
+    fn add_other(&self, index: &mut Index, path: &Path) -> std::result::Result<(), AddError> {
+        let err = match index.add_path(path) {
+            Ok(()) => return Ok(()),
+            Err(err) => err,
+        };
+        match probe(&self.root.join(path), &err) {
+            Probe::Gone => Err(AddError::Gone),
+            Probe::Problem { bytes, reason } => Err(AddError::Problem { bytes, reason }),
+            Probe::Fine => Err(AddError::Fatal(err.into())),
+        }
+    }
+
+    /// Everything left out, each path once.
+    fn into_skipped(self, tracked_reset: Vec<String>) -> Vec<SkippedFile> {
+        let mut skipped = self.skipped_now;
+        skipped.extend(self.problems);
+        for path in tracked_reset {
+            if !skipped.iter().any(|s| s.path == path) {
+                skipped.push(tracked_excluded(path, self.root));
+            }
+        }
+        skipped
     }
 }
 
@@ -575,6 +1043,17 @@ fn probe(full: &Path, err: &git2::Error) -> Probe {
     }
 }
 
+/// A tracked file whose changes are never committed (the live database, orchestrator state).
+fn tracked_excluded(path: String, root: &Path) -> SkippedFile {
+    SkippedFile {
+        bytes: fs::symlink_metadata(root.join(&path)).map_or(0, |m| m.len()),
+        path,
+        reason: "tracked in git, but never committed by orchestrator (live database or \
+                 orchestrator state): its changes are left out"
+            .into(),
+    }
+}
+
 /// Excluded paths must never be committed. `add_all` already skips their
 /// work-tree changes (the callback refuses them), but the index may hold
 /// changes staged earlier (e.g. the agent ran `git add -A` itself). So every
@@ -586,20 +1065,19 @@ fn probe(full: &Path, err: &git2::Error) -> Probe {
 /// rewrite history nor untrack a file someone chose to commit.
 ///
 /// Diffing the two trees is cheap: identical subtrees are skipped by id.
-/// Returns whether the index was changed (the tree must then be rewritten).
 fn reset_excluded_changes(
     repo: &Repository,
     index: &mut Index,
     head: Option<&Tree>,
     tree: Oid,
     ex: &Excluder,
-) -> Result<bool> {
+) -> Result<Reset> {
+    let mut reset = Reset::default();
     if ex.is_empty() || head.map(Tree::id) == Some(tree) {
-        return Ok(false);
+        return Ok(reset);
     }
     let new_tree = repo.find_tree(tree)?;
     let diff = repo.diff_tree_to_tree(head, Some(&new_tree), None)?;
-    let mut changed = false;
     for delta in diff.deltas() {
         let (old, new) = (delta.old_file(), delta.new_file());
         let Some(path) = new.path().or(old.path()) else {
@@ -608,9 +1086,10 @@ fn reset_excluded_changes(
         if !ex.is_excluded(&path.to_string_lossy()) {
             continue;
         }
-        changed = true;
+        reset.changed = true;
         if old.exists() {
             debug!("excluded {}: staged change reset to HEAD", path.display());
+            reset.tracked.push(path_key(path));
             index.add(&IndexEntry {
                 ctime: IndexTime::new(0, 0),
                 mtime: IndexTime::new(0, 0),
@@ -630,7 +1109,16 @@ fn reset_excluded_changes(
             index.remove_path(path)?;
         }
     }
-    Ok(changed)
+    Ok(reset)
+}
+
+/// What [`reset_excluded_changes`] did.
+#[derive(Default)]
+struct Reset {
+    /// The index changed: the tree must be rewritten.
+    changed: bool,
+    /// Excluded paths tracked in HEAD whose staged changes were undone.
+    tracked: Vec<String>,
 }
 
 // ---------------------------------------------------------------------------
@@ -968,6 +1456,7 @@ mod tests {
             exclude,
             exclude_globs,
             max_file_bytes,
+            owner_dir: None,
         }
     }
 
@@ -989,6 +1478,7 @@ mod tests {
                 skipped,
                 detached,
                 fallback_identity,
+                ..
             } => Committed {
                 oid,
                 branch,
@@ -1075,7 +1565,10 @@ mod tests {
         t.write("scratch.tmp", "x");
         assert_eq!(
             t.commit("msg"),
-            CommitOutcome::NothingToCommit { skipped: vec![] }
+            CommitOutcome::NothingToCommit {
+                skipped: vec![],
+                recovered_locks: vec![]
+            }
         );
         assert!(
             t.git_cmd(&["rev-parse", "--verify", "-q", "HEAD"])
@@ -1089,7 +1582,10 @@ mod tests {
         let first = committed(t.commit("first")).oid;
         assert_eq!(
             t.commit("again"),
-            CommitOutcome::NothingToCommit { skipped: vec![] }
+            CommitOutcome::NothingToCommit {
+                skipped: vec![],
+                recovered_locks: vec![]
+            }
         );
         // A change that was staged and reverted is no change either.
         t.write("a.txt", "b\n");
@@ -1097,7 +1593,10 @@ mod tests {
         t.write("a.txt", "a\n");
         assert_eq!(
             t.commit("again"),
-            CommitOutcome::NothingToCommit { skipped: vec![] }
+            CommitOutcome::NothingToCommit {
+                skipped: vec![],
+                recovered_locks: vec![]
+            }
         );
         assert_eq!(t.head(), first);
         assert_eq!(t.git(&["rev-list", "--count", "HEAD"]).trim(), "1");
@@ -1231,7 +1730,22 @@ mod tests {
         let c =
             committed(commit_all(&request(&t.root, "work", &exclude, &globs, u64::MAX)).unwrap());
 
-        assert!(c.skipped.is_empty());
+        // The tracked ones whose changes are left out are reported, each once.
+        let mut reported: Vec<&str> = c.skipped.iter().map(|s| s.path.as_str()).collect();
+        reported.sort();
+        assert_eq!(
+            reported,
+            [".orchestrator/lock", "db.backup_old"],
+            "{:?}",
+            c.skipped
+        );
+        assert!(
+            c.skipped
+                .iter()
+                .all(|s| s.reason.starts_with("tracked in git, but never committed")),
+            "{:?}",
+            c.skipped
+        );
         assert_eq!(
             t.files_in("HEAD"),
             [
@@ -1270,7 +1784,10 @@ mod tests {
 
         assert_eq!(
             commit_all(&req).unwrap(),
-            CommitOutcome::NothingToCommit { skipped: vec![] }
+            CommitOutcome::NothingToCommit {
+                skipped: vec![],
+                recovered_locks: vec![]
+            }
         );
         assert_eq!(t.status(), "?? .orchestrator/\n");
 
@@ -1465,10 +1982,14 @@ mod tests {
         let err = commit_all(&request(&t.root, "m", &[], &[], u64::MAX)).unwrap_err();
 
         assert!(start.elapsed() >= Duration::from_secs(3));
+        let lock = t.root.join(".git/index.lock");
         assert_eq!(
             err.to_string(),
-            "git index is locked (.git/index.lock exists): another git process is running; \
-             remove the lock if it is stale"
+            format!(
+                "git index is locked: {0} exists: another git process is running, or one was \
+                 killed and left it behind; if no git process is running, delete {0} and retry",
+                lock.display()
+            )
         );
         assert_eq!(t.head(), base);
     }
@@ -1501,10 +2022,15 @@ mod tests {
 
         let err = commit_all(&request(&t.root, "m", &[], &[], u64::MAX)).unwrap_err();
 
+        let lock = t.root.join(".git/refs/heads/main.lock");
         assert_eq!(
             err.to_string(),
-            "git ref refs/heads/main is locked (refs/heads/main.lock exists): another git \
-             process is running; remove the lock if it is stale"
+            format!(
+                "git ref refs/heads/main is locked: {0} exists: another git process is running, \
+                 or one was killed and left it behind; if no git process is running, delete {0} \
+                 and retry",
+                lock.display()
+            )
         );
         fs::remove_file(t.root.join(".git/refs/heads/main.lock")).unwrap();
         assert_eq!(t.head(), base);
@@ -1804,6 +2330,7 @@ mod tests {
                 bytes: 7,
                 reason: "larger than 50 MB".into(),
             }],
+            recovered_locks: vec![],
         };
         let json = serde_json::to_value(&outcome).unwrap();
         assert_eq!(
@@ -1836,6 +2363,192 @@ mod tests {
         assert_eq!(human_size(1 << 30), "1 GiB");
         assert_eq!(human_size(1500), "1500 bytes");
         assert_eq!(human_size(2000), "2 kB");
+    }
+
+    /// An owner record as a killed commit of `pid` would leave it, written `age` ago.
+    fn owner_record(dir: &Path, pid: u32, start_time: Option<u64>, locks: &[PathBuf], age: u64) {
+        fs::create_dir_all(dir).unwrap();
+        let record = OwnerRecord {
+            pid,
+            start_time,
+            host: host_name(),
+            locks: locks.to_vec(),
+        };
+        let path = dir.join(format!("{pid}.json"));
+        fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+        backdate(&path, age);
+    }
+
+    fn backdate(path: &Path, age: u64) {
+        let file = fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(SystemTime::now() - Duration::from_secs(age))
+            .unwrap();
+    }
+
+    /// The pid of a process that has exited and been reaped.
+    fn dead_pid() -> u32 {
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    #[test]
+    fn a_stale_ref_lock_of_a_dead_owner_is_removed_before_committing() {
+        let t = TestRepo::new("main");
+        t.write("a.txt", "a\n");
+        let base = t.commit_with_git("base");
+        t.write("a.txt", "b\n");
+        let owners = t.root.join(".orchestrator/git_owners");
+        let repo = Repository::open(&t.root).unwrap();
+        let locks = lock_paths(&repo);
+        let lock = t.root.join(".git/refs/heads/main.lock");
+        assert!(locks.contains(&lock), "{locks:?}");
+        owner_record(&owners, dead_pid(), Some(1), &locks, 300);
+        fs::write(&lock, "").unwrap();
+        backdate(&lock, 200);
+        let mut req = request(&t.root, "m", &[], &[], u64::MAX);
+        req.owner_dir = Some(&owners);
+
+        let outcome = commit_all(&req).unwrap();
+
+        let CommitOutcome::Committed {
+            recovered_locks, ..
+        } = outcome
+        else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(recovered_locks, [lock.to_string_lossy()]);
+        assert_eq!(t.git(&["rev-parse", "HEAD^"]).trim(), base);
+        assert_eq!(fs::read_dir(&owners).unwrap().count(), 0, "records removed");
+    }
+
+    #[test]
+    fn a_lock_is_kept_while_its_owner_lives_or_when_it_predates_the_owner() {
+        let t = TestRepo::new("main");
+        let owners = t.root.join("owners");
+        let lock = t.root.join(".git/index.lock");
+        let mut alive = Command::new("sleep").arg("30").spawn().unwrap();
+        owner_record(
+            &owners,
+            alive.id(),
+            process_start_time(alive.id()),
+            std::slice::from_ref(&lock),
+            300,
+        );
+        fs::write(&lock, "").unwrap();
+        backdate(&lock, 200);
+        assert_eq!(remove_stale_locks(&owners).unwrap(), Vec::<String>::new());
+        assert!(lock.exists());
+        alive.kill().unwrap();
+        alive.wait().unwrap();
+
+        // Older than the record: someone else's, taken before our process began.
+        fs::remove_dir_all(&owners).unwrap();
+        owner_record(&owners, dead_pid(), None, std::slice::from_ref(&lock), 300);
+        backdate(&lock, 400);
+        assert_eq!(remove_stale_locks(&owners).unwrap(), Vec::<String>::new());
+        assert!(lock.exists());
+
+        // A reused pid is not the owner: the recorded start time differs.
+        fs::remove_dir_all(&owners).unwrap();
+        owner_record(
+            &owners,
+            std::process::id(),
+            Some(u64::MAX),
+            std::slice::from_ref(&lock),
+            300,
+        );
+        backdate(&lock, 200);
+        // Our own pid is never taken for a dead owner, whatever the record says.
+        assert_eq!(remove_stale_locks(&owners).unwrap(), Vec::<String>::new());
+        let parent = std::os::unix::process::parent_id();
+        owner_record(
+            &owners,
+            parent,
+            Some(u64::MAX),
+            std::slice::from_ref(&lock),
+            300,
+        );
+        assert_eq!(
+            remove_stale_locks(&owners).unwrap(),
+            [lock.to_string_lossy()]
+        );
+        assert!(!lock.exists());
+    }
+
+    #[test]
+    fn stat_fields_are_counted_after_the_command_name() {
+        let stat = "42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10";
+        assert_eq!(parse_stat(stat), Some(('S', 98765)));
+        assert_eq!(parse_stat("garbage"), None);
+        let me = process_start_time(std::process::id());
+        assert!(me.is_some());
+    }
+
+    #[test]
+    fn unmerged_paths_outside_any_operation_block_the_commit() {
+        let t = TestRepo::new("main");
+        t.write("a.txt", "base\n");
+        t.commit_with_git("base");
+        t.write("a.txt", "stashed\n");
+        t.git(&["stash", "-q"]);
+        t.write("a.txt", "committed\n");
+        let head = t.commit_with_git("other");
+        let pop = t.git_cmd(&["stash", "pop", "-q"]).output().unwrap();
+        assert!(!pop.status.success());
+
+        let outcome = t.commit("m");
+
+        let CommitOutcome::Skipped {
+            state,
+            conflicts,
+            reason,
+        } = outcome
+        else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(state, "none");
+        assert_eq!(conflicts, ["a.txt"]);
+        assert!(reason.contains("unmerged paths (a.txt)"), "{reason}");
+        assert_eq!(t.head(), head);
+        let plan = plan_commit(&request(&t.root, "", &[], &[], u64::MAX), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            plan.blocked.map(|b| b.conflicts),
+            Some(vec!["a.txt".into()])
+        );
+    }
+
+    #[test]
+    fn a_file_growing_while_it_is_staged_is_committed_as_read() {
+        let t = TestRepo::new("main");
+        t.write("app.log", "one\n");
+        t.commit_with_git("base");
+        t.write("app.log", "one\ntwo\n");
+        let mut hook = |path: &Path| {
+            if path == Path::new("app.log") {
+                let mut f = fs::OpenOptions::new()
+                    .append(true)
+                    .open(t.root.join(path))
+                    .unwrap();
+                f.write_all(b"three\n").unwrap();
+            }
+        };
+
+        let c = committed(
+            commit_all_with_hook(&request(&t.root, "m", &[], &[], u64::MAX), &mut hook).unwrap(),
+        );
+
+        assert!(c.skipped.is_empty(), "{:?}", c.skipped);
+        let committed = t.git(&["show", "HEAD:app.log"]);
+        assert!(committed.starts_with("one\ntwo\n"), "{committed}");
+        assert!(
+            fs::read_to_string(t.root.join("app.log"))
+                .unwrap()
+                .starts_with(&committed)
+        );
     }
 
     #[test]

@@ -154,6 +154,10 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
             ),
             Some("nothing_to_commit") => "Nothing to commit.\n".to_string(),
             Some("not_a_repository") => "Not a git repository: nothing committed.\n".to_string(),
+            Some("skipped") => format!(
+                "Commit skipped: {}\n",
+                commit["reason"].as_str().unwrap_or_default()
+            ),
             _ => format!(
                 "Commit failed: {}\n",
                 commit["error"].as_str().unwrap_or("unknown error")

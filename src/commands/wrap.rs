@@ -167,6 +167,22 @@ pub fn describe(report: &WrapReport) -> (Value, String) {
             (None, None) => {}
         }
     }
+    // A commit skipped for the repository's state (a merge...) needs the user: say why.
+    if report.commit["state"].is_string()
+        && let Some(reason) = report.commit["reason"].as_str()
+    {
+        text.push_str(&format!("commit skipped: {reason}\n"));
+    }
+    for lock in report.commit["recovered_locks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        text.push_str(&format!(
+            "removed the stale git lock {} (left by a killed commit)\n",
+            lock.as_str().unwrap_or_default()
+        ));
+    }
     if let Some(skipped) = report.commit["skipped"]
         .as_array()
         .filter(|s| !s.is_empty())
