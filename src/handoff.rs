@@ -216,6 +216,9 @@ pub fn resume_command(session: &Session, status: Status) -> String {
 }
 
 /// The SPEC's wrap commit message, with trailers that let a resumed wrap find its own commit.
+/// How a wrap's commit message begins; a resumed wrap looks for it to avoid committing twice.
+pub const WRAP_SUBJECT_PREFIX: &str = "Session Wrap: ";
+
 pub fn commit_message(
     session: &Session,
     journal: &WrapJournal,
@@ -229,7 +232,7 @@ pub fn commit_message(
     };
     let minutes = (journal.ended - session.started).num_minutes().max(0);
     let message = format!(
-        "Session Wrap: {task}\n\nToken usage: {tokens}\nDuration: {minutes} minute{plural}\n\nProgress: {progress}\nCheckpoints: {checkpoints}\n\nSession: {id}\nStarted: {started}\n\nOrchestrator-Session: {id}\nOrchestrator-Task: {task}\n",
+        "{WRAP_SUBJECT_PREFIX}{task}\n\nToken usage: {tokens}\nDuration: {minutes} minute{plural}\n\nProgress: {progress}\nCheckpoints: {checkpoints}\n\nSession: {id}\nStarted: {started}\n\nOrchestrator-Session: {id}\nOrchestrator-Task: {task}\n",
         task = session.task,
         plural = if minutes == 1 { "" } else { "s" },
         checkpoints = session.checkpoints.len(),

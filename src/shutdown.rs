@@ -530,6 +530,7 @@ fn commit_step(
     if let Some(oid) = vcs::find_commit_with_trailer(
         ws.root(),
         session.git_head_at_start.as_deref(),
+        handoff::WRAP_SUBJECT_PREFIX,
         "Orchestrator-Session",
         &session.id,
     )? {

@@ -222,19 +222,23 @@ pub fn plan_commit(req: &CommitRequest, since: Option<&str>) -> Result<Option<Co
 }
 
 /// Walk first-parent history from HEAD back to (not including) `since` and
-/// return the first commit whose message has the line `<key>: <value>` (key
-/// compared case-insensitively like git trailers, value exactly; surrounding
-/// blanks ignored). At most [`MAX_TRAILER_WALK`] commits are looked at.
-/// Not a repository or unborn HEAD: `Ok(None)`.
+/// return the first commit whose subject starts with `subject_prefix` and whose
+/// message has the line `<key>: <value>` (key compared case-insensitively like
+/// git trailers, value exactly; surrounding blanks ignored). The subject tells a
+/// wrap's commit from a checkpoint's, which carry the same trailers. At most
+/// [`MAX_TRAILER_WALK`] commits are looked at. Not a repository or unborn HEAD:
+/// `Ok(None)`.
 pub fn find_commit_with_trailer(
     workdir: &Path,
     since: Option<&str>,
+    subject_prefix: &str,
     key: &str,
     value: &str,
 ) -> Result<Option<String>> {
     let mut found = None;
     walk_since(workdir, since, |commit| {
-        if has_trailer(&String::from_utf8_lossy(commit.message_bytes()), key, value) {
+        let message = String::from_utf8_lossy(commit.message_bytes());
+        if message.starts_with(subject_prefix) && has_trailer(&message, key, value) {
             found = Some(commit.id().to_string());
             return false;
         }
@@ -1860,7 +1864,7 @@ mod tests {
         assert_eq!(head_oid(dir.path()).unwrap(), None);
         assert_eq!(diff_stats_since(dir.path(), None).unwrap(), None);
         assert_eq!(
-            find_commit_with_trailer(dir.path(), None, "Session-Id", "s").unwrap(),
+            find_commit_with_trailer(dir.path(), None, "", "Session-Id", "s").unwrap(),
             None
         );
         let missing = dir.path().join("nope");
@@ -2243,7 +2247,7 @@ mod tests {
     fn find_commit_with_trailer_walks_first_parents_back_to_since() {
         let t = TestRepo::new("main");
         assert_eq!(
-            find_commit_with_trailer(&t.root, None, "Session-Id", "s1").unwrap(),
+            find_commit_with_trailer(&t.root, None, "", "Session-Id", "s1").unwrap(),
             None
         );
         t.write("a", "0");
@@ -2262,7 +2266,7 @@ mod tests {
         t.git(&["merge", "-q", "--no-ff", "-m", "merge", "side"]);
 
         let find = |since: Option<&str>, value: &str| {
-            find_commit_with_trailer(&t.root, since, "Session-Id", value).unwrap()
+            find_commit_with_trailer(&t.root, since, "", "Session-Id", value).unwrap()
         };
         assert_eq!(find(None, "s1"), Some(s1.clone()));
         assert_eq!(find(Some(&start), "s1"), Some(s1.clone()));
@@ -2274,7 +2278,7 @@ mod tests {
         assert_eq!(find(None, "s9"), None);
         assert_eq!(find(None, "s"), None);
         assert_eq!(
-            find_commit_with_trailer(&t.root, None, "Other", "x").unwrap(),
+            find_commit_with_trailer(&t.root, None, "", "Other", "x").unwrap(),
             Some(s1)
         );
     }
@@ -2311,12 +2315,12 @@ mod tests {
         assert!(child.wait().unwrap().success());
         assert_eq!(t.git(&["rev-list", "--count", "HEAD"]).trim(), "1001");
         assert_eq!(
-            find_commit_with_trailer(&t.root, None, "Session-Id", "old").unwrap(),
+            find_commit_with_trailer(&t.root, None, "", "Session-Id", "old").unwrap(),
             None
         );
         t.git(&["reset", "-q", "--hard", "HEAD~1"]);
         assert!(
-            find_commit_with_trailer(&t.root, None, "Session-Id", "old")
+            find_commit_with_trailer(&t.root, None, "", "Session-Id", "old")
                 .unwrap()
                 .is_some()
         );

@@ -442,3 +442,29 @@ fn an_index_lock_we_did_not_create_is_refused_but_start_still_starts() {
             .exists()
     );
 }
+
+/// A `checkpoint --commit` carries the session's trailer too; the wrap after it must still make
+/// its own commit of the later work, the handoff and the stack, not take the checkpoint's.
+#[test]
+fn a_wrap_after_a_checkpoint_commit_makes_its_own_commit() {
+    let ws = repo();
+    ws.ok(&["start"]);
+    ws.write("src/lib.rs", "pub fn a() { 1; }\n");
+    let v = ws.json(
+        0,
+        &["checkpoint", "first half", "--advance", "1", "--commit"],
+    );
+    assert_eq!(v["commit"]["result"], "committed", "{v}");
+    let checkpoint_commit = head(&ws);
+    ws.write("src/lib.rs", "pub fn a() { 2; }\n");
+    let v = ws.json(0, &["wrap", "--summary", "second half"]);
+    assert_eq!(v["commit"]["result"], "committed", "{v}");
+    assert!(v["commit"]["found_existing"].is_null(), "{v}");
+    assert_ne!(head(&ws), checkpoint_commit);
+    assert!(
+        git(&ws, &["log", "-1", "--format=%s"]).starts_with("Session Wrap: "),
+        "{}",
+        git(&ws, &["log", "--format=%s"])
+    );
+    assert_eq!(git(&ws, &["status", "--porcelain"]), "");
+}
