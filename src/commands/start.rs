@@ -123,13 +123,18 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
         ),
         None => meter::claude_session_transcript(),
     };
-    if let Some(path) = &transcript
-        && !path.is_file()
-    {
-        tracing::warn!(
-            "transcript {} does not exist yet; usage is read from it once it does",
-            path.display()
-        );
+    if let Some(path) = &transcript {
+        if !path.exists() {
+            tracing::warn!(
+                "transcript {} does not exist yet; usage is read from it once it does",
+                path.display()
+            );
+        } else if !path.is_file() {
+            tracing::warn!(
+                "transcript {} is not a regular file; usage cannot be read from it",
+                path.display()
+            );
+        }
     }
     let session = Session {
         id: id.clone(),
