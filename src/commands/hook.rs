@@ -8,6 +8,7 @@
 //! stderr.
 
 use anyhow::{Context as _, Result};
+use clap::{Args, Subcommand};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::io::Read;
@@ -16,9 +17,8 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
 use super::Context;
-use super::start::{brief, open_session};
+use super::start::{StartArgs, brief, open_session};
 use crate::claude_hooks;
-use crate::cli::{HookAgent, HookClaudeArgs, HookCommand, HookInstallArgs, StartArgs};
 use crate::core::budget::{Level, format_pct};
 use crate::core::meters::TOKENS;
 use crate::core::session::Session;
@@ -26,6 +26,41 @@ use crate::core::text::{json_escape_controls, strip_controls};
 use crate::error::{Failure, code};
 use crate::store::Workspace;
 use crate::usage::{self, kilo};
+
+/// Connect to an agent's hooks: `hook claude` handles an event, `hook install claude` sets it up
+#[derive(Debug, Subcommand)]
+pub enum HookCommand {
+    /// Handle one Claude Code hook event (JSON on stdin); prints hook JSON or nothing, exits 0
+    Claude(HookClaudeArgs),
+    /// Add orchestrator's hooks to the agent's project settings (.claude/settings.json)
+    Install(HookInstallArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HookClaudeArgs {
+    /// The agent name of the sessions the hook starts and follows
+    #[arg(
+        long,
+        env = "ORCHESTRATOR_AGENT",
+        default_value = "claude",
+        value_name = "NAME"
+    )]
+    pub agent: String,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum HookAgent {
+    Claude,
+}
+
+#[derive(Debug, Args)]
+pub struct HookInstallArgs {
+    /// Which agent's settings to change
+    pub agent: HookAgent,
+    /// The command the hooks run, as the agent's shell will find it
+    #[arg(long, default_value = "orchestrator", value_name = "CMD")]
+    pub command: String,
+}
 
 pub fn run(ctx: &Context, command: HookCommand) -> Result<u8> {
     match command {

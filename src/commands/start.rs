@@ -1,10 +1,11 @@
 //! `orchestrator start`: open a session on the next task and print the brief.
 
 use anyhow::{Context as _, Result};
+use clap::Args;
 use serde_json::{Map, Value, json};
+use std::path::PathBuf;
 
 use super::Context;
-use crate::cli::StartArgs;
 use crate::core::ids::{check_task_id, new_session_id};
 use crate::core::meters;
 use crate::core::select::{readiness, select_next};
@@ -18,6 +19,28 @@ use crate::shutdown;
 use crate::store::Workspace;
 use crate::undo::Undo;
 use crate::{usage, vcs};
+
+/// Begin a session on the next (or named) task and print the brief
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Work on this task instead of the next one
+    #[arg(long, value_name = "ID")]
+    pub task: Option<String>,
+    /// Who is working (one live session per agent)
+    #[arg(
+        long,
+        env = "ORCHESTRATOR_AGENT",
+        default_value = "agent",
+        value_name = "NAME"
+    )]
+    pub agent: String,
+    /// Token budget for this session (default: settings.budget.tokens)
+    #[arg(long, value_name = "N")]
+    pub budget: Option<u64>,
+    /// The agent's transcript file, to read token usage from
+    #[arg(long, value_name = "PATH")]
+    pub transcript: Option<PathBuf>,
+}
 
 pub fn run(ctx: &Context, args: StartArgs) -> Result<u8> {
     let (json, text) = open_session(ctx, args)?;

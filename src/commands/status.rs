@@ -1,16 +1,26 @@
 //! `orchestrator status`: the live session's task, progress and usage.
 
 use anyhow::Result;
+use clap::Args;
 use serde_json::{Value, json};
 
-use super::{Context, select_session};
-use crate::cli::StatusArgs;
+use super::{Context, SessionArg, select_session};
 use crate::core::budget::Level;
 use crate::core::session::{Session, describe_duration};
 use crate::core::stack::TaskStack;
 use crate::error::code;
 use crate::store::Workspace;
 use crate::usage;
+
+/// Show the live session: task, progress, usage against the thresholds
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Exit 0 whatever the budget level
+    #[arg(long)]
+    pub exit_zero: bool,
+    #[command(flatten)]
+    pub session: SessionArg,
+}
 
 pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
     let ws = ctx.workspace()?;

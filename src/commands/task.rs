@@ -1,15 +1,72 @@
 //! `orchestrator task add|list|show|done|set`: manage tasks without editing JSON by hand.
 
 use anyhow::Result;
+use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 use super::Context;
-use crate::cli::{TaskAddArgs, TaskCommand, TaskIdArg, TaskListArgs, TaskSetArgs};
 use crate::core::ids::check_task_id;
 use crate::core::stack::{Status, Task, TaskStack};
 use crate::core::text::one_line;
 use crate::error::Failure;
 use crate::store::Workspace;
+
+/// Add, list, show and change tasks
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Add a task
+    Add(TaskAddArgs),
+    /// List tasks in priority order
+    List(TaskListArgs),
+    /// Show one task with its recent checkpoints
+    Show(TaskIdArg),
+    /// Mark a task done
+    Done(TaskIdArg),
+    /// Change a task's priority, total, status or title
+    Set(TaskSetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TaskAddArgs {
+    pub id: String,
+    #[arg(long, value_name = "T")]
+    pub title: Option<String>,
+    /// 1 is the most urgent; default: after every existing task
+    #[arg(long, value_name = "N")]
+    pub priority: Option<i64>,
+    /// Units of work in the task
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub total: u64,
+    /// A task that must be done first (repeatable)
+    #[arg(long = "after", value_name = "ID")]
+    pub after: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TaskListArgs {
+    #[arg(long, value_name = "S")]
+    pub status: Option<Status>,
+}
+
+#[derive(Debug, Args)]
+pub struct TaskIdArg {
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TaskSetArgs {
+    pub id: String,
+    #[arg(long, value_name = "N")]
+    pub priority: Option<i64>,
+    #[arg(long, value_name = "N")]
+    pub total: Option<u64>,
+    #[arg(long, value_name = "N")]
+    pub progress: Option<u64>,
+    #[arg(long, value_name = "S")]
+    pub status: Option<Status>,
+    #[arg(long, value_name = "T")]
+    pub title: Option<String>,
+}
 
 pub fn run(ctx: &Context, cmd: TaskCommand) -> Result<u8> {
     match cmd {
