@@ -2,17 +2,14 @@
 //! The modules are public so benchmarks can measure the effects (backup, commit) directly.
 
 pub mod agent;
-pub mod backup;
 pub mod claude_hooks;
 pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod core;
 pub mod error;
-pub mod handoff;
 pub mod meter;
-pub mod shutdown;
 pub mod store;
 pub mod undo;
 pub mod usage;
-pub mod vcs;
+pub mod wrap;

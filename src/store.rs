@@ -27,7 +27,7 @@ pub const STACK_FILE: &str = "task_stack.json";
 pub const STATE_DIR: &str = ".orchestrator";
 /// In every temp name we make, so the sweep and `.gitignore` know them.
 pub const TEMP_MARKER: &str = ".tmp.";
-/// Under the state directory: which git locks a running commit may leave (see `vcs`).
+/// Under the state directory: which git locks a running commit may leave (see `wrap::vcs`).
 const GIT_OWNERS_DIR: &str = "git_owners";
 
 /// What git must never take from a workspace, whatever `.gitignore` says: `init` writes these

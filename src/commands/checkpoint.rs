@@ -11,10 +11,10 @@ use crate::core::meters::MeterSource;
 use crate::core::session::{CheckpointEvent, Session, TokenReading, renewed_lease};
 use crate::core::stack::{Checkpoint, Status, TaskStack};
 use crate::error::{Failure, code};
-use crate::shutdown;
 use crate::store::Workspace;
 use crate::undo::Undo;
 use crate::usage::{Measured, Tokens, report};
+use crate::wrap;
 
 /// Record progress and token usage; prints the budget level
 #[derive(Debug, Args)]
@@ -165,10 +165,10 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
     undo.commit();
     measured.save();
     let commit = (args.commit || stack.settings.git.commit_on_checkpoint).then(|| {
-        let message = crate::handoff::checkpoint_commit_message(&session, message, progress);
+        let message = wrap::handoff::checkpoint_commit_message(&session, message, progress);
         // The checkpoint is recorded whatever happens here: a failed commit is reported, not fatal.
-        match shutdown::commit_workspace(&ws, &stack, &message) {
-            Ok(outcome) => shutdown::commit_json(outcome),
+        match wrap::commit_workspace(&ws, &stack, &message) {
+            Ok(outcome) => wrap::commit_json(outcome),
             Err(err) => {
                 tracing::warn!("checkpoint recorded, but the commit failed: {err:#}");
                 json!({"result": "failed", "error": format!("{err:#}")})

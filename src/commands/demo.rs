@@ -12,9 +12,9 @@ use std::process::Command;
 use super::Context;
 use crate::core::stack::TaskStack;
 use crate::error::code;
-use crate::shutdown;
 use crate::store;
 use crate::store::Workspace;
+use crate::wrap;
 
 const DB_FILE: &str = "crypto_indicators_production.db";
 const TASK: &str = "integrate_sessions_101_140";
@@ -67,7 +67,7 @@ pub fn run(ctx: &Context) -> Result<u8> {
         .context("cannot create session_handoffs")?;
     std::fs::create_dir_all(dir.join("backups")).context("cannot create backups")?;
     store::write_atomic(&dir.join("session_handoffs/.gitkeep"), b"")?;
-    shutdown::commit_workspace(&Workspace::at(dir.clone()), &stack, "Demo workspace")?;
+    wrap::commit_workspace(&Workspace::at(dir.clone()), &stack, "Demo workspace")?;
 
     let mut transcript = Vec::new();
     // Steps print what an agent would see; the wrap runs with --json so the demo can report

@@ -15,6 +15,7 @@ use super::start::{StartArgs, check_agent_name, open_session};
 use super::wrap::{WrapArgs, wrap_session};
 use super::{Context, SessionArg};
 use crate::agent::{AgentProcess, describe_exit};
+use crate::clock;
 use crate::core::budget::{Level, format_pct};
 use crate::core::run::{Breaker, Placeholders, SessionOutcome, StopReason, expand, is_agent_work};
 use crate::core::session::{Session, renewed_lease};
@@ -23,7 +24,7 @@ use crate::error::{Failure, code};
 use crate::store::Workspace;
 use crate::undo::Undo;
 use crate::usage;
-use crate::{clock, vcs};
+use crate::wrap::vcs;
 
 /// Drive an agent command session after session until the work is done or a stop condition
 #[derive(Debug, Args)]

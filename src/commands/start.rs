@@ -13,12 +13,11 @@ use crate::core::session::{Session, TokenReading};
 use crate::core::stack::{Claim, Status, Task, TaskStack};
 use crate::core::text::{one_line, strip_controls};
 use crate::error::{Failure, code};
-use crate::handoff::progress_bar;
 use crate::meter;
-use crate::shutdown;
 use crate::store::Workspace;
 use crate::undo::Undo;
-use crate::{usage, vcs};
+use crate::usage;
+use crate::wrap::{self, handoff::progress_bar, vcs};
 
 /// Begin a session on the next (or named) task and print the brief
 #[derive(Debug, Args)]
@@ -88,7 +87,7 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
 
     usage::warn_about_compaction(&ws, &stack);
     ws.clean_temp_files(&lock, &[ws.root().join(&stack.settings.handoff_dir)]);
-    let recovered = shutdown::recover(&ws, &lock, &mut stack, sessions, ctx.now)?;
+    let recovered = wrap::recover(&ws, &lock, &mut stack, sessions, ctx.now)?;
     for report in &recovered {
         // The path comes from settings.handoff_dir: no control byte of it reaches the terminal.
         eprintln!(
@@ -137,7 +136,7 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
     let host = host_name();
     let pid = std::process::id();
     let budget = args.budget.unwrap_or(stack.settings.budget.tokens);
-    let metrics_at_start = shutdown::read_metrics(&ws, &stack);
+    let metrics_at_start = wrap::read_metrics(&ws, &stack);
     let task = stack.task_mut(&task_id).expect("the chosen task exists");
     let transcript = match &args.transcript {
         Some(path) => Some(
@@ -208,7 +207,7 @@ pub(super) fn brief(
     session: &Session,
     task: &Task,
     resumed: bool,
-    recovered: &[shutdown::WrapReport],
+    recovered: &[wrap::WrapReport],
 ) -> (Value, String) {
     let budget = &stack.settings.budget;
     let meters = meters::applicable(

@@ -1,4 +1,4 @@
-//! `orchestrator wrap`: end the session gracefully (see `shutdown` for the steps).
+//! `orchestrator wrap`: end the session gracefully (see `crate::wrap` for the steps).
 
 use anyhow::Result;
 use clap::Args;
@@ -7,9 +7,9 @@ use serde_json::{Value, json};
 use super::{Context, SessionArg, agent_arg, select_session};
 use crate::core::session::TokenReading;
 use crate::error::{Failure, code};
-use crate::shutdown::{self, WrapOptions, WrapReport};
 use crate::undo::Undo;
 use crate::usage::{Measured, Tokens};
+use crate::wrap::{self, WrapOptions, WrapReport};
 
 /// End the session gracefully: backup, handoff, progress saved, session archived, commit
 #[derive(Debug, Args)]
@@ -94,7 +94,7 @@ pub(super) fn wrap_session(ctx: &Context, args: WrapArgs) -> Result<WrapReport> 
                 at: ctx.now,
             });
         }
-        shutdown::begin(&mut session, options, ctx.now, ctx.now);
+        wrap::begin(&mut session, options, ctx.now, ctx.now);
         ws.save_active(&lock, &session)?;
     } else if let Some(journal) = session.wrap.as_mut() {
         eprintln!(
@@ -124,7 +124,7 @@ pub(super) fn wrap_session(ctx: &Context, args: WrapArgs) -> Result<WrapReport> 
     }
 
     let session_id = session.id.clone();
-    let report = match shutdown::finish(&ws, &lock, &mut stack, session, ctx.now) {
+    let report = match wrap::finish(&ws, &lock, &mut stack, session, ctx.now) {
         Ok(report) => report,
         Err(err) => {
             // Failing before any step completed (a backup that cannot be made) leaves the session
