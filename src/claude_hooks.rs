@@ -19,7 +19,7 @@ use anyhow::{Context as _, Result, anyhow};
 use serde_json::{Map, Value, json};
 
 use crate::store;
-use crate::undo::Undo;
+use crate::store::undo::Undo;
 
 /// The Claude Code hook events orchestrator listens to.
 pub const HOOK_EVENTS: [&str; 3] = ["SessionStart", "PostToolUse", "UserPromptSubmit"];

@@ -10,6 +10,5 @@ pub mod core;
 pub mod error;
 pub mod meter;
 pub mod store;
-pub mod undo;
 pub mod usage;
 pub mod wrap;

@@ -12,7 +12,7 @@ use crate::core::session::{CheckpointEvent, Session, TokenReading, renewed_lease
 use crate::core::stack::{Checkpoint, Status, TaskStack};
 use crate::error::{Failure, code};
 use crate::store::Workspace;
-use crate::undo::Undo;
+use crate::store::undo::Undo;
 use crate::usage::{Measured, Tokens, report};
 use crate::wrap;
 

@@ -9,8 +9,8 @@ use std::path::Path;
 use super::Context;
 use crate::core::stack::{DatabaseSettings, Settings, TaskStack};
 use crate::error::Failure;
+use crate::store::undo::Undo;
 use crate::store::{self, STACK_FILE, Workspace};
-use crate::undo::Undo;
 
 /// Create task_stack.json, the handoff directory and .gitignore entries
 #[derive(Debug, Args)]

@@ -22,7 +22,7 @@ use crate::core::session::{Session, renewed_lease};
 use crate::core::stack::Status;
 use crate::error::{Failure, code};
 use crate::store::Workspace;
-use crate::undo::Undo;
+use crate::store::undo::Undo;
 use crate::usage;
 use crate::wrap::vcs;
 

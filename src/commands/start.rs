@@ -15,7 +15,7 @@ use crate::core::text::{one_line, strip_controls};
 use crate::error::{Failure, code};
 use crate::meter;
 use crate::store::Workspace;
-use crate::undo::Undo;
+use crate::store::undo::Undo;
 use crate::usage;
 use crate::wrap::{self, handoff::progress_bar, vcs};
 

@@ -17,11 +17,13 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub mod undo;
+
 use crate::core::ids::check_session_id;
 use crate::core::session::{CheckpointEvent, Session};
 use crate::core::stack::{BACKUP_DIR_SETTING, Settings, TaskStack};
 use crate::error::Failure;
-use crate::undo::Undo;
+use undo::Undo;
 
 pub const STACK_FILE: &str = "task_stack.json";
 pub const STATE_DIR: &str = ".orchestrator";
@@ -501,7 +503,7 @@ impl Workspace {
 fn our_temp_file_pid(name: &str) -> Option<libc::pid_t> {
     let (target, pid) = name.strip_prefix('.')?.rsplit_once(TEMP_MARKER)?;
     let digits = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
-    // `crate::undo` keeps a file's old contents under its temp name plus `.undo<N>`.
+    // `store::undo` keeps a file's old contents under its temp name plus `.undo<N>`.
     let pid = match pid.split_once(".undo") {
         Some((pid, index)) if digits(index) => pid,
         Some(_) => return None,
