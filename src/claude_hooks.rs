@@ -171,14 +171,14 @@ pub fn install(project_dir: &Path, command: &str) -> Result<InstallOutcome> {
     if let Some(old) = &old {
         let backup = dir.join("settings.json.bak");
         undo.before_replace(&backup)?;
-        store::write_atomic(&backup, old)?;
+        store::file::write_atomic(&backup, old)?;
         outcome.backup = Some(backup);
     }
     let mut text = serde_json::to_string_pretty(&settings)
         .with_context(|| format!("cannot serialize {}", outcome.path.display()))?;
     text.push('\n');
     undo.before_replace(&outcome.path)?;
-    store::write_atomic(&outcome.path, text.as_bytes())?;
+    store::file::write_atomic(&outcome.path, text.as_bytes())?;
     undo.commit();
     Ok(outcome)
 }

@@ -83,7 +83,7 @@ pub fn run(ctx: &Context, args: InitArgs) -> Result<u8> {
     let keep = handoff_dir.join(".gitkeep");
     if !keep.exists() {
         undo.before_replace(&keep)?;
-        store::write_atomic(&keep, b"")?;
+        store::file::write_atomic(&keep, b"")?;
     }
     let gitignore = ws.root().join(".gitignore");
     undo.before_replace(&gitignore)?;
@@ -132,6 +132,6 @@ pub(super) fn add_ignore_lines(path: &Path, lines: &[String]) -> Result<Vec<Stri
         text.push_str(line);
         text.push('\n');
     }
-    store::write_atomic(path, text.as_bytes())?;
+    store::file::write_atomic(path, text.as_bytes())?;
     Ok(missing)
 }

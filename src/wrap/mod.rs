@@ -210,7 +210,7 @@ fn finish_wrap(
             database: database_lines(stack, &session, &journal),
             changes: change_lines(ws, &session, stack, journal.commit_enabled),
         };
-        crate::store::write_atomic(&handoff_path, handoff::render(&input).as_bytes())?;
+        crate::store::file::write_atomic(&handoff_path, handoff::render(&input).as_bytes())?;
         journal.steps.handoff = Some(handoff_rel.to_string_lossy().into_owned());
         save(&mut session, &journal, "handoff")?;
         performed.push("handoff");

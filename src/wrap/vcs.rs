@@ -540,7 +540,7 @@ impl Ownership {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let path = dir.join(format!("{pid}.json"));
         let text = serde_json::to_string(&record).context("serializing the git owner record")?;
-        crate::store::write_atomic(&path, text.as_bytes())?;
+        crate::store::file::write_atomic(&path, text.as_bytes())?;
         Ok(Ownership { path })
     }
 }
