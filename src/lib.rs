@@ -2,13 +2,12 @@
 //! The modules are public so benchmarks can measure the effects (backup, commit) directly.
 
 pub mod agent;
-pub mod claude_hooks;
+pub mod agents;
 pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod core;
 pub mod error;
-pub mod meter;
 pub mod store;
 pub mod usage;
 pub mod wrap;

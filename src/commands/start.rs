@@ -6,6 +6,7 @@ use serde_json::{Map, Value, json};
 use std::path::PathBuf;
 
 use super::Context;
+use crate::agents;
 use crate::core::ids::{check_task_id, new_session_id};
 use crate::core::meters;
 use crate::core::select::{readiness, select_next};
@@ -13,7 +14,6 @@ use crate::core::session::{Session, TokenReading};
 use crate::core::stack::{Claim, Status, Task, TaskStack};
 use crate::core::text::{one_line, strip_controls};
 use crate::error::{Failure, code};
-use crate::meter;
 use crate::store::Workspace;
 use crate::store::undo::Undo;
 use crate::usage;
@@ -143,7 +143,7 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
             std::path::absolute(path)
                 .with_context(|| format!("--transcript {}", path.display()))?,
         ),
-        None => meter::claude_session_transcript(),
+        None => agents::claude_session_transcript(),
     };
     if let Some(path) = &transcript
         && !path.is_file()

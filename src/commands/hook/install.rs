@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use crate::claude_hooks;
+use crate::agents::claude;
 use crate::commands::Context;
 use crate::error::{Failure, code};
 
@@ -27,7 +27,7 @@ pub fn run(ctx: &Context, args: HookInstallArgs) -> Result<u8> {
     let HookAgent::Claude = args.agent;
     let command = format!("{} hook claude", args.command.trim());
     let ws = ctx.workspace()?;
-    let outcome = claude_hooks::install(ws.root(), &command)
+    let outcome = claude::install(ws.root(), &command)
         .map_err(|err| Failure::user(crate::error::one_line(&err)))?;
     let path = outcome.path.display();
     let text = if outcome.added.is_empty() {
