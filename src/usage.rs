@@ -21,7 +21,7 @@ pub fn transcript_of(session: &Session) -> Option<PathBuf> {
     session
         .transcript
         .clone()
-        .or_else(agents::claude_session_transcript)
+        .or_else(agents::claude::session_transcript)
 }
 
 /// The token figure and where it came from.

@@ -143,7 +143,7 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
             std::path::absolute(path)
                 .with_context(|| format!("--transcript {}", path.display()))?,
         ),
-        None => agents::claude_session_transcript(),
+        None => agents::claude::session_transcript(),
     };
     if let Some(path) = &transcript
         && !path.is_file()
