@@ -1,7 +1,6 @@
 //! `orchestrator` as a library: the binary in `main.rs` is a thin shell over `commands::run`.
 //! The modules are public so benchmarks can measure the effects (backup, commit) directly.
 
-pub mod agent;
 pub mod agents;
 pub mod cli;
 pub mod clock;

@@ -1,4 +1,5 @@
-//! Where usage figures come from: agent transcripts, read incrementally whatever the agent.
+//! The agents: where usage figures come from (their transcripts, read incrementally), their hooks,
+//! and the agent process `orchestrator run` drives ([`process`]).
 //!
 //! Each agent has its own file for its transcript format, where its transcripts are, and its
 //! hooks ([`claude`], [`codex`]); [`kind_for`] tells which format a transcript is in. What is
@@ -33,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod claude;
 pub mod codex;
+pub mod process;
 
 /// Which agent wrote a transcript.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

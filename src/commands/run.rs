@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use super::start::{StartArgs, check_agent_name, open_session};
 use super::wrap::{WrapArgs, wrap_session};
 use super::{Context, SessionArg};
-use crate::agent::{AgentProcess, describe_exit};
+use crate::agents::process::{AgentProcess, describe_exit};
 use crate::clock;
 use crate::core::budget::{Level, format_pct};
 use crate::core::run::{Breaker, Placeholders, SessionOutcome, StopReason, expand, is_agent_work};
