@@ -7,6 +7,6 @@ pub mod clock;
 pub mod commands;
 pub mod core;
 pub mod error;
+pub mod meters;
 pub mod store;
-pub mod usage;
 pub mod wrap;

@@ -11,9 +11,9 @@ use crate::core::meters::MeterSource;
 use crate::core::session::{CheckpointEvent, Session, TokenReading, renewed_lease};
 use crate::core::stack::{Checkpoint, Status, TaskStack};
 use crate::error::{Failure, code};
+use crate::meters::{Measured, Tokens, report};
 use crate::store::Workspace;
 use crate::store::undo::Undo;
-use crate::usage::{Measured, Tokens, report};
 use crate::wrap;
 
 /// Record progress and token usage; prints the budget level

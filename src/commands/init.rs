@@ -91,7 +91,7 @@ pub fn run(ctx: &Context, args: InitArgs) -> Result<u8> {
     undo.before_replace(&stack_path)?;
     ws.save_stack(&lock, &stack)?;
     undo.commit();
-    crate::usage::warn_about_compaction(&ws, &stack);
+    crate::meters::warn_about_compaction(&ws, &stack);
 
     let json = json!({
         "workspace": ws.root(),

@@ -21,9 +21,9 @@ use crate::core::run::{Breaker, Placeholders, SessionOutcome, StopReason, expand
 use crate::core::session::{Session, renewed_lease};
 use crate::core::stack::Status;
 use crate::error::{Failure, code};
+use crate::meters;
 use crate::store::Workspace;
 use crate::store::undo::Undo;
-use crate::usage;
 use crate::wrap::vcs;
 
 /// Drive an agent command session after session until the work is done or a stop condition
@@ -492,7 +492,7 @@ fn watch_level(ws: &Workspace, session: &Session, display: bool, since: Instant)
     let Ok(stack) = ws.load_stack() else {
         return Level::Ok;
     };
-    let report = usage::current(ws, &stack, session);
+    let report = meters::current(ws, &stack, session);
     if display {
         let progress = &report.json["progress"];
         let usage = report.json["pct"].as_f64().unwrap_or(0.0);

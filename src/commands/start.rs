@@ -14,9 +14,9 @@ use crate::core::session::{Session, TokenReading};
 use crate::core::stack::{Claim, Status, Task, TaskStack};
 use crate::core::text::{one_line, strip_controls};
 use crate::error::{Failure, code};
+use crate::meters::warn_about_compaction;
 use crate::store::Workspace;
 use crate::store::undo::Undo;
-use crate::usage;
 use crate::wrap::{self, handoff::progress_bar, vcs};
 
 /// Begin a session on the next (or named) task and print the brief
@@ -85,7 +85,7 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
         )));
     }
 
-    usage::warn_about_compaction(&ws, &stack);
+    warn_about_compaction(&ws, &stack);
     ws.clean_temp_files(&lock, &[ws.root().join(&stack.settings.handoff_dir)]);
     let recovered = wrap::recover(&ws, &lock, &mut stack, sessions, ctx.now)?;
     for report in &recovered {

@@ -9,8 +9,8 @@ use crate::core::budget::Level;
 use crate::core::session::{Session, describe_duration};
 use crate::core::stack::TaskStack;
 use crate::error::code;
+use crate::meters;
 use crate::store::Workspace;
-use crate::usage;
 
 /// Show the live session: task, progress, usage against the thresholds
 #[derive(Debug, Args)]
@@ -25,7 +25,7 @@ pub struct StatusArgs {
 pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
     let ws = ctx.workspace()?;
     let stack = ws.load_stack()?;
-    usage::warn_about_compaction(&ws, &stack);
+    meters::warn_about_compaction(&ws, &stack);
     // A wrap cut off halfway (a full disk, a kill) is neither live nor gone: shown with its steps.
     let (wrapping, live): (Vec<Session>, Vec<Session>) = ws
         .active_sessions()?
@@ -207,7 +207,7 @@ fn session_report(
     stack: &TaskStack,
     session: &Session,
 ) -> (serde_json::Value, String, Level) {
-    let report = usage::current(ws, stack, session);
+    let report = meters::current(ws, stack, session);
     let mut json = report.json;
     json["agent"] = json!(session.agent);
     json["started"] = json!(session.started);

@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 use super::{Context, SessionArg, agent_arg, select_session};
 use crate::core::session::TokenReading;
 use crate::error::{Failure, code};
+use crate::meters::{Measured, Tokens};
 use crate::store::undo::Undo;
-use crate::usage::{Measured, Tokens};
 use crate::wrap::{self, WrapOptions, WrapReport};
 
 /// End the session gracefully: backup, handoff, progress saved, session archived, commit

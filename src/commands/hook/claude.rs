@@ -23,8 +23,8 @@ use crate::core::meters::TOKENS;
 use crate::core::session::Session;
 use crate::core::text::{json_escape_controls, strip_controls};
 use crate::error::Failure;
+use crate::meters::{self, kilo};
 use crate::store::Workspace;
-use crate::usage::{self, kilo};
 
 /// Handle one Claude Code hook event (JSON on stdin); prints hook JSON or nothing, exits 0
 #[derive(Debug, Args)]
@@ -200,7 +200,7 @@ fn usage_alert(
     if session.transcript.is_none() {
         session.transcript = event.transcript_path.clone();
     }
-    let report = usage::current(ws, &ws.load_stack()?, &session);
+    let report = meters::current(ws, &ws.load_stack()?, &session);
     if report.level == Level::Ok {
         return Ok(None);
     }

@@ -1,5 +1,5 @@
-//! A session's usage right now, over every meter, and the report `checkpoint`, `status` and the
-//! hooks print from it.
+//! Measuring a session's usage right now, over every meter, and the report `checkpoint`, `status`
+//! and the hooks print from it. The rules are in `core::meters`; the figures come from `agents`.
 //!
 //! The token figure comes from, in order: `checkpoint --tokens` (explicit), the agent's
 //! transcript, the last figure recorded in the session. The level is the worst over the token
