@@ -1,4 +1,5 @@
-//! One file per command. Each returns the process exit code, or an error for `main` to print.
+//! One file per command, a folder for a command with subcommands, its clap `Args` beside it.
+//! Each returns the process exit code, or an error for `main` to print.
 
 mod checkpoint;
 mod demo;
