@@ -67,7 +67,7 @@ fn main() {
         copies.push(time(&mut cmd));
         // The floor: one durable atomic replace of a file the stack's size, in this process.
         let started = Instant::now();
-        orchestrator::store::write_atomic(&scratch, &stack_bytes).expect("atomic write");
+        orchestrator::store::file::write_atomic(&scratch, &stack_bytes).expect("atomic write");
         floors.push(started.elapsed());
     }
     let (ours, theirs) = (median(ours), median(theirs));

@@ -4,8 +4,8 @@
 //!
 //! `cargo bench --bench effects [-- SIZE_MB]`. Prints medians and ratios; asserts nothing.
 
-use orchestrator::backup::{backup_database, backup_file_name};
-use orchestrator::vcs::{CommitOutcome, CommitRequest, commit_all};
+use orchestrator::wrap::backup::{backup_database, backup_file_name};
+use orchestrator::wrap::vcs::{CommitOutcome, CommitRequest, commit_all};
 use rusqlite::Connection;
 use std::fs;
 use std::path::{Path, PathBuf};

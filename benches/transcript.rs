@@ -1,5 +1,5 @@
 //! The transcript meter on a ~100 MB Claude Code transcript, in one run:
-//! - the first full read, in-process (`meter::read_transcript` from a fresh state) and through
+//! - the first full read, in-process (`agents::read_transcript` from a fresh state) and through
 //!   the CLI (`status --json` with no cache file), as MB/s (target >= 300 MB/s);
 //! - `checkpoint` after a ~1 KB append to the transcript against `checkpoint --tokens N` in a
 //!   session without a transcript, as a ratio (target <= 2x).
@@ -8,7 +8,7 @@
 //! ratios; asserts nothing. The transcript is generated, so it sits in the page cache: the
 //! "first read" figures are parse-bound, not disk-bound.
 
-use orchestrator::meter::{self, TranscriptKind, TranscriptState};
+use orchestrator::agents::{self, TranscriptKind, TranscriptState};
 use serde_json::{Value, json};
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -159,12 +159,12 @@ fn main() {
 
     // In-process, for scale: the incremental read alone.
     let scratch = tmp_path.join("scratch_cache");
-    meter::read_cached(&scratch, &transcript).unwrap();
+    agents::read_cached(&scratch, &transcript).unwrap();
     let mut inc = Vec::new();
     for i in 0..RUNS {
         append(&transcript, &appended_record(RUNS + i));
         let started = Instant::now();
-        let reading = meter::read_cached(&scratch, &transcript).unwrap();
+        let reading = agents::read_cached(&scratch, &transcript).unwrap();
         inc.push(started.elapsed());
         if reading.bytes_read > 2 * APPEND_LEN as u64 {
             println!(
@@ -204,7 +204,7 @@ fn first_reads(
     for _ in 0..3 {
         let mut state = TranscriptState::default();
         let started = Instant::now();
-        let reading = meter::read_transcript(path, TranscriptKind::ClaudeCode, &mut state)
+        let reading = agents::read_transcript(path, TranscriptKind::ClaudeCode, &mut state)
             .expect("transcript reads");
         times.push(started.elapsed());
         let got = (reading.fill, reading.compacted, reading.cumulative);

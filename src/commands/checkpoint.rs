@@ -1,20 +1,55 @@
 //! `orchestrator checkpoint`: the agent reports progress and usage; we answer with the level.
 
 use anyhow::Result;
+use clap::Args;
 use serde_json::{Map, json};
 
 use std::collections::BTreeMap;
 
-use super::{Context, agent_arg, select_session};
-use crate::cli::CheckpointArgs;
+use super::{Context, SessionArg, agent_arg, select_session};
 use crate::core::meters::MeterSource;
 use crate::core::session::{CheckpointEvent, Session, TokenReading, renewed_lease};
 use crate::core::stack::{Checkpoint, Status, TaskStack};
 use crate::error::{Failure, code};
-use crate::shutdown;
+use crate::meters::{Measured, Tokens, report};
 use crate::store::Workspace;
-use crate::undo::Undo;
-use crate::usage::{Measured, Tokens, report};
+use crate::store::undo::Undo;
+use crate::wrap;
+
+/// Record progress and token usage; prints the budget level
+#[derive(Debug, Args)]
+pub struct CheckpointArgs {
+    /// What was just done
+    pub message: String,
+    /// Units of the task now done
+    #[arg(long, value_name = "N", conflicts_with = "advance")]
+    pub progress: Option<u64>,
+    /// Units done since the last checkpoint (negative to correct)
+    #[arg(long, value_name = "K", allow_negative_numbers = true)]
+    pub advance: Option<i64>,
+    /// Tokens in use now (the current context fill, not an increment; default: read from the
+    /// session's transcript when it has one)
+    #[arg(long, value_name = "N")]
+    pub tokens: Option<u64>,
+    /// Feed a meter of settings.meters: a counter adds N, a gauge takes N (repeatable)
+    #[arg(long = "usage", value_name = "NAME=N", value_parser = crate::core::meters::parse_usage)]
+    pub usage: Vec<(String, u64)>,
+    /// A problem worth telling the next session (repeatable)
+    #[arg(long = "issue", value_name = "TEXT")]
+    pub issues: Vec<String>,
+    /// Commit the work tree with git after recording (also: settings.git.commit_on_checkpoint)
+    #[arg(long)]
+    pub commit: bool,
+    /// Exit 0 whatever the budget level
+    #[arg(long)]
+    pub exit_zero: bool,
+    /// Who is checkpointing: refused when the session belongs to another agent (a stale agent
+    /// whose session was recovered), and picks this agent's session among several
+    #[arg(long, env = "ORCHESTRATOR_AGENT", value_name = "NAME")]
+    pub agent: Option<String>,
+    #[command(flatten)]
+    pub session: SessionArg,
+}
 
 pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
     let message = args.message.trim();
@@ -130,10 +165,10 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
     undo.commit();
     measured.save();
     let commit = (args.commit || stack.settings.git.commit_on_checkpoint).then(|| {
-        let message = crate::handoff::checkpoint_commit_message(&session, message, progress);
+        let message = wrap::handoff::checkpoint_commit_message(&session, message, progress);
         // The checkpoint is recorded whatever happens here: a failed commit is reported, not fatal.
-        match shutdown::commit_workspace(&ws, &stack, &message) {
-            Ok(outcome) => shutdown::commit_json(outcome),
+        match wrap::commit_workspace(&ws, &stack, &message) {
+            Ok(outcome) => wrap::commit_json(outcome),
             Err(err) => {
                 tracing::warn!("checkpoint recorded, but the commit failed: {err:#}");
                 json!({"result": "failed", "error": format!("{err:#}")})

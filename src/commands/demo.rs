@@ -12,9 +12,9 @@ use std::process::Command;
 use super::Context;
 use crate::core::stack::TaskStack;
 use crate::error::code;
-use crate::shutdown;
 use crate::store;
 use crate::store::Workspace;
+use crate::wrap;
 
 const DB_FILE: &str = "crypto_indicators_production.db";
 const TASK: &str = "integrate_sessions_101_140";
@@ -54,8 +54,8 @@ pub fn run(ctx: &Context) -> Result<u8> {
     build_database(&dir.join(DB_FILE), 19_267)?;
     let stack_text = demo_stack();
     let stack = TaskStack::parse(&stack_text).expect("the demo stack is valid");
-    store::write_atomic(&dir.join("task_stack.json"), stack_text.as_bytes())?;
-    store::write_atomic(
+    store::file::write_atomic(&dir.join("task_stack.json"), stack_text.as_bytes())?;
+    store::file::write_atomic(
         &dir.join("README.md"),
         b"# Demo project\n\nBuilt by `orchestrator demo`.\n",
     )?;
@@ -66,8 +66,8 @@ pub fn run(ctx: &Context) -> Result<u8> {
     std::fs::create_dir_all(dir.join("session_handoffs"))
         .context("cannot create session_handoffs")?;
     std::fs::create_dir_all(dir.join("backups")).context("cannot create backups")?;
-    store::write_atomic(&dir.join("session_handoffs/.gitkeep"), b"")?;
-    shutdown::commit_workspace(&Workspace::at(dir.clone()), &stack, "Demo workspace")?;
+    store::file::write_atomic(&dir.join("session_handoffs/.gitkeep"), b"")?;
+    wrap::commit_workspace(&Workspace::at(dir.clone()), &stack, "Demo workspace")?;
 
     let mut transcript = Vec::new();
     // Steps print what an agent would see; the wrap runs with --json so the demo can report
@@ -127,7 +127,7 @@ pub fn run(ctx: &Context) -> Result<u8> {
     ])?;
     // The agent's work: new rows in the database and a file in the repository.
     add_rows(&dir.join(DB_FILE), 19_267, 4_360)?;
-    store::write_atomic(
+    store::file::write_atomic(
         &dir.join("integration_notes.md"),
         b"# Sessions 101-110\n\nAll 29 inbox files were already integrated.\n",
     )?;

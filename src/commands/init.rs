@@ -1,16 +1,37 @@
 //! `orchestrator init`: create a workspace.
 
 use anyhow::{Context as _, Result};
+use clap::Args;
 use serde_json::json;
 use std::fs;
 use std::path::Path;
 
 use super::Context;
-use crate::cli::InitArgs;
 use crate::core::stack::{DatabaseSettings, Settings, TaskStack};
 use crate::error::Failure;
+use crate::store::undo::Undo;
 use crate::store::{self, STACK_FILE, Workspace};
-use crate::undo::Undo;
+
+/// Create task_stack.json, the handoff directory and .gitignore entries
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// SQLite database to back up at every wrap
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<String>,
+    /// Token budget per session
+    #[arg(long, value_name = "N")]
+    pub budget: Option<u64>,
+    /// Warn threshold, a fraction of the budget (0.75 = 75%)
+    #[arg(long, value_name = "F")]
+    pub warn: Option<f64>,
+    /// Shutdown threshold, a fraction of the budget (0.85 = 85%)
+    #[arg(long, value_name = "F")]
+    pub shutdown: Option<f64>,
+    /// Where your agent compacts its context on its own, a fraction of the budget
+    /// (Claude Code: about 0.835)
+    #[arg(long, value_name = "F")]
+    pub compact_at: Option<f64>,
+}
 
 pub fn run(ctx: &Context, args: InitArgs) -> Result<u8> {
     let root = match &ctx.dir {
@@ -62,7 +83,7 @@ pub fn run(ctx: &Context, args: InitArgs) -> Result<u8> {
     let keep = handoff_dir.join(".gitkeep");
     if !keep.exists() {
         undo.before_replace(&keep)?;
-        store::write_atomic(&keep, b"")?;
+        store::file::write_atomic(&keep, b"")?;
     }
     let gitignore = ws.root().join(".gitignore");
     undo.before_replace(&gitignore)?;
@@ -70,7 +91,7 @@ pub fn run(ctx: &Context, args: InitArgs) -> Result<u8> {
     undo.before_replace(&stack_path)?;
     ws.save_stack(&lock, &stack)?;
     undo.commit();
-    crate::usage::warn_about_compaction(&ws, &stack);
+    crate::meters::warn_about_compaction(&ws, &stack);
 
     let json = json!({
         "workspace": ws.root(),
@@ -111,6 +132,6 @@ pub(super) fn add_ignore_lines(path: &Path, lines: &[String]) -> Result<Vec<Stri
         text.push_str(line);
         text.push('\n');
     }
-    store::write_atomic(path, text.as_bytes())?;
+    store::file::write_atomic(path, text.as_bytes())?;
     Ok(missing)
 }

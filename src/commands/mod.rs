@@ -1,4 +1,5 @@
-//! One file per command. Each returns the process exit code, or an error for `main` to print.
+//! One file per command, a folder for a command with subcommands, its clap `Args` beside it.
+//! Each returns the process exit code, or an error for `main` to print.
 
 mod checkpoint;
 mod demo;
@@ -13,14 +14,50 @@ mod wrap;
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
+use clap::{Args, Subcommand};
 use serde_json::Value;
 use std::path::PathBuf;
 
-use crate::cli::{Cli, Command};
+use crate::cli::Cli;
 use crate::core::session::Session;
 use crate::core::text::{json_escape_controls, strip_controls};
 use crate::error::Failure;
 use crate::store::Workspace;
+use checkpoint::CheckpointArgs;
+use hook::HookCommand;
+use init::InitArgs;
+use run::RunArgs;
+use start::StartArgs;
+use status::StatusArgs;
+use task::TaskCommand;
+use wrap::WrapArgs;
+
+/// The subcommands. A command's arguments, and its help text, live in its own file.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Init(InitArgs),
+    #[command(subcommand)]
+    Task(TaskCommand),
+    /// Show the task `start` would pick, and why the others are not ready
+    Next,
+    Start(StartArgs),
+    Checkpoint(CheckpointArgs),
+    Status(StatusArgs),
+    Wrap(WrapArgs),
+    /// Build a scratch workspace (or fill the empty --dir) and run one whole session in it
+    Demo,
+    Run(RunArgs),
+    #[command(subcommand)]
+    Hook(HookCommand),
+}
+
+/// `--session`, shared by the commands that act on a live session.
+#[derive(Debug, Args)]
+pub struct SessionArg {
+    /// The session (default: $ORCHESTRATOR_SESSION, else the only live session)
+    #[arg(long, env = "ORCHESTRATOR_SESSION", value_name = "ID")]
+    pub session: Option<String>,
+}
 
 /// What every command gets: where to work, how to print, and what time it is.
 pub struct Context {
@@ -53,7 +90,7 @@ pub fn run(cli: Cli) -> Result<u8> {
     let now = match (&cli.command, crate::clock::now()) {
         (_, Ok(now)) => now,
         // The Claude Code hook exits 0 whatever happens; a bad clock override is only logged.
-        (Command::Hook(crate::cli::HookCommand::Claude(_)), Err(err)) => {
+        (Command::Hook(HookCommand::Claude(_)), Err(err)) => {
             tracing::warn!("{err:#}");
             Utc::now()
         }

@@ -3,6 +3,7 @@
 //! the agent exits, and go on until a stop condition (`core::run::StopReason`).
 
 use anyhow::{Context as _, Result};
+use clap::Args;
 use serde_json::{Value, json};
 use std::fs::{File, OpenOptions};
 use std::io::{IsTerminal, Write};
@@ -10,20 +11,59 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::Context;
-use super::start::{check_agent_name, open_session};
-use super::wrap::wrap_session;
-use crate::agent::{AgentProcess, describe_exit};
-use crate::cli::{RunArgs, SessionArg, StartArgs, WrapArgs};
+use super::start::{StartArgs, check_agent_name, open_session};
+use super::wrap::{WrapArgs, wrap_session};
+use super::{Context, SessionArg};
+use crate::agents::process::{AgentProcess, describe_exit};
+use crate::clock;
 use crate::core::budget::{Level, format_pct};
 use crate::core::run::{Breaker, Placeholders, SessionOutcome, StopReason, expand, is_agent_work};
 use crate::core::session::{Session, renewed_lease};
 use crate::core::stack::Status;
 use crate::error::{Failure, code};
+use crate::meters;
 use crate::store::Workspace;
-use crate::undo::Undo;
-use crate::usage;
-use crate::{clock, vcs};
+use crate::store::undo::Undo;
+use crate::wrap::vcs;
+
+/// Drive an agent command session after session until the work is done or a stop condition
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Who is working; parallel loops on one workspace need different names
+    #[arg(
+        long,
+        env = "ORCHESTRATOR_AGENT",
+        default_value = "agent",
+        value_name = "NAME"
+    )]
+    pub agent: String,
+    /// Stop after this many sessions
+    #[arg(long, value_name = "N")]
+    pub max_sessions: Option<u32>,
+    /// Start no session after this long (like 8h; a running session finishes)
+    #[arg(long, value_name = "D", value_parser = crate::core::run::parse_duration)]
+    pub max_duration: Option<Duration>,
+    /// Pause between sessions
+    #[arg(long, value_name = "D", default_value = "0s", value_parser = crate::core::run::parse_duration)]
+    pub sleep: Duration,
+    /// How long the agent has to wrap after the shutdown level or a signal, before it is stopped
+    /// (SIGTERM, then SIGKILL after the same again)
+    #[arg(long, value_name = "D", default_value = "2m", value_parser = crate::core::run::parse_duration)]
+    pub grace: Duration,
+    /// Stop after this many sessions in a row without progress, or agent failures in a row
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub breaker: u32,
+    /// How often the agent's usage is checked while it runs
+    #[arg(long, value_name = "D", default_value = "1s", value_parser = crate::core::run::parse_duration)]
+    pub poll: Duration,
+    /// Token budget for each session (default: settings.budget.tokens)
+    #[arg(long, value_name = "N")]
+    pub budget: Option<u64>,
+    /// The agent command and its arguments, run without a shell; `{brief}`, `{session}` and
+    /// `{task}` in them are filled in
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
 
 pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
     let agent = args.agent.trim().to_string();
@@ -452,7 +492,7 @@ fn watch_level(ws: &Workspace, session: &Session, display: bool, since: Instant)
     let Ok(stack) = ws.load_stack() else {
         return Level::Ok;
     };
-    let report = usage::current(ws, &stack, session);
+    let report = meters::current(ws, &stack, session);
     if display {
         let progress = &report.json["progress"];
         let usage = report.json["pct"].as_f64().unwrap_or(0.0);

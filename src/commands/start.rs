@@ -1,10 +1,12 @@
 //! `orchestrator start`: open a session on the next task and print the brief.
 
 use anyhow::{Context as _, Result};
+use clap::Args;
 use serde_json::{Map, Value, json};
+use std::path::PathBuf;
 
 use super::Context;
-use crate::cli::StartArgs;
+use crate::agents;
 use crate::core::ids::{check_task_id, new_session_id};
 use crate::core::meters;
 use crate::core::select::{readiness, select_next};
@@ -12,12 +14,32 @@ use crate::core::session::{Session, TokenReading};
 use crate::core::stack::{Claim, Status, Task, TaskStack};
 use crate::core::text::{one_line, strip_controls};
 use crate::error::{Failure, code};
-use crate::handoff::progress_bar;
-use crate::meter;
-use crate::shutdown;
+use crate::meters::warn_about_compaction;
 use crate::store::Workspace;
-use crate::undo::Undo;
-use crate::{usage, vcs};
+use crate::store::undo::Undo;
+use crate::wrap::{self, handoff::progress_bar, vcs};
+
+/// Begin a session on the next (or named) task and print the brief
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Work on this task instead of the next one
+    #[arg(long, value_name = "ID")]
+    pub task: Option<String>,
+    /// Who is working (one live session per agent)
+    #[arg(
+        long,
+        env = "ORCHESTRATOR_AGENT",
+        default_value = "agent",
+        value_name = "NAME"
+    )]
+    pub agent: String,
+    /// Token budget for this session (default: settings.budget.tokens)
+    #[arg(long, value_name = "N")]
+    pub budget: Option<u64>,
+    /// The agent's transcript file, to read token usage from
+    #[arg(long, value_name = "PATH")]
+    pub transcript: Option<PathBuf>,
+}
 
 pub fn run(ctx: &Context, args: StartArgs) -> Result<u8> {
     let (json, text) = open_session(ctx, args)?;
@@ -63,9 +85,9 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
         )));
     }
 
-    usage::warn_about_compaction(&ws, &stack);
+    warn_about_compaction(&ws, &stack);
     ws.clean_temp_files(&lock, &[ws.root().join(&stack.settings.handoff_dir)]);
-    let recovered = shutdown::recover(&ws, &lock, &mut stack, sessions, ctx.now)?;
+    let recovered = wrap::recover(&ws, &lock, &mut stack, sessions, ctx.now)?;
     for report in &recovered {
         // The path comes from settings.handoff_dir: no control byte of it reaches the terminal.
         eprintln!(
@@ -114,14 +136,14 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
     let host = host_name();
     let pid = std::process::id();
     let budget = args.budget.unwrap_or(stack.settings.budget.tokens);
-    let metrics_at_start = shutdown::read_metrics(&ws, &stack);
+    let metrics_at_start = wrap::read_metrics(&ws, &stack);
     let task = stack.task_mut(&task_id).expect("the chosen task exists");
     let transcript = match &args.transcript {
         Some(path) => Some(
             std::path::absolute(path)
                 .with_context(|| format!("--transcript {}", path.display()))?,
         ),
-        None => meter::claude_session_transcript(),
+        None => agents::claude::session_transcript(),
     };
     if let Some(path) = &transcript {
         if !path.exists() {
@@ -190,7 +212,7 @@ pub(super) fn brief(
     session: &Session,
     task: &Task,
     resumed: bool,
-    recovered: &[shutdown::WrapReport],
+    recovered: &[wrap::WrapReport],
 ) -> (Value, String) {
     let budget = &stack.settings.budget;
     let meters = meters::applicable(

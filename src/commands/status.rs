@@ -1,21 +1,31 @@
 //! `orchestrator status`: the live session's task, progress and usage.
 
 use anyhow::Result;
+use clap::Args;
 use serde_json::{Value, json};
 
-use super::{Context, select_session};
-use crate::cli::StatusArgs;
+use super::{Context, SessionArg, select_session};
 use crate::core::budget::Level;
 use crate::core::session::{Session, describe_duration};
 use crate::core::stack::TaskStack;
 use crate::error::code;
+use crate::meters;
 use crate::store::Workspace;
-use crate::usage;
+
+/// Show the live session: task, progress, usage against the thresholds
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Exit 0 whatever the budget level
+    #[arg(long)]
+    pub exit_zero: bool,
+    #[command(flatten)]
+    pub session: SessionArg,
+}
 
 pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
     let ws = ctx.workspace()?;
     let stack = ws.load_stack()?;
-    usage::warn_about_compaction(&ws, &stack);
+    meters::warn_about_compaction(&ws, &stack);
     // A wrap cut off halfway (a full disk, a kill) is neither live nor gone: shown with its steps.
     let (wrapping, live): (Vec<Session>, Vec<Session>) = ws
         .active_sessions()?
@@ -197,7 +207,7 @@ fn session_report(
     stack: &TaskStack,
     session: &Session,
 ) -> (serde_json::Value, String, Level) {
-    let report = usage::current(ws, stack, session);
+    let report = meters::current(ws, stack, session);
     let mut json = report.json;
     json["agent"] = json!(session.agent);
     json["started"] = json!(session.started);

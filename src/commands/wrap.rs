@@ -1,15 +1,43 @@
-//! `orchestrator wrap`: end the session gracefully (see `shutdown` for the steps).
+//! `orchestrator wrap`: end the session gracefully (see `crate::wrap` for the steps).
 
 use anyhow::Result;
+use clap::Args;
 use serde_json::{Value, json};
 
-use super::{Context, agent_arg, select_session};
-use crate::cli::WrapArgs;
+use super::{Context, SessionArg, agent_arg, select_session};
 use crate::core::session::TokenReading;
 use crate::error::{Failure, code};
-use crate::shutdown::{self, WrapOptions, WrapReport};
-use crate::undo::Undo;
-use crate::usage::{Measured, Tokens};
+use crate::meters::{Measured, Tokens};
+use crate::store::undo::Undo;
+use crate::wrap::{self, WrapOptions, WrapReport};
+
+/// End the session gracefully: backup, handoff, progress saved, session archived, commit
+#[derive(Debug, Args)]
+pub struct WrapArgs {
+    /// What this session achieved
+    #[arg(long, value_name = "TEXT")]
+    pub summary: Option<String>,
+    /// What the next session should do (repeatable)
+    #[arg(long = "next", value_name = "TEXT")]
+    pub next: Vec<String>,
+    /// The task is finished: mark it done
+    #[arg(long)]
+    pub done: bool,
+    /// Skip the database backup
+    #[arg(long)]
+    pub no_backup: bool,
+    /// Skip the git commit
+    #[arg(long)]
+    pub no_commit: bool,
+    /// Why the session ends
+    #[arg(long, value_name = "TEXT", default_value = "wrap")]
+    pub reason: String,
+    /// Who is wrapping: refused when the session belongs to another agent
+    #[arg(long, env = "ORCHESTRATOR_AGENT", value_name = "NAME")]
+    pub agent: Option<String>,
+    #[command(flatten)]
+    pub session: SessionArg,
+}
 
 pub fn run(ctx: &Context, args: WrapArgs) -> Result<u8> {
     let report = wrap_session(ctx, args)?;
@@ -66,7 +94,7 @@ pub(super) fn wrap_session(ctx: &Context, args: WrapArgs) -> Result<WrapReport> 
                 at: ctx.now,
             });
         }
-        shutdown::begin(&mut session, options, ctx.now, ctx.now);
+        wrap::begin(&mut session, options, ctx.now, ctx.now);
         ws.save_active(&lock, &session)?;
     } else if let Some(journal) = session.wrap.as_mut() {
         eprintln!(
@@ -96,7 +124,7 @@ pub(super) fn wrap_session(ctx: &Context, args: WrapArgs) -> Result<WrapReport> 
     }
 
     let session_id = session.id.clone();
-    let report = match shutdown::finish(&ws, &lock, &mut stack, session, ctx.now) {
+    let report = match wrap::finish(&ws, &lock, &mut stack, session, ctx.now) {
         Ok(report) => report,
         Err(err) => {
             // Failing before any step completed (a backup that cannot be made) leaves the session

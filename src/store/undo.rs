@@ -11,7 +11,7 @@ use std::fs::{self, OpenOptions};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use crate::store::{TEMP_MARKER, sync_dir};
+use crate::store::file::{TEMP_MARKER, sync_dir};
 
 /// The writes of one command, undone on drop unless committed.
 #[derive(Default)]
@@ -190,7 +190,7 @@ fn undo(step: Step) -> Result<()> {
             if fs::read(&path).is_ok_and(|now| now == bytes) {
                 return Ok(());
             }
-            crate::store::write_atomic(&path, &bytes)
+            crate::store::file::write_atomic(&path, &bytes)
         }
         Step::Dir { path } => match fs::remove_dir(&path) {
             Ok(()) => sync_dir(parent(&path)),
@@ -252,7 +252,7 @@ mod tests {
             undo.before_append(&log).unwrap();
             fs::write(&log, "one\ntwo, half").unwrap();
             undo.before_replace(&record).unwrap();
-            crate::store::write_atomic(&record, b"new").unwrap();
+            crate::store::file::write_atomic(&record, b"new").unwrap();
             // Registered, then never written: the saved name must not be left behind.
             undo.before_replace(&log.with_file_name("untouched"))
                 .unwrap();
@@ -276,7 +276,7 @@ mod tests {
         fs::write(&record, "old").unwrap();
         let mut undo = Undo::new();
         undo.before_replace(&record).unwrap();
-        crate::store::write_atomic(&record, b"new").unwrap();
+        crate::store::file::write_atomic(&record, b"new").unwrap();
         // Registered twice, saved once: the undo must restore the first version.
         undo.before_replace(&record).unwrap();
         undo.commit();

@@ -1,4 +1,4 @@
-//! `orchestrator hook claude` and `orchestrator hook install claude`.
+//! `orchestrator hook claude`: answers one Claude Code hook event.
 //!
 //! Claude Code runs `hook claude` on its own events with the event as JSON on stdin. At
 //! SessionStart the hook hands the agent its brief (starting a session when none is live); after
@@ -8,6 +8,7 @@
 //! stderr.
 
 use anyhow::{Context as _, Result};
+use clap::Args;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::io::Read;
@@ -15,26 +16,27 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
-use super::Context;
-use super::start::{brief, open_session};
-use crate::claude_hooks;
-use crate::cli::{HookAgent, HookClaudeArgs, HookCommand, HookInstallArgs, StartArgs};
+use crate::commands::Context;
+use crate::commands::start::{StartArgs, brief, open_session};
 use crate::core::budget::{Level, format_pct};
 use crate::core::meters::TOKENS;
 use crate::core::session::Session;
 use crate::core::text::{json_escape_controls, strip_controls};
-use crate::error::{Failure, code};
+use crate::error::Failure;
+use crate::meters::{self, kilo};
 use crate::store::Workspace;
-use crate::usage::{self, kilo};
 
-pub fn run(ctx: &Context, command: HookCommand) -> Result<u8> {
-    match command {
-        HookCommand::Claude(args) => {
-            claude(ctx, args);
-            Ok(code::OK)
-        }
-        HookCommand::Install(args) => install(ctx, args),
-    }
+/// Handle one Claude Code hook event (JSON on stdin); prints hook JSON or nothing, exits 0
+#[derive(Debug, Args)]
+pub struct HookClaudeArgs {
+    /// The agent name of the sessions the hook starts and follows
+    #[arg(
+        long,
+        env = "ORCHESTRATOR_AGENT",
+        default_value = "claude",
+        value_name = "NAME"
+    )]
+    pub agent: String,
 }
 
 /// The part of a Claude Code hook event the hook uses; other fields are ignored.
@@ -59,7 +61,7 @@ const DEADLINE_ENV: &str = "ORCHESTRATOR_HOOK_TIMEOUT";
 /// not read to its end (and so ignored).
 const MAX_EVENT_LEN: u64 = 64 * 1024 * 1024;
 
-fn claude(ctx: &Context, args: HookClaudeArgs) {
+pub fn run(ctx: &Context, args: HookClaudeArgs) {
     let deadline = match std::env::var(DEADLINE_ENV) {
         Err(_) => DEADLINE,
         Ok(text) => match text.trim().parse::<f64>().map(Duration::try_from_secs_f64) {
@@ -198,7 +200,7 @@ fn usage_alert(
     if session.transcript.is_none() {
         session.transcript = event.transcript_path.clone();
     }
-    let report = usage::current(ws, &ws.load_stack()?, &session);
+    let report = meters::current(ws, &ws.load_stack()?, &session);
     if report.level == Level::Ok {
         return Ok(None);
     }
@@ -267,34 +269,4 @@ fn bind_transcript(ws: &Workspace, session: Session, transcript: Option<&Path>) 
         ws.save_active(&lock, &session)?;
     }
     Ok(session)
-}
-
-fn install(ctx: &Context, args: HookInstallArgs) -> Result<u8> {
-    let HookAgent::Claude = args.agent;
-    let command = format!("{} hook claude", args.command.trim());
-    let ws = ctx.workspace()?;
-    let outcome = claude_hooks::install(ws.root(), &command)
-        .map_err(|err| Failure::user(crate::error::one_line(&err)))?;
-    let path = outcome.path.display();
-    let text = if outcome.added.is_empty() {
-        format!("{path} already runs `{command}`; nothing changed.\n")
-    } else {
-        let backup = match &outcome.backup {
-            Some(backup) => format!(" (the old file is kept as {})", backup.display()),
-            None => String::new(),
-        };
-        format!(
-            "Added `{command}` to {path} for {}{backup}.\n",
-            outcome.added.join(", ")
-        )
-    };
-    let json = json!({
-        "settings": outcome.path,
-        "command": command,
-        "added": outcome.added,
-        "backup": outcome.backup,
-        "created": outcome.created,
-    });
-    ctx.emit(json, &text);
-    Ok(code::OK)
 }

@@ -1,5 +1,5 @@
-//! A session's usage right now, over every meter, and the report `checkpoint`, `status` and the
-//! hooks print from it.
+//! Measuring a session's usage right now, over every meter, and the report `checkpoint`, `status`
+//! and the hooks print from it. The rules are in `core::meters`; the figures come from `agents`.
 //!
 //! The token figure comes from, in order: `checkpoint --tokens` (explicit), the agent's
 //! transcript, the last figure recorded in the session. The level is the worst over the token
@@ -8,11 +8,11 @@
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
+use crate::agents::{self, Reading};
 use crate::core::budget::{Level, Usage, compaction_conflict, format_pct, round1};
 use crate::core::meters::{self, MeterKind, MeterStatus, TOKENS, TranscriptFigures};
 use crate::core::session::Session;
 use crate::core::stack::{Progress, TaskStack};
-use crate::meter::{self, Reading};
 use crate::store::Workspace;
 
 /// The session's transcript: the one it was started with, else the Claude Code session this
@@ -21,7 +21,7 @@ pub fn transcript_of(session: &Session) -> Option<PathBuf> {
     session
         .transcript
         .clone()
-        .or_else(meter::claude_session_transcript)
+        .or_else(agents::claude::session_transcript)
 }
 
 /// The token figure and where it came from.
@@ -43,7 +43,7 @@ pub struct Measured {
     /// The transcript the session reads, if any.
     transcript: Option<PathBuf>,
     reading: Option<Reading>,
-    update: Option<meter::CacheUpdate>,
+    update: Option<agents::CacheUpdate>,
 }
 
 impl Measured {
@@ -142,8 +142,8 @@ impl Tokens {
     }
 }
 
-fn read(ws: &Workspace, path: &Path) -> Option<(Reading, meter::CacheUpdate)> {
-    match meter::read_cached_later(&ws.cache_dir(), path) {
+fn read(ws: &Workspace, path: &Path) -> Option<(Reading, agents::CacheUpdate)> {
+    match agents::read_cached_later(&ws.cache_dir(), path) {
         Ok((reading, update)) => {
             if reading.capped {
                 tracing::warn!(

@@ -319,7 +319,7 @@ fn commit_all_with_hook(req: &CommitRequest, hook: &mut dyn FnMut(&Path)) -> Res
         Some(dir) => Some(Ownership::record(dir, &lock_paths(&repo))?),
         None => None,
     };
-    crate::shutdown::crash_point("git-owner");
+    super::crash_point("git-owner");
 
     let mut stager = Stager::new(&root, &excluder, req.max_file_bytes);
     let mut delays = LOCK_RETRY_DELAYS_MS.iter();
@@ -540,7 +540,7 @@ impl Ownership {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let path = dir.join(format!("{pid}.json"));
         let text = serde_json::to_string(&record).context("serializing the git owner record")?;
-        crate::store::write_atomic(&path, text.as_bytes())?;
+        crate::store::file::write_atomic(&path, text.as_bytes())?;
         Ok(Ownership { path })
     }
 }

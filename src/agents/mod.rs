@@ -1,25 +1,9 @@
-//! Context-fill meter: reads token usage from agent transcripts, incrementally.
+//! The agents: where usage figures come from (their transcripts, read incrementally), their hooks,
+//! and the agent process `orchestrator run` drives ([`process`]).
 //!
-//! Two transcript formats are understood:
-//!
-//! * **Claude Code** (`~/.claude/projects/*/<session>.jsonl`): the context fill is
-//!   the latest main-chain assistant record's
-//!   `input_tokens + cache_creation_input_tokens + cache_read_input_tokens`.
-//!   Sidechain records, `<synthetic>` records and zero-sum usages are ignored.
-//!   A `system`/`compact_boundary` record after the last counted usage makes the
-//!   fill unknown (`compacted: true`) until the next counted assistant record.
-//!   The cumulative total sums input + cache creation + cache read + output over
-//!   distinct `message.id`s; when one id appears several times (one record per
-//!   content block) the **latest** usage seen for that id is the one counted.
-//!   Ids are remembered for the last 64 distinct messages, which covers the
-//!   consecutive records of one response.
-//!   Counted records without a `message.id` cannot be deduplicated and are each
-//!   added once.
-//! * **Codex** (`rollout-*.jsonl`): the fill is
-//!   `payload.info.last_token_usage.total_tokens` of the last `event_msg` /
-//!   `token_count` event, the window is `payload.info.model_context_window`, and
-//!   the cumulative total is `payload.info.total_token_usage.total_tokens`. A
-//!   missing or null value leaves the previous one in place.
+//! Each agent has its own file for its transcript format, where its transcripts are, and its
+//! hooks ([`claude`], [`codex`]); [`kind_for`] tells which format a transcript is in. What is
+//! common lives here: the incremental reader, its state and its cache.
 //!
 //! Reading is incremental: [`TranscriptState`] remembers the byte offset after the
 //! last complete (`\n`-terminated) line consumed plus the parse state, so each
@@ -40,7 +24,6 @@
 //! from there; a line over [`MAX_LINE_LEN`] is skipped, never buffered whole. So a
 //! call's time and memory are bounded whatever the path points at.
 
-use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -48,6 +31,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+
+pub mod claude;
+pub mod codex;
+pub mod process;
 
 /// Which agent wrote a transcript.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,8 +46,6 @@ pub enum TranscriptKind {
 
 /// How many leading bytes of the file are fingerprinted to notice a rewrite in place.
 const HEAD_LEN: u64 = 1024;
-/// How many distinct message ids are remembered for deduplication.
-const RECENT_MESSAGES: usize = 64;
 /// Buffer size of the streaming reader.
 const BUF_LEN: usize = 256 * 1024;
 /// The most bytes one call reads; the next call goes on from the cached offset. Bounds the time
@@ -96,7 +81,7 @@ pub struct TranscriptState {
     pub fill: Option<u64>,
     /// A compact boundary came after the last counted usage.
     pub compacted: bool,
-    /// Running cumulative total (see module docs).
+    /// Running cumulative total (see each agent's module docs).
     pub cumulative: u64,
     /// Claude: the latest total (input + cache + output) of the most recent distinct
     /// `message.id`s, newest last. Claude Code writes one record per content block of a response,
@@ -139,50 +124,6 @@ pub fn kind_for(path: &Path) -> TranscriptKind {
         }
         _ => TranscriptKind::ClaudeCode,
     }
-}
-
-/// Where Claude Code keeps a session's transcript:
-/// `<claude_config_dir>/projects/*/<session_id>.jsonl` (first match, project
-/// directories taken in name order). Session ids containing path separators or
-/// `..` are rejected.
-pub fn find_claude_transcript(claude_config_dir: &Path, session_id: &str) -> Option<PathBuf> {
-    if session_id.is_empty()
-        || session_id.contains(['/', '\\'])
-        || session_id.contains("..")
-        || session_id.contains('\0')
-    {
-        return None;
-    }
-    let file_name = format!("{session_id}.jsonl");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(claude_config_dir.join("projects"))
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
-        .map(|e| e.path())
-        .collect();
-    dirs.sort();
-    dirs.into_iter()
-        .map(|d| d.join(&file_name))
-        .find(|p| p.is_file())
-}
-
-/// Claude Code's configuration directory: `$CLAUDE_CONFIG_DIR`, else `~/.claude`.
-pub fn claude_config_dir() -> Option<PathBuf> {
-    std::env::var_os("CLAUDE_CONFIG_DIR")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|h| !h.is_empty())
-                .map(|h| PathBuf::from(h).join(".claude"))
-        })
-}
-
-/// The transcript of the Claude Code session this process runs under, found from
-/// `CLAUDE_CODE_SESSION_ID` (Claude Code sets it for the commands its agent runs).
-pub fn claude_session_transcript() -> Option<PathBuf> {
-    let id = std::env::var("CLAUDE_CODE_SESSION_ID").ok()?;
-    find_claude_transcript(&claude_config_dir()?, id.trim())
 }
 
 #[derive(Serialize, Deserialize)]
@@ -450,8 +391,8 @@ fn read_bounded(
             continue;
         }
         let ok = match kind {
-            TranscriptKind::ClaudeCode => claude_line(body, state),
-            TranscriptKind::Codex => codex_line(body, state),
+            TranscriptKind::ClaudeCode => claude::apply_line(body, state),
+            TranscriptKind::Codex => codex::apply_line(body, state),
         };
         if !ok {
             state.skipped_lines += 1;
@@ -526,177 +467,6 @@ fn head_hash(file: &mut File, n: u64) -> std::io::Result<Option<u64>> {
         return Ok(None);
     }
     Ok(Some(fnv1a(&buf)))
-}
-
-// ---------------------------------------------------------------------------
-// Claude Code
-
-#[derive(Deserialize)]
-struct ClaudeLine<'a> {
-    #[serde(rename = "type", borrow, default)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    subtype: Option<Cow<'a, str>>,
-    #[serde(rename = "isSidechain", default)]
-    is_sidechain: Option<bool>,
-    #[serde(borrow, default)]
-    message: Option<ClaudeMessage<'a>>,
-}
-
-#[derive(Deserialize)]
-struct ClaudeMessage<'a> {
-    #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    model: Option<Cow<'a, str>>,
-    #[serde(default)]
-    usage: Option<ClaudeUsage>,
-}
-
-#[derive(Deserialize)]
-struct ClaudeUsage {
-    #[serde(default)]
-    input_tokens: Option<u64>,
-    #[serde(default)]
-    cache_creation_input_tokens: Option<u64>,
-    #[serde(default)]
-    cache_read_input_tokens: Option<u64>,
-    #[serde(default)]
-    output_tokens: Option<u64>,
-}
-
-/// Applies one Claude Code line; returns false if it could not be decoded.
-fn claude_line(body: &[u8], state: &mut TranscriptState) -> bool {
-    let Ok(text) = std::str::from_utf8(body) else {
-        return false;
-    };
-    let Ok(rec) = serde_json::from_str::<ClaudeLine>(text) else {
-        return false;
-    };
-    if rec.is_sidechain == Some(true) {
-        return true;
-    }
-    match rec.kind.as_deref() {
-        Some("system") if rec.subtype.as_deref() == Some("compact_boundary") => {
-            state.compacted = true;
-            state.fill = None;
-        }
-        Some("assistant") => {
-            let Some(msg) = rec.message else { return true };
-            if msg.model.as_deref() == Some("<synthetic>") {
-                return true;
-            }
-            let Some(u) = msg.usage else { return true };
-            let fill = u.input_tokens.unwrap_or(0)
-                + u.cache_creation_input_tokens.unwrap_or(0)
-                + u.cache_read_input_tokens.unwrap_or(0);
-            if fill == 0 {
-                return true;
-            }
-            state.fill = Some(fill);
-            state.compacted = false;
-            let total = fill + u.output_tokens.unwrap_or(0);
-            match msg.id {
-                Some(id) => {
-                    // Latest usage for an id wins: replace its earlier contribution.
-                    let recent = &mut state.recent_messages;
-                    match recent.iter_mut().rev().find(|(seen, _)| *seen == id) {
-                        Some((_, counted)) => {
-                            state.cumulative = state.cumulative - *counted + total;
-                            *counted = total;
-                        }
-                        None => {
-                            if recent.len() == RECENT_MESSAGES {
-                                recent.pop_front();
-                            }
-                            recent.push_back((id.into_owned(), total));
-                            state.cumulative += total;
-                        }
-                    }
-                }
-                None => state.cumulative += total,
-            }
-        }
-        _ => {}
-    }
-    true
-}
-
-// ---------------------------------------------------------------------------
-// Codex
-
-#[derive(Deserialize)]
-struct CodexHead<'a> {
-    #[serde(rename = "type", borrow, default)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    payload: Option<CodexPayloadHead<'a>>,
-}
-
-#[derive(Deserialize)]
-struct CodexPayloadHead<'a> {
-    #[serde(rename = "type", borrow, default)]
-    kind: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct CodexTokenCount {
-    payload: CodexTokenPayload,
-}
-
-#[derive(Deserialize)]
-struct CodexTokenPayload {
-    #[serde(default)]
-    info: Option<CodexInfo>,
-}
-
-#[derive(Deserialize)]
-struct CodexInfo {
-    #[serde(default)]
-    last_token_usage: Option<CodexUsage>,
-    #[serde(default)]
-    total_token_usage: Option<CodexUsage>,
-    #[serde(default)]
-    model_context_window: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct CodexUsage {
-    #[serde(default)]
-    total_tokens: Option<u64>,
-}
-
-/// Applies one Codex line; returns false if it could not be decoded.
-fn codex_line(body: &[u8], state: &mut TranscriptState) -> bool {
-    let Ok(text) = std::str::from_utf8(body) else {
-        return false;
-    };
-    // Two passes: the head is decoded for every line (payloads of other event
-    // types have arbitrary shapes), the token details only for token_count.
-    let Ok(head) = serde_json::from_str::<CodexHead>(text) else {
-        return false;
-    };
-    let is_token_count = head.kind.as_deref() == Some("event_msg")
-        && head.payload.and_then(|p| p.kind).as_deref() == Some("token_count");
-    if !is_token_count {
-        return true;
-    }
-    let Ok(rec) = serde_json::from_str::<CodexTokenCount>(text) else {
-        return false;
-    };
-    let Some(info) = rec.payload.info else {
-        return true;
-    };
-    if let Some(fill) = info.last_token_usage.and_then(|u| u.total_tokens) {
-        state.fill = Some(fill);
-    }
-    if let Some(total) = info.total_token_usage.and_then(|u| u.total_tokens) {
-        state.cumulative = total;
-    }
-    if let Some(window) = info.model_context_window {
-        state.context_window = Some(window);
-    }
-    true
 }
 
 #[cfg(test)]
@@ -1155,30 +925,6 @@ mod tests {
             kind_for(Path::new("/x/my-rollout-1.jsonl")),
             TranscriptKind::ClaudeCode
         );
-    }
-
-    #[test]
-    fn find_claude_transcript_in_projects() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path();
-        assert_eq!(find_claude_transcript(cfg, "abc"), None);
-        std::fs::create_dir_all(cfg.join("projects/-work-a")).unwrap();
-        std::fs::create_dir_all(cfg.join("projects/-work-b")).unwrap();
-        std::fs::create_dir_all(cfg.join("projects/-work-c/abc.jsonl")).unwrap(); // a dir, not a file
-        append(&cfg.join("projects/-work-b/abc.jsonl"), b"");
-        append(&cfg.join("projects/-work-b/other.jsonl"), b"");
-        assert_eq!(
-            find_claude_transcript(cfg, "abc"),
-            Some(cfg.join("projects/-work-b/abc.jsonl"))
-        );
-        append(&cfg.join("projects/-work-a/abc.jsonl"), b"");
-        assert_eq!(
-            find_claude_transcript(cfg, "abc"),
-            Some(cfg.join("projects/-work-a/abc.jsonl"))
-        );
-        assert_eq!(find_claude_transcript(cfg, "missing"), None);
-        assert_eq!(find_claude_transcript(cfg, ""), None);
-        assert_eq!(find_claude_transcript(cfg, "../projects/-work-a/abc"), None);
     }
 
     #[test]

@@ -9,12 +9,14 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
-use crate::backup;
+pub mod backup;
+pub mod handoff;
+pub mod vcs;
+
 use crate::core::session::{MetricValue, REASON_RECOVERED, Session, WrapJournal, WrapSteps};
 use crate::core::stack::{Status, TaskStack};
-use crate::handoff::{self, HandoffInput, thousands};
 use crate::store::{Workspace, WorkspaceLock};
-use crate::vcs;
+use handoff::{HandoffInput, thousands};
 
 /// Test-only: exit abruptly right after the named step is recorded, as a crash would.
 const CRASH_AFTER_VAR: &str = "ORCHESTRATOR_TEST_CRASH_AFTER";
@@ -208,7 +210,7 @@ fn finish_wrap(
             database: database_lines(stack, &session, &journal),
             changes: change_lines(ws, &session, stack, journal.commit_enabled),
         };
-        crate::store::write_atomic(&handoff_path, handoff::render(&input).as_bytes())?;
+        crate::store::file::write_atomic(&handoff_path, handoff::render(&input).as_bytes())?;
         journal.steps.handoff = Some(handoff_rel.to_string_lossy().into_owned());
         save(&mut session, &journal, "handoff")?;
         performed.push("handoff");

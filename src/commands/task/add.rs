@@ -1,0 +1,63 @@
+//! `orchestrator task add`: a new task, after every existing one unless given a priority.
+
+use anyhow::Result;
+use clap::Args;
+use serde_json::json;
+
+use super::task_json;
+use crate::commands::Context;
+use crate::core::ids::check_task_id;
+use crate::core::stack::Task;
+use crate::error::Failure;
+
+/// Add a task
+#[derive(Debug, Args)]
+pub struct TaskAddArgs {
+    pub id: String,
+    #[arg(long, value_name = "T")]
+    pub title: Option<String>,
+    /// 1 is the most urgent; default: after every existing task
+    #[arg(long, value_name = "N")]
+    pub priority: Option<i64>,
+    /// Units of work in the task
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub total: u64,
+    /// A task that must be done first (repeatable)
+    #[arg(long = "after", value_name = "ID")]
+    pub after: Vec<String>,
+}
+
+pub fn run(ctx: &Context, args: TaskAddArgs) -> Result<u8> {
+    check_task_id(&args.id).map_err(Failure::user)?;
+    let ws = ctx.workspace()?;
+    let lock = ws.lock()?;
+    let mut stack = ws.load_stack()?;
+    if stack.task(&args.id).is_some() {
+        return Err(Failure::user(format!(
+            "{}: task `{}` already exists",
+            ws.stack_path().display(),
+            args.id
+        )));
+    }
+    let priority = args
+        .priority
+        .unwrap_or_else(|| stack.tasks.iter().map(|t| t.priority).max().unwrap_or(0) + 1);
+    let task = Task::new(
+        args.id.clone(),
+        args.title.unwrap_or_default(),
+        priority,
+        args.total,
+        args.after,
+    );
+    stack.tasks.push(task);
+    ws.save_stack(&lock, &stack)?;
+    let task = stack.task(&args.id).expect("just added");
+    ctx.emit(
+        json!({"task": task_json(task)}),
+        &format!(
+            "Added {} (priority {}, 0/{})",
+            task.id, task.priority, task.progress.total
+        ),
+    );
+    Ok(0)
+}

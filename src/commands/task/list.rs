@@ -1,0 +1,50 @@
+//! `orchestrator task list`: the tasks in priority order, with who holds them.
+
+use anyhow::Result;
+use clap::Args;
+use serde_json::json;
+
+use super::task_json;
+use crate::commands::Context;
+use crate::core::stack::{Status, Task};
+use crate::core::text::one_line;
+
+/// List tasks in priority order
+#[derive(Debug, Args)]
+pub struct TaskListArgs {
+    #[arg(long, value_name = "S")]
+    pub status: Option<Status>,
+}
+
+pub fn run(ctx: &Context, args: TaskListArgs) -> Result<u8> {
+    let ws = ctx.workspace()?;
+    let stack = ws.load_stack()?;
+    let mut tasks: Vec<&Task> = stack
+        .tasks
+        .iter()
+        .filter(|t| args.status.is_none_or(|s| t.status == s))
+        .collect();
+    tasks.sort_by_key(|t| t.priority);
+    let width = tasks.iter().map(|t| t.id.len()).max().unwrap_or(2).max(2);
+    let mut text = format!(
+        "{:<width$}  {:>3}  {:<11}  {:>9}  TITLE\n",
+        "ID", "PRI", "STATUS", "PROGRESS"
+    );
+    for task in &tasks {
+        let held = match &task.claim {
+            Some(claim) if claim.is_live(ctx.now) => format!("  [held by {}]", claim.session),
+            _ => String::new(),
+        };
+        text.push_str(&format!(
+            "{:<width$}  {:>3}  {:<11}  {:>9}  {}{held}\n",
+            task.id,
+            task.priority,
+            task.status.as_str(),
+            task.progress.to_string(),
+            one_line(&task.title)
+        ));
+    }
+    let json = json!({"tasks": tasks.iter().map(|t| task_json(t)).collect::<Vec<_>>()});
+    ctx.emit(json, &text);
+    Ok(0)
+}

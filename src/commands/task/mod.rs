@@ -1,0 +1,63 @@
+//! `orchestrator task add|list|show|done|set`: manage tasks without editing JSON by hand.
+
+mod add;
+mod done;
+mod list;
+mod set;
+mod show;
+
+use anyhow::Result;
+use clap::Subcommand;
+use serde_json::{Value, json};
+
+use super::Context;
+use crate::core::ids::check_task_id;
+use crate::core::stack::{Task, TaskStack};
+use crate::error::Failure;
+use crate::store::Workspace;
+use add::TaskAddArgs;
+use done::TaskDoneArgs;
+use list::TaskListArgs;
+use set::TaskSetArgs;
+use show::TaskShowArgs;
+
+/// Add, list, show and change tasks
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    Add(TaskAddArgs),
+    List(TaskListArgs),
+    Show(TaskShowArgs),
+    Done(TaskDoneArgs),
+    Set(TaskSetArgs),
+}
+
+pub fn run(ctx: &Context, cmd: TaskCommand) -> Result<u8> {
+    match cmd {
+        TaskCommand::Add(args) => add::run(ctx, args),
+        TaskCommand::List(args) => list::run(ctx, args),
+        TaskCommand::Show(args) => show::run(ctx, args),
+        TaskCommand::Done(args) => done::run(ctx, args),
+        TaskCommand::Set(args) => set::run(ctx, args),
+    }
+}
+
+pub fn task_json(task: &Task) -> Value {
+    json!({
+        "id": task.id,
+        "title": task.title,
+        "priority": task.priority,
+        "status": task.status,
+        "progress": task.progress,
+        "depends_on": task.depends_on,
+        "claim": task.claim,
+        "last_checkpoint": task.checkpoints.last(),
+    })
+}
+
+fn find<'a>(ws: &Workspace, stack: &'a mut TaskStack, id: &str) -> Result<&'a mut Task> {
+    check_task_id(id).map_err(Failure::user)?;
+    let path = ws.stack_path();
+    stack
+        .task_mut(id)
+        .ok_or_else(|| Failure::user(format!("{}: no task `{id}`", path.display())))
+}

@@ -1,0 +1,58 @@
+//! `orchestrator task show`: one task with its claim and recent checkpoints.
+
+use anyhow::Result;
+use clap::Args;
+use serde_json::json;
+
+use super::{find, task_json};
+use crate::commands::Context;
+use crate::core::text::one_line;
+
+/// Show one task with its recent checkpoints
+#[derive(Debug, Args)]
+pub struct TaskShowArgs {
+    pub id: String,
+}
+
+pub fn run(ctx: &Context, args: TaskShowArgs) -> Result<u8> {
+    let ws = ctx.workspace()?;
+    let mut stack = ws.load_stack()?;
+    let task = find(&ws, &mut stack, &args.id)?.clone();
+    let mut text = format!(
+        "{}  {}\nstatus:   {}\npriority: {}\nprogress: {} ({:.0}%)\n",
+        task.id,
+        one_line(&task.title),
+        task.status,
+        task.priority,
+        task.progress,
+        task.progress.percent()
+    );
+    if !task.depends_on.is_empty() {
+        text.push_str(&format!("after:    {}\n", task.depends_on.join(", ")));
+    }
+    if let Some(claim) = &task.claim {
+        text.push_str(&format!(
+            "claim:    {} (agent {}, pid {} on {}, lease until {})\n",
+            claim.session,
+            claim.agent,
+            claim.pid,
+            claim.host,
+            crate::clock::format(claim.lease_expires)
+        ));
+    }
+    if !task.checkpoints.is_empty() {
+        text.push_str("recent checkpoints:\n");
+        for cp in task.checkpoints.iter().rev().take(10) {
+            text.push_str(&format!(
+                "  {}  {:>5}  {}\n",
+                cp.at.format("%Y-%m-%d %H:%M:%S"),
+                cp.progress,
+                one_line(&cp.message)
+            ));
+        }
+    }
+    let mut json = task_json(&task);
+    json["checkpoints"] = json!(task.checkpoints);
+    ctx.emit(json!({"task": json}), &text);
+    Ok(0)
+}

@@ -1,0 +1,338 @@
+//! The file backend's internals: atomic writes, the lock file, reads, temp names, symlink checks.
+//!
+//! Every write goes to a temp file in the same directory, is fsynced, renamed over the target,
+//! and the directory is fsynced, so a reader (or a crash) only ever sees a whole old or a whole
+//! new file. Writers hold an exclusive lock on the sidecar `.orchestrator/lock`, which is never
+//! renamed: locking the renamed file itself would let a second process lock the old inode.
+
+use anyhow::{Context, Result};
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::STACK_FILE;
+use crate::core::ids::check_session_id;
+use crate::error::Failure;
+
+/// In every temp name we make, so the sweep and `.gitignore` know them.
+pub const TEMP_MARKER: &str = ".tmp.";
+
+/// Opens (creating it) the lock file at `path` and takes its exclusive lock, waiting at most
+/// `timeout` for another process to release it; the lock is held as long as the file is open.
+pub fn lock_file(path: &Path, timeout: Duration) -> Result<File> {
+    let mut options = OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    // Opening a FIFO put in the lock file's place for writing would block until a reader
+    // came; non-blocking, it fails at once, and the check below refuses it.
+    options.custom_flags(libc::O_NONBLOCK);
+    let file = options
+        .open(path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot read the metadata of {}", path.display()))?;
+    if !meta.is_file() {
+        return Err(Failure::user(format!(
+            "{} is not a regular file; remove it so that orchestrator can recreate its lock",
+            path.display()
+        )));
+    }
+    let began = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) => {}
+            Err(TryLockError::Error(err)) => {
+                return Err(err).with_context(|| format!("cannot lock {}", path.display()));
+            }
+        }
+        let waited = began.elapsed();
+        if waited >= timeout {
+            return Err(lock_busy(path, meta.ino(), timeout));
+        }
+        // Polling, unlike a blocking lock, can give up; checkpoints hold the lock for
+        // milliseconds, so short pauses keep the wait close to the holder's release.
+        std::thread::sleep(pause.min(timeout - waited));
+        pause = (pause * 2).min(MAX_LOCK_PAUSE);
+    }
+}
+
+/// How long a command waits for the workspace lock by default. Checkpoints hold it for
+/// milliseconds; a wrap holds it while it backs up the database (SQLite waits up to 10 s for a
+/// busy database) and commits, which on a large database or tree takes tens of seconds.
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Seconds (a decimal number, `0` to not wait at all) replacing [`LOCK_TIMEOUT`].
+pub const LOCK_TIMEOUT_ENV: &str = "ORCHESTRATOR_LOCK_TIMEOUT";
+/// The longest pause between two tries at the lock.
+const MAX_LOCK_PAUSE: Duration = Duration::from_millis(50);
+
+/// The lock wait: [`LOCK_TIMEOUT_ENV`] when set, else [`LOCK_TIMEOUT`].
+pub fn lock_timeout() -> Result<Duration> {
+    let Some(value) = std::env::var_os(LOCK_TIMEOUT_ENV) else {
+        return Ok(LOCK_TIMEOUT);
+    };
+    let text = value.to_string_lossy();
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .ok_or_else(|| {
+            Failure::user(format!(
+                "{LOCK_TIMEOUT_ENV}={text}: not a number of seconds (e.g. 60, or 0 to not wait)"
+            ))
+        })
+}
+
+/// The busy error of a lock that stayed held: which file, who holds it, how to go on.
+fn lock_busy(path: &Path, inode: u64, waited: Duration) -> anyhow::Error {
+    let holder = match lock_holder(inode) {
+        Some((pid, Some(command))) => format!("pid {pid} (`{command}`)"),
+        Some((pid, None)) => format!("pid {pid}"),
+        None => "another process".to_string(),
+    };
+    Failure::busy(format!(
+        "the workspace is busy: {} is held by {holder} and was not released within {} s; \
+         nothing was changed. Run the command again once that process is done (set \
+         {LOCK_TIMEOUT_ENV}=SECONDS to wait longer)",
+        path.display(),
+        seconds(waited)
+    ))
+}
+
+/// `60`, or `0.5` for a fraction.
+fn seconds(duration: Duration) -> String {
+    let secs = duration.as_secs_f64();
+    if secs.fract() == 0.0 {
+        format!("{secs:.0}")
+    } else {
+        format!("{secs:.1}")
+    }
+}
+
+/// The process holding an exclusive `flock` on the file with this inode, and its command line,
+/// from Linux's `/proc/locks`; `None` where the system does not tell.
+fn lock_holder(inode: u64) -> Option<(u32, Option<String>)> {
+    let locks = fs::read_to_string("/proc/locks").ok()?;
+    // `1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`; waiters have a `->` after the number.
+    let pid = locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            [_, "FLOCK", _, "WRITE", pid, device, ..]
+                if device.rsplit(':').next() == Some(&inode.to_string()) =>
+            {
+                pid.parse::<u32>().ok()
+            }
+            _ => None,
+        }
+    })?;
+    let command = fs::read(format!("/proc/{pid}/cmdline")).ok().map(|bytes| {
+        let text: String = String::from_utf8_lossy(&bytes)
+            .split('\0')
+            .filter(|arg| !arg.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        match text.char_indices().nth(120) {
+            Some((cut, _)) => format!("{}...", &text[..cut]),
+            None => text,
+        }
+    });
+    Some((pid, command.filter(|c| !c.is_empty())))
+}
+
+pub fn read_text(path: &Path) -> Result<String> {
+    let bytes = fs::read(path).map_err(|err| {
+        if err.kind() == ErrorKind::NotFound {
+            Failure::user(format!("{}: file not found", path.display()))
+        } else {
+            anyhow::Error::new(err).context(format!("cannot read {}", path.display()))
+        }
+    })?;
+    String::from_utf8(bytes).map_err(|err| {
+        Failure::user(format!(
+            "{}: not valid UTF-8 (byte {})",
+            path.display(),
+            err.utf8_error().valid_up_to()
+        ))
+    })
+}
+
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value).context("cannot serialize state")?;
+    text.push('\n');
+    write_atomic(path, text.as_bytes())
+}
+
+/// Temp file in the same directory, fsync, rename over `path`, fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("{} is not a file path", path.display()))?;
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let temp = dir.join(format!(".{name}{TEMP_MARKER}{}", std::process::id()));
+    let result = (|| {
+        let mut file =
+            File::create(&temp).with_context(|| format!("cannot create {}", temp.display()))?;
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("cannot write {}", temp.display()))?;
+        drop(file);
+        fs::rename(&temp, path).with_context(|| format!("cannot replace {}", path.display()))?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+pub(super) fn remove_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_dir(path.parent().unwrap_or(Path::new("."))),
+        Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(err).with_context(|| format!("cannot remove {}", path.display())),
+    }
+}
+
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync directory {}", dir.display()))
+}
+
+/// The writer's pid when `name` is `.<target>.tmp.<pid>`, the temp file we make for a file we
+/// write in the swept directories: the stack, `.gitignore`, `.gitkeep`, a session record, a
+/// handoff or a transcript cache entry.
+pub(super) fn our_temp_file_pid(name: &str) -> Option<libc::pid_t> {
+    let (target, pid) = name.strip_prefix('.')?.rsplit_once(TEMP_MARKER)?;
+    let digits = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    // `store::undo` keeps a file's old contents under its temp name plus `.undo<N>`.
+    let pid = match pid.split_once(".undo") {
+        Some((pid, index)) if digits(index) => pid,
+        Some(_) => return None,
+        None => pid,
+    };
+    if !digits(pid) {
+        return None;
+    }
+    let session = |id: Option<&str>| id.is_some_and(|id| check_session_id(id).is_ok());
+    let cache = |hash: Option<&str>| {
+        hash.is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    let ours = matches!(target, STACK_FILE | ".gitignore" | ".gitkeep")
+        || session(target.strip_suffix(".json"))
+        || session(target.strip_suffix(".checkpoints.jsonl"))
+        || session(
+            target
+                .strip_prefix("handoff_")
+                .and_then(|t| t.strip_suffix(".md")),
+        )
+        || cache(
+            target
+                .strip_prefix("transcript-")
+                .and_then(|t| t.strip_suffix(".json")),
+        );
+    if !ours {
+        return None;
+    }
+    pid.parse().ok().filter(|&pid| pid > 0)
+}
+
+/// Whether a process with this pid exists (EPERM: it exists, under another user).
+pub(super) fn process_alive(pid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+    let result = unsafe { libc::kill(pid, 0) };
+    result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Where `path` points when it is a symlink; `None` when it is anything else or absent.
+pub(super) fn symlink_target(path: &Path) -> Result<Option<PathBuf>> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => fs::read_link(path)
+            .map(Some)
+            .with_context(|| format!("cannot read the symbolic link {}", path.display())),
+        Ok(_) => Ok(None),
+        Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err).with_context(|| format!("cannot inspect {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_whole_file_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        write_atomic(&path, b"first").unwrap();
+        write_atomic(&path, b"second").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"second");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["state.json"]);
+    }
+
+    #[test]
+    fn failed_write_leaves_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        write_atomic(&path, b"kept").unwrap();
+        // A directory where the file should go makes the rename fail.
+        let blocked = dir.path().join("sub");
+        fs::create_dir_all(blocked.join("x.json")).unwrap();
+        assert!(write_atomic(&blocked.join("x.json"), b"new").is_err());
+        assert_eq!(fs::read(&path).unwrap(), b"kept");
+        assert_eq!(fs::read_dir(&blocked).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn only_our_exact_temp_names_count_as_ours() {
+        for (ours, pid) in [
+            (".task_stack.json.tmp.1", 1),
+            ("..gitignore.tmp.22", 22),
+            ("..gitkeep.tmp.3", 3),
+            (".session_20251106_001355.json.tmp.4", 4),
+            (".session_20251106_001355_2.json.tmp.5", 5),
+            (".handoff_session_20251106_001355.md.tmp.6", 6),
+            (".transcript-00ff00ff00ff00ff.json.tmp.7", 7),
+            (".session_20251106_001355.checkpoints.jsonl.tmp.8.undo1", 8),
+            (".task_stack.json.tmp.9.undo0", 9),
+        ] {
+            assert_eq!(our_temp_file_pid(ours), Some(pid), "{ours}");
+        }
+        for theirs in [
+            ".notes.tmp.keep",
+            ".notes.tmp.1",
+            ".gitignore.tmp.22",
+            ".task_stack.json.tmp.",
+            ".task_stack.json.tmp.1x",
+            "task_stack.json.tmp.1",
+            ".handoff_notes.md.tmp.1",
+            ".handoff_x.md.tmp.backup",
+            ".session_x.json.tmp.1",
+            ".task_stack.json.tmp.0",
+            ".task_stack.json.tmp.99999999999999999999",
+            ".task_stack.json.tmp.-1",
+            ".task_stack.json.tmp.+1",
+            ".transcript-xyz.json.tmp.1",
+            ".task_stack.json.tmp.9.undo",
+            ".task_stack.json.tmp.9.undox",
+            ".task_stack.json.tmp.undo1",
+        ] {
+            assert_eq!(our_temp_file_pid(theirs), None, "{theirs}");
+        }
+    }
+}
