@@ -43,7 +43,14 @@ pub fn lock_file(path: &Path, timeout: Duration) -> Result<File> {
     let mut pause = Duration::from_millis(1);
     loop {
         match file.try_lock() {
-            Ok(()) => return Ok(file),
+            Ok(()) => {
+                // Read by `benches/scale.rs` for the longest wait under contention.
+                tracing::debug!(
+                    lock_wait_us = began.elapsed().as_micros() as u64,
+                    "took the workspace lock"
+                );
+                return Ok(file);
+            }
             Err(TryLockError::WouldBlock) => {}
             Err(TryLockError::Error(err)) => {
                 return Err(err).with_context(|| format!("cannot lock {}", path.display()));
