@@ -316,6 +316,8 @@ fn runs_for(tasks: usize) -> usize {
 /// Wall time and peak resident memory of one run of `cmd`, which must succeed.
 fn measure(cmd: &mut Command) -> (Duration, u64) {
     let started = Instant::now();
+    // Reaped by wait4 below, which std's `wait` cannot do while also returning the rusage.
+    #[allow(clippy::zombie_processes)]
     let child = cmd.spawn().expect("the command starts");
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
