@@ -1,7 +1,7 @@
 //! `orchestrator demo`: a scratch workspace that runs one whole session, to see what it does.
 //!
 //! It drives the real binary (start, two checkpoints, wrap) so the demo shows exactly what an
-//! agent would see.
+//! agent would see: the second checkpoint reaches the warn level (exit 10), then the wrap.
 
 use anyhow::{Context as _, Result, bail};
 use rusqlite::Connection;
@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::Context;
+use crate::core::budget::Level;
 use crate::core::stack::TaskStack;
 use crate::error::code;
 use crate::store;
@@ -70,10 +71,8 @@ pub fn run(ctx: &Context) -> Result<u8> {
     wrap::commit_workspace(&Workspace::at(dir.clone()), &stack, "Demo workspace")?;
 
     let mut transcript = Vec::new();
-    // Steps print what an agent would see; the wrap runs with --json so the demo can report
-    // where its handoff, backup and commit are.
+    // Each step prints what an agent would see, with its exit code: the levels are the point.
     let mut step = |args: &[&str]| -> Result<Value> {
-        let json_output = ctx.json || args[0] == "wrap";
         let shown: Vec<String> = args
             .iter()
             .map(|a| {
@@ -91,7 +90,7 @@ pub fn run(ctx: &Context) -> Result<u8> {
             .env_remove("ORCHESTRATOR_SESSION")
             .env_remove("ORCHESTRATOR_DIR")
             .env_remove("ORCHESTRATOR_NOW");
-        if json_output {
+        if ctx.json {
             cmd.arg("--json");
         }
         let out = cmd
@@ -105,11 +104,14 @@ pub fn run(ctx: &Context) -> Result<u8> {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
+        // Warnings the step gave stay visible, on stderr where they belong.
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let value = if json_output {
+        let value = if ctx.json {
             serde_json::from_str(&stdout).context("the demo step printed no JSON")?
         } else {
             say(stdout.trim_end());
+            say(&format!("[exit {code}{}]", level_of_exit(code)));
             Value::String(stdout)
         };
         transcript.push(json!({"args": args, "exit": code, "output": value}));
@@ -131,15 +133,16 @@ pub fn run(ctx: &Context) -> Result<u8> {
         &dir.join("integration_notes.md"),
         b"# Sessions 101-110\n\nAll 29 inbox files were already integrated.\n",
     )?;
+    // 76% of the budget: past warn (75%), so the agent is told to finish up and wrap (exit 10).
     step(&[
         "checkpoint",
         "Droid inbox checked: 29 files, all already integrated",
         "--progress",
         "10",
         "--tokens",
-        "143000",
+        "152340",
     ])?;
-    let wrap = step(&[
+    step(&[
         "wrap",
         "--summary",
         "Checked the database and the Droid inbox",
@@ -147,9 +150,7 @@ pub fn run(ctx: &Context) -> Result<u8> {
         "Integrate session 111",
     ])?;
 
-    let handoff = wrap["handoff"].as_str().unwrap_or_default().to_string();
-    let backup = wrap["backup"]["path"].as_str().map(|p| dir.join(p));
-    let commit = wrap["commit"]["oid"].as_str().unwrap_or("none").to_string();
+    let (handoff, backup, commit) = wrap_results(&dir)?;
     let json = json!({
         "dir": dir,
         "handoff": handoff,
@@ -158,8 +159,9 @@ pub fn run(ctx: &Context) -> Result<u8> {
         "steps": transcript,
     });
     let text = format!(
-        "\n# Done\nworkspace: {}\nhandoff:   {handoff}\nbackup:    {}\ncommit:    {commit}  (git -C {} log -1)\n",
+        "\n# Done\nworkspace: {}\nhandoff:   {}\nbackup:    {}\ncommit:    {commit}  (git -C {} log -1)\n",
         dir.display(),
+        handoff.display(),
         backup
             .as_deref()
             .map_or("none".into(), |p: &Path| p.display().to_string()),
@@ -167,6 +169,43 @@ pub fn run(ctx: &Context) -> Result<u8> {
     );
     ctx.emit(json, &text);
     Ok(code::OK)
+}
+
+/// What an exit code of `checkpoint` or `status` says, for the demo's reader.
+fn level_of_exit(code: i32) -> &'static str {
+    if code == i32::from(Level::Warn.exit_code()) {
+        ": warn level, finish the current unit of work, then wrap"
+    } else if code == i32::from(Level::Shutdown.exit_code()) {
+        ": shutdown level, wrap now"
+    } else {
+        ""
+    }
+}
+
+/// The handoff, backup and commit of the demo's one wrapped session, from its archived record
+/// and the repository's HEAD (the wrap's commit).
+fn wrap_results(dir: &Path) -> Result<(PathBuf, Option<PathBuf>, String)> {
+    let ws = Workspace::at(dir.to_path_buf());
+    let archived = std::fs::read_dir(ws.archive_dir())
+        .with_context(|| format!("cannot read {}", ws.archive_dir().display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .find(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .context("the demo's wrap archived no session")?;
+    let session = ws.load_session(&archived)?;
+    let steps = session
+        .wrap
+        .map(|journal| journal.steps)
+        .context("the demo's archived session has no wrap journal")?;
+    let handoff = dir.join(steps.handoff.unwrap_or_default());
+    let backup = steps
+        .backup
+        .as_ref()
+        .and_then(|b| b["path"].as_str())
+        .map(|p| dir.join(p));
+    let commit = git2::Repository::open(dir)
+        .and_then(|repo| Ok(repo.head()?.peel_to_commit()?.id().to_string()))
+        .with_context(|| format!("cannot read the demo's commit in {}", dir.display()))?;
+    Ok((handoff, backup, commit))
 }
 
 fn build_database(path: &PathBuf, rows: u32) -> Result<()> {
@@ -217,7 +256,7 @@ fn demo_stack() -> String {
     let stack = json!({
         "version": 1,
         "settings": {
-            "budget": {"tokens": 200000, "warn": 0.75, "shutdown": 0.85},
+            "budget": {"tokens": 200000, "warn": 0.75, "shutdown": 0.8},
             "database": {
                 "path": DB_FILE,
                 "backup_dir": "backups",

@@ -67,8 +67,18 @@ pub struct Context {
 }
 
 impl Context {
+    /// The workspace the command acts on. One found above the current directory is named on
+    /// stderr: inside someone else's workspace (a clone's example stack, say) a command would
+    /// otherwise act on it silently.
     pub fn workspace(&self) -> Result<Workspace> {
-        Workspace::find(self.dir.as_deref())
+        let ws = Workspace::find(self.dir.as_deref())?;
+        if ws.found_above() {
+            eprintln!(
+                "note: using workspace {} (found above the current directory)",
+                strip_controls(&ws.root().display().to_string())
+            );
+        }
+        Ok(ws)
     }
 
     /// Machine output on stdout: the JSON object under `--json`, else the text. Either way no

@@ -70,6 +70,9 @@ pub fn never_committed(settings: &Settings) -> Vec<String> {
 #[derive(Debug, Clone)]
 pub struct Workspace {
     root: PathBuf,
+    /// Found by walking up from a directory below the root, so the user may not know which
+    /// workspace this is (a clone's example stack above a scratch folder, say).
+    found_above: bool,
 }
 
 /// Proof that the workspace lock is held; required by every write.
@@ -79,7 +82,10 @@ pub struct WorkspaceLock {
 
 impl Workspace {
     pub fn at(root: PathBuf) -> Self {
-        Workspace { root }
+        Workspace {
+            root,
+            found_above: false,
+        }
     }
 
     /// The workspace holding `task_stack.json`: `dir` itself when given, else the current
@@ -93,7 +99,7 @@ impl Workspace {
                     dir.display()
                 )));
             }
-            return Ok(Workspace { root });
+            return Ok(Workspace::at(root));
         }
         let cwd = std::env::current_dir().context("cannot read the current directory")?;
         match Self::find_from(&cwd) {
@@ -112,11 +118,17 @@ impl Workspace {
             .find(|dir| dir.join(STACK_FILE).is_file())
             .map(|root| Workspace {
                 root: root.to_path_buf(),
+                found_above: root != start,
             })
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Whether the workspace was found in a parent of the directory the search started from.
+    pub fn found_above(&self) -> bool {
+        self.found_above
     }
 
     pub fn stack_path(&self) -> PathBuf {

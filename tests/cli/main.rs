@@ -5,7 +5,9 @@ mod common;
 
 mod budget;
 mod concurrency;
+mod docs;
 mod effects;
+mod fresh_clone;
 mod hardening_git;
 mod hardening_handoff;
 mod hardening_hangs;

@@ -9,12 +9,22 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 
 /// Writes an executable agent script into the workspace.
+///
+/// A child process writes it, never this one: under `cargo test` the tests share one process,
+/// and a write descriptor opened here is inherited by any process another test thread spawns
+/// at that moment; executing the script while that copy is open fails with ETXTBSY ("Text file
+/// busy", rust-lang/rust#114554). A single-threaded `sh` has no such sibling.
 fn agent(ws: &Ws, name: &str, body: &str) -> PathBuf {
     let path = ws.file(name);
-    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-    let mut perms = std::fs::metadata(&path).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-    std::fs::set_permissions(&path, perms).unwrap();
+    let mut writer = Command::new("sh")
+        .args(["-c", "cat > \"$1\" && chmod 755 \"$1\"", "sh"])
+        .arg(&path)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let script = format!("#!/bin/sh\n{body}\n");
+    std::io::Write::write_all(&mut writer.stdin.take().unwrap(), script.as_bytes()).unwrap();
+    assert!(writer.wait().unwrap().success(), "cannot write {name}");
     path
 }
 

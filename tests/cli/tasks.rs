@@ -145,8 +145,11 @@ fn unknown_fields_survive_every_rewrite() {
 #[test]
 fn the_example_stack_in_the_repository_is_valid() {
     let ws = Ws::empty();
-    let example =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/task_stack.json")).unwrap();
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/task_stack.json"
+    ))
+    .unwrap();
     ws.write("task_stack.json", &example);
     let next = ws.json(0, &["next"]);
     assert!(next["task"].is_string(), "{next}");
