@@ -13,7 +13,10 @@ use crate::error::Failure;
 /// Add a task
 #[derive(Debug, Args)]
 pub struct TaskAddArgs {
+    /// The new task's id (letters, digits, `_`, `-`, `.`)
+    #[arg(value_name = "ID")]
     pub id: String,
+    /// What the task is, in a line (shown in briefs and lists)
     #[arg(long, value_name = "T")]
     pub title: Option<String>,
     /// 1 is the most urgent; default: after every existing task

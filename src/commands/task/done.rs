@@ -11,6 +11,8 @@ use crate::core::stack::Status;
 /// Mark a task done
 #[derive(Debug, Args)]
 pub struct TaskDoneArgs {
+    /// The task to mark done
+    #[arg(value_name = "ID")]
     pub id: String,
 }
 

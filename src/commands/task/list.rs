@@ -12,6 +12,7 @@ use crate::core::text::one_line;
 /// List tasks in priority order
 #[derive(Debug, Args)]
 pub struct TaskListArgs {
+    /// Only the tasks with this status
     #[arg(long, value_name = "S")]
     pub status: Option<Status>,
 }

@@ -12,15 +12,22 @@ use crate::error::Failure;
 /// Change a task's priority, total, status or title
 #[derive(Debug, Args)]
 pub struct TaskSetArgs {
+    /// The task to change
+    #[arg(value_name = "ID")]
     pub id: String,
+    /// New priority; 1 is the most urgent
     #[arg(long, value_name = "N")]
     pub priority: Option<i64>,
+    /// New number of units of work (not below the units done)
     #[arg(long, value_name = "N")]
     pub total: Option<u64>,
+    /// New number of units done (not above the total)
     #[arg(long, value_name = "N")]
     pub progress: Option<u64>,
+    /// New status
     #[arg(long, value_name = "S")]
     pub status: Option<Status>,
+    /// New title
     #[arg(long, value_name = "T")]
     pub title: Option<String>,
 }

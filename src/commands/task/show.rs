@@ -11,6 +11,8 @@ use crate::core::text::one_line;
 /// Show one task with its recent checkpoints
 #[derive(Debug, Args)]
 pub struct TaskShowArgs {
+    /// The task to show
+    #[arg(value_name = "ID")]
     pub id: String,
 }
 
