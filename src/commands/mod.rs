@@ -2,9 +2,11 @@
 //! Each returns the process exit code, or an error for `main` to print.
 
 mod checkpoint;
+mod completions;
 mod demo;
 mod hook;
 mod init;
+mod man;
 mod next;
 mod run;
 mod start;
@@ -24,8 +26,10 @@ use crate::core::text::{json_escape_controls, strip_controls};
 use crate::error::Failure;
 use crate::store::Workspace;
 use checkpoint::CheckpointArgs;
+use completions::CompletionsArgs;
 use hook::HookCommand;
 use init::InitArgs;
+use man::ManArgs;
 use run::RunArgs;
 use start::StartArgs;
 use status::StatusArgs;
@@ -49,6 +53,8 @@ pub enum Command {
     Run(RunArgs),
     #[command(subcommand)]
     Hook(HookCommand),
+    Completions(CompletionsArgs),
+    Man(ManArgs),
 }
 
 /// `--session`, shared by the commands that act on a live session.
@@ -94,6 +100,8 @@ pub fn run(cli: Cli) -> Result<u8> {
             tracing::warn!("{err:#}");
             Utc::now()
         }
+        // They describe the command line and never read the clock.
+        (Command::Completions(_) | Command::Man(_), Err(_)) => Utc::now(),
         (_, Err(err)) => return Err(err),
     };
     let ctx = Context {
@@ -112,6 +120,8 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Demo => demo::run(&ctx),
         Command::Hook(cmd) => hook::run(&ctx, cmd),
         Command::Run(args) => run::run(&ctx, args),
+        Command::Completions(args) => completions::run(&ctx, args),
+        Command::Man(args) => man::run(&ctx, args),
     }
 }
 
