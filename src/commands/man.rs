@@ -46,9 +46,13 @@ pub fn run(ctx: &Context, args: ManArgs) -> Result<u8> {
         .iter()
         .map(|path| format!("{}\n", path.display()))
         .collect();
-    ctx.emit(
+    ctx.emit_shaped(
         json!({"dir": dir, "pages": written}),
         &format!("Wrote {} manual pages:\n{text}", written.len()),
+        super::output::Shape {
+            quiet: super::output::Quiet::Text(text.clone()),
+            ..Default::default()
+        },
     );
     Ok(code::OK)
 }

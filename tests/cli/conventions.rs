@@ -1,9 +1,14 @@
-//! The command line's conventions: help text everywhere, shell completions, the man page.
+//! The command line's conventions: help text everywhere, shell completions, the man page,
+//! `--quiet`, and colours only on a terminal (NO_COLOR, CLICOLOR_FORCE, never in `--json`).
 
 use crate::common::*;
 use clap::CommandFactory;
 use orchestrator::cli::Cli;
-use std::process::Command;
+use std::io::Read;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::{Command, Output, Stdio};
+
+const ESC: u8 = 0x1b;
 
 /// Every command's path from the root (`["task", "add"]`), clap's own `help` left out.
 fn command_paths() -> Vec<Vec<String>> {
@@ -235,4 +240,293 @@ fn man_out_dir_writes_a_page_per_command() {
     let page = ws.read("man1/orchestrator-task-add.1");
     assert!(page.contains(".TH orchestrator-task-add 1 "), "{page}");
     assert!(page.contains("Units of work in the task"), "{page}");
+    let quiet = ws.ok(&["man", "--out-dir", "man1", "-q"]);
+    assert_eq!(quiet.lines().count(), expected.len(), "{quiet}");
+}
+
+// ---- --quiet ----
+
+fn warned_seed() -> Ws {
+    // Ws::new's shutdown (85%) is above Claude Code's compaction point: `status` warns of it.
+    let ws = Ws::seed();
+    ws.ok(&["start", "--agent", "claude"]);
+    ws
+}
+
+#[test]
+fn quiet_prints_only_the_machine_lines() {
+    let ws = Ws::empty();
+    assert_eq!(ws.ok(&["-q", "init"]), "");
+    assert_eq!(ws.ok(&["task", "add", "a", "--total", "4", "-q"]), "");
+    assert_eq!(ws.ok(&["task", "add", "b", "--title", "Bee", "-q"]), "");
+    let next = ws.ok(&["next", "--quiet"]);
+    assert_eq!(next, "next=a priority=1 progress=0/4 status=pending\n");
+    let list = ws.ok(&["task", "list", "-q"]);
+    assert_eq!(list.lines().count(), 2, "{list}");
+    assert!(list.starts_with("a "), "{list}");
+
+    let start = ws.ok(&["start", "-q"]);
+    assert_eq!(start.lines().count(), 1, "{start}");
+    assert!(start.starts_with("session="), "{start}");
+    let checkpoint = ws.expect(10, &["checkpoint", "x", "--tokens", "160000", "-q"]);
+    assert_eq!(
+        checkpoint,
+        "level=warn used=160000 budget=200000 pct=80 warn=75 shutdown=85 progress=0/4 source=explicit\n"
+    );
+    assert_eq!(ws.expect(10, &["status", "-q"]), checkpoint);
+    // Without --quiet the same commands say more.
+    assert!(ws.expect(10, &["status"]).lines().count() > 3);
+
+    let wrap = ws.ok(&["wrap", "-q", "--no-commit"]);
+    assert_eq!(wrap.lines().count(), 1, "{wrap}");
+    assert!(wrap.starts_with("session="), "{wrap}");
+    assert_eq!(ws.ok(&["status", "-q"]), "session=none\n");
+    assert_eq!(ws.ok(&["task", "done", "b", "-q"]), "");
+    // --json is one JSON object whatever --quiet says.
+    let json = ws.json(0, &["task", "list", "-q"]);
+    assert_eq!(json["tasks"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn quiet_run_demo_and_hook_install() {
+    let ws = Ws::seed();
+    let out = ws.run(&[
+        "run",
+        "-q",
+        "--max-sessions",
+        "1",
+        "--poll",
+        "50ms",
+        "--",
+        "true",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.starts_with("run=run_"), "{stdout}");
+    assert!(stdout.contains(" stop=max_sessions "), "{stdout}");
+
+    assert_eq!(ws.ok(&["hook", "install", "claude", "-q"]), "");
+    assert!(ws.file(".claude/settings.json").is_file());
+
+    let target = ws.file("demo");
+    let demo = ws.ok(&["demo", "-q", "--dir", target.to_str().unwrap()]);
+    let shown = std::path::PathBuf::from(demo.trim_end());
+    assert_eq!(demo.lines().count(), 1, "{demo}");
+    assert_eq!(shown, target.canonicalize().unwrap());
+}
+
+#[test]
+fn quiet_lowers_the_log_level_unless_rust_log_is_set() {
+    let ws = warned_seed();
+    let run = |args: &[&str], rust_log: Option<&str>| -> Output {
+        let mut cmd = ws.command(args);
+        cmd.env_remove("RUST_LOG");
+        if let Some(level) = rust_log {
+            cmd.env("RUST_LOG", level);
+        }
+        cmd.output().unwrap()
+    };
+    let loud = run(&["status"], None);
+    assert!(
+        String::from_utf8_lossy(&loud.stderr).contains("WARN"),
+        "no warning to silence: {}",
+        String::from_utf8_lossy(&loud.stderr)
+    );
+    let quiet = run(&["status", "-q"], None);
+    assert_eq!(String::from_utf8_lossy(&quiet.stderr), "");
+    assert_eq!(String::from_utf8_lossy(&quiet.stdout).lines().count(), 1);
+    let asked = run(&["status", "-q"], Some("warn"));
+    assert!(String::from_utf8_lossy(&asked.stderr).contains("WARN"));
+}
+
+// ---- colours ----
+
+/// Runs `cmd` with its stdout on a pseudo-terminal (stderr piped); returns what the terminal
+/// received and the exit code.
+fn on_terminal(mut cmd: Command) -> (String, Option<i32>) {
+    // SAFETY: plain libc calls on a descriptor this function owns; each result is checked.
+    let master = unsafe {
+        let fd = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        assert!(fd >= 0, "posix_openpt: {}", std::io::Error::last_os_error());
+        assert_eq!(libc::grantpt(fd), 0);
+        assert_eq!(libc::unlockpt(fd), 0);
+        OwnedFd::from_raw_fd(fd)
+    };
+    let mut name = [0 as libc::c_char; 128];
+    // SAFETY: the buffer is as long as we say.
+    let rc = unsafe {
+        libc::ptsname_r(
+            std::os::fd::AsRawFd::as_raw_fd(&master),
+            name.as_mut_ptr(),
+            name.len(),
+        )
+    };
+    assert_eq!(rc, 0);
+    // SAFETY: ptsname_r wrote a NUL-terminated path.
+    let name = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }
+        .to_str()
+        .unwrap()
+        .to_string();
+    let terminal = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&name)
+        .unwrap();
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(terminal))
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    // Our copy of the terminal's end went into `cmd`, which is dropped here: once the child
+    // exits, reading the master ends (EIO).
+    drop(cmd);
+    let mut master = std::fs::File::from(master);
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match master.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(err) if err.raw_os_error() == Some(libc::EIO) => break,
+            Err(err) => panic!("reading the terminal: {err}"),
+        }
+    }
+    let status = child.wait().unwrap();
+    (
+        String::from_utf8(received).unwrap().replace("\r\n", "\n"),
+        status.code(),
+    )
+}
+
+fn terminal_command(ws: &Ws, args: &[&str]) -> Command {
+    let mut cmd = ws.command(args);
+    cmd.env("TERM", "xterm-256color");
+    cmd
+}
+
+fn at_warn() -> Ws {
+    let ws = Ws::seed();
+    ws.ok(&[
+        "task",
+        "add",
+        "later",
+        "--after",
+        "integrate_sessions_101_140",
+    ]);
+    ws.ok(&["start", "--agent", "claude"]);
+    ws.expect(10, &["checkpoint", "x", "--tokens", "160000"]);
+    ws
+}
+
+#[test]
+fn a_terminal_gets_the_level_in_colour_and_bold_headings() {
+    let ws = at_warn();
+    let (status, code) = on_terminal(terminal_command(&ws, &["status"]));
+    assert_eq!(code, Some(10));
+    assert!(
+        status.starts_with("level=\x1b[33mwarn\x1b[0m used=160000"),
+        "{status:?}"
+    );
+    assert!(status.contains("\x1b[1msession:\x1b[0m"), "{status:?}");
+    let (list, _) = on_terminal(terminal_command(&ws, &["task", "list"]));
+    assert!(list.starts_with("\x1b[1mID "), "{list:?}");
+    let (next, _) = on_terminal(terminal_command(&ws, &["next"]));
+    assert!(next.contains("\x1b[1mNot picked:\x1b[0m"), "{next:?}");
+    // A shutdown is red and bold.
+    let (shutdown, code) = on_terminal(terminal_command(
+        &ws,
+        &["checkpoint", "y", "--tokens", "190000"],
+    ));
+    assert_eq!(code, Some(11));
+    assert!(
+        shutdown.starts_with("level=\x1b[1m\x1b[31mshutdown\x1b[0m used=190000"),
+        "{shutdown:?}"
+    );
+}
+
+#[test]
+fn piped_output_has_no_escape_byte() {
+    let ws = at_warn();
+    for args in [
+        &["status"][..],
+        &["task", "list"],
+        &["next"],
+        &["task", "show", "later"],
+    ] {
+        let out = terminal_command(&ws, args).output().unwrap();
+        assert!(!out.stdout.contains(&ESC), "{args:?}: {:?}", out.stdout);
+        assert!(!out.stderr.contains(&ESC), "{args:?}: {:?}", out.stderr);
+    }
+}
+
+#[test]
+fn no_color_disables_colours_on_a_terminal() {
+    let ws = at_warn();
+    let mut cmd = terminal_command(&ws, &["status"]);
+    cmd.env("NO_COLOR", "1");
+    let (status, _) = on_terminal(cmd);
+    assert!(!status.contains('\x1b'), "{status:?}");
+    assert!(status.starts_with("level=warn used="), "{status:?}");
+    // It wins over CLICOLOR_FORCE.
+    let mut cmd = terminal_command(&ws, &["status"]);
+    cmd.env("NO_COLOR", "1").env("CLICOLOR_FORCE", "1");
+    assert!(!on_terminal(cmd).0.contains('\x1b'));
+    // An empty NO_COLOR is as if unset (https://no-color.org).
+    let mut cmd = terminal_command(&ws, &["status"]);
+    cmd.env("NO_COLOR", "");
+    assert!(on_terminal(cmd).0.contains('\x1b'));
+    // So is a terminal that says it has no colours.
+    let mut cmd = terminal_command(&ws, &["status"]);
+    cmd.env("TERM", "dumb");
+    assert!(!on_terminal(cmd).0.contains('\x1b'));
+}
+
+#[test]
+fn clicolor_force_enables_colours_when_piped() {
+    let ws = at_warn();
+    let out = ws
+        .command(&["status"])
+        .env("CLICOLOR_FORCE", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("level=\x1b[33mwarn\x1b[0m"),
+        "{stdout:?}"
+    );
+    // The logs on stderr follow the same rule.
+    assert!(
+        out.stderr.contains(&ESC),
+        "{:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // CLICOLOR_FORCE=0 forces nothing (https://bixense.com/clicolors/).
+    let out = ws
+        .command(&["status"])
+        .env("CLICOLOR_FORCE", "0")
+        .output()
+        .unwrap();
+    assert!(!out.stdout.contains(&ESC));
+    assert!(!out.stderr.contains(&ESC));
+}
+
+#[test]
+fn json_never_has_colour() {
+    let ws = at_warn();
+    let mut cmd = terminal_command(&ws, &["status", "--json"]);
+    cmd.env("CLICOLOR_FORCE", "1");
+    let (json, code) = on_terminal(cmd);
+    assert_eq!(code, Some(10));
+    assert!(!json.contains('\x1b'), "{json:?}");
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(value["level"], "warn");
+}
+
+#[test]
+fn only_our_own_escapes_reach_the_terminal() {
+    let ws = Ws::new();
+    ws.ok(&["task", "add", "red", "--title", "\x1b[31mred\x1b[0m title"]);
+    let (list, _) = on_terminal(terminal_command(&ws, &["task", "list"]));
+    assert!(list.contains("\x1b[1mID"), "{list:?}");
+    assert!(!list.contains("\x1b[31m"), "{list:?}");
+    assert!(list.contains("[31mred[0m title"), "{list:?}");
 }

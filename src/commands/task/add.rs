@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::task_json;
 use crate::commands::Context;
+use crate::commands::output::{Quiet, Shape};
 use crate::core::ids::check_task_id;
 use crate::core::stack::Task;
 use crate::error::Failure;
@@ -55,12 +56,16 @@ pub fn run(ctx: &Context, args: TaskAddArgs) -> Result<u8> {
     stack.tasks.push(task);
     ws.save_stack(&lock, &stack)?;
     let task = stack.task(&args.id).expect("just added");
-    ctx.emit(
+    ctx.emit_shaped(
         json!({"task": task_json(task)}),
         &format!(
             "Added {} (priority {}, 0/{})",
             task.id, task.priority, task.progress.total
         ),
+        Shape {
+            quiet: Quiet::Nothing,
+            ..Shape::default()
+        },
     );
     Ok(0)
 }

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::{find, task_json};
 use crate::commands::Context;
+use crate::commands::output::{Quiet, Shape};
 use crate::core::stack::Status;
 use crate::error::Failure;
 
@@ -67,6 +68,10 @@ pub fn run(ctx: &Context, args: TaskSetArgs) -> Result<u8> {
     let text = format!("Updated {}: {}", task.id, changed.join(" "));
     // save_stack validates: a total below progress or a priority of 0 is refused unwritten.
     ws.save_stack(&lock, &stack)?;
-    ctx.emit(json, &text);
+    let quiet = Shape {
+        quiet: Quiet::Nothing,
+        ..Shape::default()
+    };
+    ctx.emit_shaped(json, &text, quiet);
     Ok(0)
 }
