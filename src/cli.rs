@@ -34,4 +34,13 @@ pub struct GlobalArgs {
     /// Print exactly one JSON object on stdout
     #[arg(long, global = true)]
     pub json: bool,
+    /// Print only the machine line (like `level=ok used=...`), no sentences
+    ///
+    /// checkpoint and status keep their `level=` and `meter=` lines (several live sessions:
+    /// their `session=` lines); start, next, wrap and run their first `key=value` line; task
+    /// list its rows and task show all of it; demo the workspace's path; man --out-dir the
+    /// pages' paths; init, task add|set|done and hook install print nothing. Logs on stderr are
+    /// cut to errors unless RUST_LOG says otherwise. `--json` output is unchanged.
+    #[arg(short = 'q', long, global = true)]
+    pub quiet: bool,
 }

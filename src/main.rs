@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    init_tracing();
+    init_tracing(cli.global.quiet);
     match commands::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
@@ -16,15 +16,17 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr so stdout stays machine-readable; `RUST_LOG` tunes them.
-fn init_tracing() {
+/// Logs go to stderr so stdout stays machine-readable; `RUST_LOG` tunes them, else warnings
+/// (errors only under `--quiet`).
+fn init_tracing(quiet: bool) {
+    let default = if quiet { "error" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(commands::Context::color_for(&std::io::stderr()))
         .without_time()
         .init();
 }

@@ -6,6 +6,7 @@ use serde_json::{Map, json};
 
 use std::collections::BTreeMap;
 
+use super::output::{Quiet, Shape};
 use super::{Context, SessionArg, agent_arg, select_session};
 use crate::core::meters::MeterSource;
 use crate::core::session::{CheckpointEvent, Session, TokenReading, renewed_lease};
@@ -200,13 +201,20 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
         });
         json["commit"] = commit;
     }
-    ctx.emit(json, &text);
+    let shape = Shape {
+        quiet: Quiet::Keys(MACHINE_KEYS),
+        ..Shape::default()
+    };
+    ctx.emit_shaped(json, &text, shape);
     Ok(if args.exit_zero {
         code::OK
     } else {
         level.exit_code()
     })
 }
+
+/// The lines of a usage report that `--quiet` keeps: the level line and one line per meter.
+pub(super) const MACHINE_KEYS: &[&str] = &["level=", "meter="];
 
 /// The meters' values after this checkpoint's `--usage`, refused before anything is written
 /// when a name is not a meter the agent can feed.

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::Context;
+use super::output::{Quiet, Shape};
 use crate::core::budget::Level;
 use crate::core::stack::TaskStack;
 use crate::error::code;
@@ -44,7 +45,7 @@ pub fn run(ctx: &Context) -> Result<u8> {
     let dir = dir.canonicalize().unwrap_or(dir);
     let exe = std::env::current_exe().context("cannot find the orchestrator binary")?;
     let say = |line: &str| {
-        if !ctx.json {
+        if !ctx.json && !ctx.quiet {
             println!("{line}");
         }
     };
@@ -167,7 +168,11 @@ pub fn run(ctx: &Context) -> Result<u8> {
             .map_or("none".into(), |p: &Path| p.display().to_string()),
         dir.display()
     );
-    ctx.emit(json, &text);
+    let shape = Shape {
+        quiet: Quiet::Text(format!("{}\n", dir.display())),
+        ..Shape::default()
+    };
+    ctx.emit_shaped(json, &text, shape);
     Ok(code::OK)
 }
 

@@ -7,6 +7,7 @@ use std::fs;
 use std::path::Path;
 
 use super::Context;
+use super::output::{Quiet, Shape};
 use crate::core::stack::{DatabaseSettings, Settings, TaskStack};
 use crate::error::Failure;
 use crate::store::undo::Undo;
@@ -103,7 +104,11 @@ pub fn run(ctx: &Context, args: InitArgs) -> Result<u8> {
         "Initialized {}\nNext: add tasks with `orchestrator task add ID --title T --total N`, then run `orchestrator start`.\n",
         stack_path.display()
     );
-    ctx.emit(json, &text);
+    let quiet = Shape {
+        quiet: Quiet::Nothing,
+        ..Shape::default()
+    };
+    ctx.emit_shaped(json, &text, quiet);
     Ok(0)
 }
 

@@ -2,10 +2,13 @@
 //! Each returns the process exit code, or an error for `main` to print.
 
 mod checkpoint;
+mod completions;
 mod demo;
 mod hook;
 mod init;
+mod man;
 mod next;
+pub mod output;
 mod run;
 mod start;
 mod status;
@@ -16,6 +19,7 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use serde_json::Value;
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 use crate::cli::Cli;
@@ -24,8 +28,11 @@ use crate::core::text::{json_escape_controls, strip_controls};
 use crate::error::Failure;
 use crate::store::Workspace;
 use checkpoint::CheckpointArgs;
+use completions::CompletionsArgs;
 use hook::HookCommand;
 use init::InitArgs;
+use man::ManArgs;
+use output::Shape;
 use run::RunArgs;
 use start::StartArgs;
 use status::StatusArgs;
@@ -49,6 +56,8 @@ pub enum Command {
     Run(RunArgs),
     #[command(subcommand)]
     Hook(HookCommand),
+    Completions(CompletionsArgs),
+    Man(ManArgs),
 }
 
 /// `--session`, shared by the commands that act on a live session.
@@ -63,6 +72,10 @@ pub struct SessionArg {
 pub struct Context {
     pub dir: Option<PathBuf>,
     pub json: bool,
+    /// `--quiet`: only the machine part of the text (see [`output::Quiet`]).
+    pub quiet: bool,
+    /// Styles on stdout: decided once, here, by [`Context::color_for`]; never under `--json`.
+    pub color: bool,
     pub now: DateTime<Utc>,
 }
 
@@ -81,22 +94,64 @@ impl Context {
         Ok(ws)
     }
 
-    /// Machine output on stdout: the JSON object under `--json`, else the text. Either way no
-    /// terminal control byte from user text reaches the terminal; JSON values keep the data.
+    /// A context for a command run from inside another (`run`, the hook): plain text, no
+    /// `--quiet`, no colours, whatever the outer command was given.
+    pub fn inner(dir: Option<PathBuf>, now: DateTime<Utc>) -> Context {
+        Context {
+            dir,
+            json: false,
+            quiet: false,
+            color: false,
+            now,
+        }
+    }
+
+    /// Whether a stream (stdout for the commands' text, stderr for the logs) gets colours: the
+    /// one place that decides, from the environment (`NO_COLOR`, `CLICOLOR_FORCE`, `CLICOLOR`,
+    /// `TERM`; see [`output::wants_color`]) and whether the stream is a terminal.
+    pub fn color_for(stream: &impl std::io::IsTerminal) -> bool {
+        output::wants_color(&output::ColorEnv::read(), stream.is_terminal())
+    }
+
+    /// Machine output on stdout: the JSON object under `--json`, else the text (under
+    /// `--quiet` its first line). Either way no terminal control byte from user text reaches
+    /// the terminal; JSON values keep the data.
     pub fn emit(&self, json: Value, text: &str) {
+        self.emit_shaped(json, text, Shape::default());
+    }
+
+    /// [`Context::emit`] with the command's own [`Shape`]: what `--quiet` keeps, what is bold.
+    pub fn emit_shaped(&self, json: Value, text: &str, shape: Shape) {
         if self.json {
             println!("{}", json_escape_controls(&json.to_string()));
-        } else {
-            let text = strip_controls(text);
-            print!("{text}");
-            if !text.ends_with('\n') {
-                println!();
+            return;
+        }
+        let text = strip_controls(text);
+        let text = if self.quiet {
+            match shape.quiet.select(&text) {
+                Cow::Borrowed(part) => Cow::Borrowed(part),
+                Cow::Owned(part) => Cow::Owned(strip_controls(&part).into_owned()),
             }
+        } else {
+            text
+        };
+        if text.is_empty() {
+            return;
+        }
+        let text = if self.color {
+            Cow::Owned(output::paint(&text, &shape))
+        } else {
+            text
+        };
+        print!("{text}");
+        if !text.ends_with('\n') {
+            println!();
         }
     }
 }
 
 pub fn run(cli: Cli) -> Result<u8> {
+    let json = cli.global.json;
     let now = match (&cli.command, crate::clock::now()) {
         (_, Ok(now)) => now,
         // The Claude Code hook exits 0 whatever happens; a bad clock override is only logged.
@@ -104,11 +159,15 @@ pub fn run(cli: Cli) -> Result<u8> {
             tracing::warn!("{err:#}");
             Utc::now()
         }
+        // They describe the command line and never read the clock.
+        (Command::Completions(_) | Command::Man(_), Err(_)) => Utc::now(),
         (_, Err(err)) => return Err(err),
     };
     let ctx = Context {
         dir: cli.global.dir,
-        json: cli.global.json,
+        json,
+        quiet: cli.global.quiet,
+        color: !json && Context::color_for(&std::io::stdout()),
         now,
     };
     match cli.command {
@@ -122,6 +181,8 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Demo => demo::run(&ctx),
         Command::Hook(cmd) => hook::run(&ctx, cmd),
         Command::Run(args) => run::run(&ctx, args),
+        Command::Completions(args) => completions::run(&ctx, args),
+        Command::Man(args) => man::run(&ctx, args),
     }
 }
 

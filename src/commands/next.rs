@@ -4,6 +4,7 @@ use anyhow::Result;
 use serde_json::json;
 
 use super::Context;
+use super::output::Shape;
 use crate::core::select::select_next;
 use crate::core::text::one_line;
 use crate::error::code;
@@ -43,7 +44,11 @@ pub fn run(ctx: &Context) -> Result<u8> {
         "progress": selection.chosen.map(|t| t.progress),
         "others": others,
     });
-    ctx.emit(json, &text);
+    let shape = Shape {
+        headings: &["Not picked:"],
+        ..Shape::default()
+    };
+    ctx.emit_shaped(json, &text, shape);
     Ok(if selection.chosen.is_some() {
         code::OK
     } else {

@@ -107,11 +107,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
             break reason;
         }
         let now = clock::now()?;
-        let session_ctx = Context {
-            dir: Some(ws.root().to_path_buf()),
-            json: false,
-            now,
-        };
+        let session_ctx = Context::inner(Some(ws.root().to_path_buf()), now);
         let start = StartArgs {
             task: None,
             agent: agent.clone(),
@@ -515,11 +511,7 @@ fn finish_session(ws: &Workspace, session_id: &str, reason: &str, summary: &str)
     if !ws.active_path(session_id).exists() {
         return Ok(false);
     }
-    let ctx = Context {
-        dir: Some(ws.root().to_path_buf()),
-        json: false,
-        now: clock::now()?,
-    };
+    let ctx = Context::inner(Some(ws.root().to_path_buf()), clock::now()?);
     let args = WrapArgs {
         summary: Some(summary.to_string()),
         next: Vec::new(),

@@ -6,6 +6,7 @@ use serde_json::{Map, Value, json};
 use std::path::PathBuf;
 
 use super::Context;
+use super::output::Shape;
 use crate::agents;
 use crate::core::ids::{check_task_id, new_session_id};
 use crate::core::meters;
@@ -43,9 +44,27 @@ pub struct StartArgs {
 
 pub fn run(ctx: &Context, args: StartArgs) -> Result<u8> {
     let (json, text) = open_session(ctx, args)?;
-    ctx.emit(json, &text);
+    let shape = Shape {
+        labels: BRIEF_LABELS,
+        ..Shape::default()
+    };
+    ctx.emit_shaped(json, &text, shape);
     Ok(code::OK)
 }
+
+/// The brief's labels, bold on a terminal.
+const BRIEF_LABELS: &[&str] = &[
+    "Task:",
+    "Progress:",
+    "Last checkpoint:",
+    "Last handoff:",
+    "Budget:",
+    "Usage:",
+    "Meter:",
+    "Session:",
+    "Exit codes:",
+    "When done:",
+];
 
 /// Opens a session and returns its brief (JSON and text).
 pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, String)> {

@@ -4,6 +4,7 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::{Value, json};
 
+use super::output::{Quiet, Shape};
 use super::{Context, SessionArg, select_session};
 use crate::core::budget::Level;
 use crate::core::session::{Session, describe_duration};
@@ -42,7 +43,7 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
             session.id,
             wrapping_lines(session)
         );
-        ctx.emit(json, &text);
+        ctx.emit_shaped(json, &text, shape(Quiet::FirstLine));
         return Ok(code::OK);
     }
     if live.is_empty() && named.is_none() {
@@ -63,14 +64,14 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
                 )
             }
         };
-        ctx.emit(json, &text);
+        ctx.emit_shaped(json, &text, shape(Quiet::FirstLine));
         return Ok(code::OK);
     }
     if live.len() > 1 && named.is_none() {
         let (mut json, mut text, level) = list(ctx, &ws, &stack, &live);
         json["wrapping"] = json!(wrapping_json);
         text.push_str(&wrapping_text);
-        ctx.emit(json, &text);
+        ctx.emit_shaped(json, &text, shape(Quiet::Keys(&["session="])));
         return Ok(if args.exit_zero {
             code::OK
         } else {
@@ -109,12 +110,27 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
         }
     ));
     text.push_str(&wrapping_text);
-    ctx.emit(json, &text);
+    ctx.emit_shaped(
+        json,
+        &text,
+        shape(Quiet::Keys(super::checkpoint::MACHINE_KEYS)),
+    );
     Ok(if args.exit_zero {
         code::OK
     } else {
         level.exit_code()
     })
+}
+
+/// What --quiet keeps of this view, and the labels shown bold on a terminal.
+fn shape(quiet: Quiet<'static>) -> Shape<'static> {
+    Shape {
+        quiet,
+        labels: &[
+            "session:", "agent:", "task:", "started:", "lease:", "done:", "pending:",
+        ],
+        ..Shape::default()
+    }
 }
 
 /// Several live sessions (parallel agents): one line each, and the worst level decides the exit.

@@ -5,6 +5,7 @@ mod common;
 
 mod budget;
 mod concurrency;
+mod conventions;
 mod docs;
 mod effects;
 mod fresh_clone;

@@ -80,11 +80,8 @@ pub fn run(ctx: &Context, args: HookClaudeArgs) {
     // main ends the thread; whatever it had half done is finished by the next command, as after
     // Claude Code's own kill at its timeout.
     let (done, outcome) = mpsc::channel();
-    let ctx = Context {
-        dir: ctx.dir.clone(),
-        json: ctx.json,
-        now: ctx.now,
-    };
+    // The hook's answer is Claude Code's JSON on stdout, never shaped by --quiet or colours.
+    let ctx = Context::inner(ctx.dir.clone(), ctx.now);
     std::thread::spawn(move || {
         let _ = done.send(answer(&ctx, &args));
     });
@@ -130,11 +127,7 @@ fn handle(ctx: &Context, args: &HookClaudeArgs, input: &[u8]) -> Result<Option<V
             }
         }
     };
-    let ctx = Context {
-        dir: Some(ws.root().to_path_buf()),
-        json: false,
-        now: ctx.now,
-    };
+    let ctx = Context::inner(Some(ws.root().to_path_buf()), ctx.now);
     let name = event.hook_event_name.as_str();
     let context = match name {
         "SessionStart" => Some(session_start(&ctx, &ws, args, &event)?),

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use crate::agents::claude;
 use crate::commands::Context;
+use crate::commands::output::{Quiet, Shape};
 use crate::error::{Failure, code};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -49,6 +50,10 @@ pub fn run(ctx: &Context, args: HookInstallArgs) -> Result<u8> {
         "backup": outcome.backup,
         "created": outcome.created,
     });
-    ctx.emit(json, &text);
+    let quiet = Shape {
+        quiet: Quiet::Nothing,
+        ..Shape::default()
+    };
+    ctx.emit_shaped(json, &text, quiet);
     Ok(code::OK)
 }

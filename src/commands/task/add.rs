@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::task_json;
 use crate::commands::Context;
+use crate::commands::output::{Quiet, Shape};
 use crate::core::ids::check_task_id;
 use crate::core::stack::Task;
 use crate::error::Failure;
@@ -13,7 +14,10 @@ use crate::error::Failure;
 /// Add a task
 #[derive(Debug, Args)]
 pub struct TaskAddArgs {
+    /// The new task's id (letters, digits, `_`, `-`, `.`)
+    #[arg(value_name = "ID")]
     pub id: String,
+    /// What the task is, in a line (shown in briefs and lists)
     #[arg(long, value_name = "T")]
     pub title: Option<String>,
     /// 1 is the most urgent; default: after every existing task
@@ -52,12 +56,16 @@ pub fn run(ctx: &Context, args: TaskAddArgs) -> Result<u8> {
     stack.tasks.push(task);
     ws.save_stack(&lock, &stack)?;
     let task = stack.task(&args.id).expect("just added");
-    ctx.emit(
+    ctx.emit_shaped(
         json!({"task": task_json(task)}),
         &format!(
             "Added {} (priority {}, 0/{})",
             task.id, task.priority, task.progress.total
         ),
+        Shape {
+            quiet: Quiet::Nothing,
+            ..Shape::default()
+        },
     );
     Ok(0)
 }

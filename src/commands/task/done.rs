@@ -6,11 +6,14 @@ use serde_json::json;
 
 use super::{find, task_json};
 use crate::commands::Context;
+use crate::commands::output::{Quiet, Shape};
 use crate::core::stack::Status;
 
 /// Mark a task done
 #[derive(Debug, Args)]
 pub struct TaskDoneArgs {
+    /// The task to mark done
+    #[arg(value_name = "ID")]
     pub id: String,
 }
 
@@ -24,6 +27,10 @@ pub fn run(ctx: &Context, args: TaskDoneArgs) -> Result<u8> {
     let json = json!({"task": task_json(task)});
     let text = format!("Marked {} done ({})", task.id, task.progress);
     ws.save_stack(&lock, &stack)?;
-    ctx.emit(json, &text);
+    let quiet = Shape {
+        quiet: Quiet::Nothing,
+        ..Shape::default()
+    };
+    ctx.emit_shaped(json, &text, quiet);
     Ok(0)
 }

@@ -6,12 +6,14 @@ use serde_json::json;
 
 use super::task_json;
 use crate::commands::Context;
+use crate::commands::output::{Quiet, Shape};
 use crate::core::stack::{Status, Task};
 use crate::core::text::one_line;
 
 /// List tasks in priority order
 #[derive(Debug, Args)]
 pub struct TaskListArgs {
+    /// Only the tasks with this status
     #[arg(long, value_name = "S")]
     pub status: Option<Status>,
 }
@@ -26,16 +28,17 @@ pub fn run(ctx: &Context, args: TaskListArgs) -> Result<u8> {
         .collect();
     tasks.sort_by_key(|t| t.priority);
     let width = tasks.iter().map(|t| t.id.len()).max().unwrap_or(2).max(2);
-    let mut text = format!(
-        "{:<width$}  {:>3}  {:<11}  {:>9}  TITLE\n",
+    let header = format!(
+        "{:<width$}  {:>3}  {:<11}  {:>9}  TITLE",
         "ID", "PRI", "STATUS", "PROGRESS"
     );
+    let mut rows = String::new();
     for task in &tasks {
         let held = match &task.claim {
             Some(claim) if claim.is_live(ctx.now) => format!("  [held by {}]", claim.session),
             _ => String::new(),
         };
-        text.push_str(&format!(
+        rows.push_str(&format!(
             "{:<width$}  {:>3}  {:<11}  {:>9}  {}{held}\n",
             task.id,
             task.priority,
@@ -45,6 +48,13 @@ pub fn run(ctx: &Context, args: TaskListArgs) -> Result<u8> {
         ));
     }
     let json = json!({"tasks": tasks.iter().map(|t| task_json(t)).collect::<Vec<_>>()});
-    ctx.emit(json, &text);
+    let text = format!("{header}\n{rows}");
+    // The rows are the data; --quiet drops only the header, for scripts that cut columns.
+    let shape = Shape {
+        quiet: Quiet::Text(rows),
+        headings: &[&header],
+        ..Shape::default()
+    };
+    ctx.emit_shaped(json, &text, shape);
     Ok(0)
 }

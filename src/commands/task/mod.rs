@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::Context;
 use crate::core::ids::check_task_id;
-use crate::core::stack::{Task, TaskStack};
+use crate::core::stack::{Status, Task, TaskStack};
 use crate::error::Failure;
 use crate::store::Workspace;
 use add::TaskAddArgs;
@@ -38,6 +38,25 @@ pub fn run(ctx: &Context, cmd: TaskCommand) -> Result<u8> {
         TaskCommand::Show(args) => show::run(ctx, args),
         TaskCommand::Done(args) => done::run(ctx, args),
         TaskCommand::Set(args) => set::run(ctx, args),
+    }
+}
+
+/// `--status` takes the stack's own status names, and `--help` lists them. The impl sits here,
+/// not on the type in `core/`, so the pure model does not depend on the command line.
+impl clap::ValueEnum for Status {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Status::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let help = match self {
+            Status::Pending => "not started yet",
+            Status::InProgress => "started by a session",
+            Status::Done => "finished; never picked again",
+            Status::Blocked => "not picked until its status changes",
+            Status::Skipped => "left out; never picked",
+        };
+        Some(clap::builder::PossibleValue::new(self.as_str()).help(help))
     }
 }
 

@@ -6,21 +6,29 @@ use serde_json::json;
 
 use super::{find, task_json};
 use crate::commands::Context;
+use crate::commands::output::{Quiet, Shape};
 use crate::core::stack::Status;
 use crate::error::Failure;
 
 /// Change a task's priority, total, status or title
 #[derive(Debug, Args)]
 pub struct TaskSetArgs {
+    /// The task to change
+    #[arg(value_name = "ID")]
     pub id: String,
+    /// New priority; 1 is the most urgent
     #[arg(long, value_name = "N")]
     pub priority: Option<i64>,
+    /// New number of units of work (not below the units done)
     #[arg(long, value_name = "N")]
     pub total: Option<u64>,
+    /// New number of units done (not above the total)
     #[arg(long, value_name = "N")]
     pub progress: Option<u64>,
+    /// New status
     #[arg(long, value_name = "S")]
     pub status: Option<Status>,
+    /// New title
     #[arg(long, value_name = "T")]
     pub title: Option<String>,
 }
@@ -60,6 +68,10 @@ pub fn run(ctx: &Context, args: TaskSetArgs) -> Result<u8> {
     let text = format!("Updated {}: {}", task.id, changed.join(" "));
     // save_stack validates: a total below progress or a priority of 0 is refused unwritten.
     ws.save_stack(&lock, &stack)?;
-    ctx.emit(json, &text);
+    let quiet = Shape {
+        quiet: Quiet::Nothing,
+        ..Shape::default()
+    };
+    ctx.emit_shaped(json, &text, quiet);
     Ok(0)
 }

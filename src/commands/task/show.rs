@@ -6,11 +6,14 @@ use serde_json::json;
 
 use super::{find, task_json};
 use crate::commands::Context;
+use crate::commands::output::{Quiet, Shape};
 use crate::core::text::one_line;
 
 /// Show one task with its recent checkpoints
 #[derive(Debug, Args)]
 pub struct TaskShowArgs {
+    /// The task to show
+    #[arg(value_name = "ID")]
     pub id: String,
 }
 
@@ -53,6 +56,12 @@ pub fn run(ctx: &Context, args: TaskShowArgs) -> Result<u8> {
     }
     let mut json = task_json(&task);
     json["checkpoints"] = json!(task.checkpoints);
-    ctx.emit(json!({"task": json}), &text);
+    // All of it is the task's data: --quiet keeps it.
+    let shape = Shape {
+        quiet: Quiet::Text(text.clone()),
+        headings: &["recent checkpoints:"],
+        labels: &["status:", "priority:", "progress:", "after:", "claim:"],
+    };
+    ctx.emit_shaped(json!({"task": json}), &text, shape);
     Ok(0)
 }
