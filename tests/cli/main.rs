@@ -18,5 +18,6 @@ mod refusals;
 mod run;
 mod seed;
 mod sessions;
+mod task_editing;
 mod tasks;
 mod wrap;
