@@ -2,6 +2,7 @@
 //! Each returns the process exit code, or an error for `main` to print.
 
 mod checkpoint;
+mod config;
 mod demo;
 mod hook;
 mod init;
@@ -24,6 +25,7 @@ use crate::core::text::{json_escape_controls, strip_controls};
 use crate::error::Failure;
 use crate::store::Workspace;
 use checkpoint::CheckpointArgs;
+use config::ConfigCommand;
 use hook::HookCommand;
 use init::InitArgs;
 use run::RunArgs;
@@ -44,6 +46,8 @@ pub enum Command {
     Checkpoint(CheckpointArgs),
     Status(StatusArgs),
     Wrap(WrapArgs),
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Build a scratch workspace (or fill the empty --dir) and run one whole session in it
     Demo,
     Run(RunArgs),
@@ -109,6 +113,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Checkpoint(args) => checkpoint::run(&ctx, args),
         Command::Status(args) => status::run(&ctx, args),
         Command::Wrap(args) => wrap::run(&ctx, args),
+        Command::Config(cmd) => config::run(&ctx, cmd),
         Command::Demo => demo::run(&ctx),
         Command::Hook(cmd) => hook::run(&ctx, cmd),
         Command::Run(args) => run::run(&ctx, args),

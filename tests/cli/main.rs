@@ -5,6 +5,7 @@ mod common;
 
 mod budget;
 mod concurrency;
+mod config;
 mod effects;
 mod hardening_git;
 mod hardening_handoff;
