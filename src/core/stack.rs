@@ -214,8 +214,12 @@ impl DatabaseSettings {
     }
 }
 
+/// A folder of its own, not the project root: backups stay out of sight and out of git (see
+/// `store::never_committed`). A stack that says `"backup_dir": "."` keeps backing up beside it.
+pub const DEFAULT_BACKUP_DIR: &str = "backups";
+
 fn default_backup_dir() -> String {
-    ".".into()
+    DEFAULT_BACKUP_DIR.into()
 }
 
 fn default_keep_backups() -> usize {
