@@ -8,9 +8,11 @@ use std::collections::BTreeMap;
 
 use super::output::{Quiet, Shape};
 use super::{Context, SessionArg, agent_arg, select_session};
+use crate::core::budget::Level;
 use crate::core::meters::MeterSource;
 use crate::core::session::{CheckpointEvent, Session, TokenReading, renewed_lease};
 use crate::core::stack::{Checkpoint, Status, TaskStack};
+use crate::core::text::one_line;
 use crate::error::{Failure, code};
 use crate::meters::{Measured, Tokens, report};
 use crate::store::Workspace;
@@ -28,6 +30,9 @@ pub struct CheckpointArgs {
     /// Units done since the last checkpoint (negative to correct)
     #[arg(long, value_name = "K", allow_negative_numbers = true)]
     pub advance: Option<i64>,
+    /// Accept a --progress below the task's current progress (refused without it)
+    #[arg(long)]
+    pub force: bool,
     /// Tokens in use now (the current context fill, not an increment; default: read from the
     /// session's transcript when it has one)
     #[arg(long, value_name = "N")]
@@ -90,10 +95,21 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
     }
 
     let total = task.progress.total;
+    let current = task.progress.done;
+    // Closed while this session held it (`task done`, `task set --status`): the checkpoint is
+    // recorded, the progress someone else settled stays, and the session is told to wrap.
+    let closed = !task.status.is_open();
     let done = match (args.progress, args.advance) {
+        _ if closed => current,
         (Some(n), _) if n > total => {
             return Err(Failure::user(format!(
                 "--progress {n} is above the total of task `{}` ({total})",
+                task.id
+            )));
+        }
+        (Some(n), _) if n < current && !args.force => {
+            return Err(Failure::user(format!(
+                "--progress {n} is below the current progress of task `{}` ({current}/{total}); pass --force to lower it",
                 task.id
             )));
         }
@@ -182,6 +198,21 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
     let report = report(&stack, &session, progress, &tokens);
     let (mut json, mut text, level) = (report.json, report.text, report.level);
     json["checkpoints"] = json!(session.checkpoints.len());
+    let closed_task = stack.task(&session.task).filter(|_| closed);
+    if let Some(task) = closed_task {
+        let why = match task.blocked_reason() {
+            Some(reason) => format!(" ({})", one_line(reason)),
+            None => String::new(),
+        };
+        let action = format!(
+            "Task `{}` was marked {}{why} while this session held it: stop and run `orchestrator wrap` now.",
+            task.id, task.status
+        );
+        let budget_action = json["action"].as_str().unwrap_or_default().to_string();
+        text = text.replacen(&budget_action, &action, 1);
+        json["action"] = json!(action);
+        json["task_closed"] = json!({"status": task.status, "reason": task.blocked_reason()});
+    }
     if let Some(commit) = commit {
         text.push_str(&match commit["result"].as_str() {
             Some("committed") => format!(
@@ -208,6 +239,9 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
     ctx.emit_shaped(json, &text, shape);
     Ok(if args.exit_zero {
         code::OK
+    } else if closed {
+        // 11 is "wrap now" to every agent the brief taught; `level` still says the budget's.
+        Level::Shutdown.exit_code()
     } else {
         level.exit_code()
     })

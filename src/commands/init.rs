@@ -12,6 +12,7 @@ use crate::core::stack::{DatabaseSettings, Settings, TaskStack};
 use crate::error::Failure;
 use crate::store::undo::Undo;
 use crate::store::{self, STACK_FILE, Workspace};
+use crate::wrap::vcs;
 
 /// Create task_stack.json, the handoff directory and .gitignore entries
 #[derive(Debug, Args)]
@@ -93,6 +94,17 @@ pub fn run(ctx: &Context, args: InitArgs) -> Result<u8> {
     ws.save_stack(&lock, &stack)?;
     undo.commit();
     crate::meters::warn_about_compaction(&ws, &stack);
+    if let Some(db) = &stack.settings.database {
+        warn_about_database(&ws.root().join(&db.path));
+    }
+    match vcs::in_repository(ws.root()) {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            "{} is not in a git repository: wrap will skip its commit; run `git init` to have each session's work committed",
+            ws.root().display()
+        ),
+        Err(err) => tracing::warn!("cannot tell whether the workspace is in git: {err:#}"),
+    }
 
     let json = json!({
         "workspace": ws.root(),
@@ -139,4 +151,90 @@ pub(super) fn add_ignore_lines(path: &Path, lines: &[String]) -> Result<Vec<Stri
     }
     store::file::write_atomic(path, text.as_bytes())?;
     Ok(missing)
+}
+
+/// The first 16 bytes of every SQLite database file ("The header string", offset 0, size 16,
+/// https://www.sqlite.org/fileformat2.html#the_database_header).
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+/// Warns, without refusing (the database may be created later), when `--db` names a file that
+/// does not exist or is not a SQLite database: wrap would back up nothing or fail.
+fn warn_about_database(path: &Path) {
+    let shown = path.display();
+    match database_problem(path) {
+        Ok(None) => {}
+        Ok(Some(problem)) => tracing::warn!(
+            "--db {shown} {problem}; wrap backs it up only once it is a SQLite database"
+        ),
+        Err(err) => tracing::warn!("--db {shown}: cannot read it: {err}"),
+    }
+}
+
+/// Why `path` is not a SQLite database, or None when it is one. An empty file counts as one:
+/// SQLite opens it as an empty database and writes the header with the first table.
+fn database_problem(path: &Path) -> std::io::Result<Option<&'static str>> {
+    use std::io::Read;
+    let mut file = match fs::File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Some("does not exist"));
+        }
+        Err(err) => return Err(err),
+    };
+    if !file.metadata()?.is_file() {
+        return Ok(Some("is not a file"));
+    }
+    let mut header = Vec::with_capacity(SQLITE_HEADER.len());
+    file.by_ref()
+        .take(SQLITE_HEADER.len() as u64)
+        .read_to_end(&mut header)?;
+    if header.is_empty() || header == SQLITE_HEADER {
+        Ok(None)
+    } else {
+        Ok(Some(
+            "is not a SQLite database (its first bytes are not \"SQLite format 3\")",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_is_recognised_by_the_header_sqlite_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("real.db");
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("CREATE TABLE t (x)").unwrap();
+        drop(conn);
+        assert_eq!(database_problem(&db).unwrap(), None);
+
+        let empty = dir.path().join("empty.db");
+        fs::write(&empty, b"").unwrap();
+        assert_eq!(database_problem(&empty).unwrap(), None);
+        // Why that is right: SQLite opens an empty file as an empty database.
+        let conn = rusqlite::Connection::open(&empty).unwrap();
+        let tables: i64 = conn
+            .query_row("SELECT COUNT(*) FROM sqlite_master", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(tables, 0);
+
+        let text = dir.path().join("notes.db");
+        fs::write(&text, b"not a database at all").unwrap();
+        assert!(
+            database_problem(&text)
+                .unwrap()
+                .unwrap()
+                .contains("not a SQLite")
+        );
+        let short = dir.path().join("short.db");
+        fs::write(&short, b"SQLite").unwrap();
+        assert!(database_problem(&short).unwrap().is_some());
+        assert_eq!(
+            database_problem(&dir.path().join("missing.db")).unwrap(),
+            Some("does not exist")
+        );
+        assert_eq!(database_problem(dir.path()).unwrap(), Some("is not a file"));
+    }
 }

@@ -3,6 +3,7 @@
 
 mod checkpoint;
 mod completions;
+mod config;
 mod demo;
 mod hook;
 mod init;
@@ -29,6 +30,7 @@ use crate::error::Failure;
 use crate::store::Workspace;
 use checkpoint::CheckpointArgs;
 use completions::CompletionsArgs;
+use config::ConfigCommand;
 use hook::HookCommand;
 use init::InitArgs;
 use man::ManArgs;
@@ -51,6 +53,8 @@ pub enum Command {
     Checkpoint(CheckpointArgs),
     Status(StatusArgs),
     Wrap(WrapArgs),
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Build a scratch workspace (or fill the empty --dir) and run one whole session in it
     Demo,
     Run(RunArgs),
@@ -178,6 +182,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Checkpoint(args) => checkpoint::run(&ctx, args),
         Command::Status(args) => status::run(&ctx, args),
         Command::Wrap(args) => wrap::run(&ctx, args),
+        Command::Config(cmd) => config::run(&ctx, cmd),
         Command::Demo => demo::run(&ctx),
         Command::Hook(cmd) => hook::run(&ctx, cmd),
         Command::Run(args) => run::run(&ctx, args),

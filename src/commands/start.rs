@@ -241,6 +241,12 @@ pub(super) fn brief(
     );
     let last_checkpoint = task.checkpoints.last();
     let last_handoff = last_handoff(ws, task);
+    // What is parked and why: the agent may hold what unblocks it, and should not work around it.
+    let blocked: Vec<&Task> = stack
+        .tasks
+        .iter()
+        .filter(|t| t.status == Status::Blocked)
+        .collect();
     let json = json!({
         "session": session.id,
         "agent": session.agent,
@@ -254,6 +260,7 @@ pub(super) fn brief(
         "transcript": session.transcript,
         "meters": meters.iter().map(|(name, m)| json!({"name": name, "kind": m.kind.as_str(), "limit": m.limit, "source": m.source})).collect::<Vec<_>>(),
         "lease_expires": session.lease_expires,
+        "blocked": blocked.iter().map(|t| json!({"task": t.id, "reason": t.blocked_reason()})).collect::<Vec<_>>(),
         "recovered": recovered.iter().map(|r| json!({"session": r.session, "handoff": r.handoff})).collect::<Vec<_>>(),
     });
     let verb = if resumed { "Resume" } else { "Start" };
@@ -314,6 +321,13 @@ pub(super) fn brief(
             meter.limit,
             crate::core::budget::format_pct(meter.warn * 100.0),
             crate::core::budget::format_pct(meter.shutdown * 100.0),
+        ));
+    }
+    for parked in &blocked {
+        text.push_str(&format!(
+            "Blocked:         {}: {}\n",
+            parked.id,
+            one_line(parked.blocked_reason().unwrap_or("no reason given"))
         ));
     }
     text.push_str(&format!(

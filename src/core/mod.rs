@@ -2,6 +2,7 @@
 //! Everything here is deterministic given its inputs (including "now"), so it is unit-tested directly.
 
 pub mod budget;
+pub mod config;
 pub mod ids;
 pub mod meters;
 pub mod run;

@@ -4,12 +4,14 @@ use chrono::{DateTime, Utc};
 use std::fmt;
 
 use super::stack::{Status, Task, TaskStack};
+use super::text::one_line;
 
 /// Why a task is not the one picked.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NotReady {
     Finished(Status),
-    Blocked,
+    /// Blocked, with the reason given to `task set --status blocked --reason`.
+    Blocked(Option<String>),
     WaitingOn(Vec<(String, Status)>),
     HeldBy {
         session: String,
@@ -25,7 +27,8 @@ impl fmt::Display for NotReady {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             NotReady::Finished(status) => write!(f, "{status}"),
-            NotReady::Blocked => f.write_str("blocked"),
+            NotReady::Blocked(None) => f.write_str("blocked"),
+            NotReady::Blocked(Some(reason)) => write!(f, "blocked: {}", one_line(reason)),
             NotReady::WaitingOn(deps) => {
                 let deps: Vec<String> = deps
                     .iter()
@@ -43,7 +46,7 @@ impl NotReady {
     pub fn code(&self) -> &'static str {
         match self {
             NotReady::Finished(_) => "finished",
-            NotReady::Blocked => "blocked",
+            NotReady::Blocked(_) => "blocked",
             NotReady::WaitingOn(_) => "waiting",
             NotReady::HeldBy { .. } => "held",
             NotReady::Behind { .. } => "queued",
@@ -55,7 +58,7 @@ impl NotReady {
 pub fn readiness(stack: &TaskStack, task: &Task, now: DateTime<Utc>) -> Result<(), NotReady> {
     match task.status {
         Status::Done | Status::Skipped => return Err(NotReady::Finished(task.status)),
-        Status::Blocked => return Err(NotReady::Blocked),
+        Status::Blocked => return Err(NotReady::Blocked(task.blocked_reason.clone())),
         Status::Pending | Status::InProgress => {}
     }
     let waiting: Vec<(String, Status)> = task
@@ -201,6 +204,19 @@ mod tests {
                 "held: held by session_20251106_000000 (agent claude)"
             ]
         );
+    }
+
+    #[test]
+    fn a_blocked_task_says_why() {
+        let mut parked = task("parked", 1, Status::Blocked, &[]);
+        parked.blocked_reason = Some("waiting for the API key".into());
+        let s = stack(vec![parked]);
+        let sel = select_next(&s, now());
+        assert_eq!(
+            sel.others[0].1.to_string(),
+            "blocked: waiting for the API key"
+        );
+        assert_eq!(sel.others[0].1.code(), "blocked");
     }
 
     #[test]

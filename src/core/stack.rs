@@ -214,8 +214,12 @@ impl DatabaseSettings {
     }
 }
 
+/// A folder of its own, not the project root: backups stay out of sight and out of git (see
+/// `store::never_committed`). A stack that says `"backup_dir": "."` keeps backing up beside it.
+pub const DEFAULT_BACKUP_DIR: &str = "backups";
+
 fn default_backup_dir() -> String {
-    ".".into()
+    DEFAULT_BACKUP_DIR.into()
 }
 
 fn default_keep_backups() -> usize {
@@ -396,6 +400,9 @@ pub struct Task {
     /// The handoff of the last wrapped session on this task, relative to the workspace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handoff: Option<String>,
+    /// Why a blocked task is blocked; cleared when it leaves that status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_reason: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -414,7 +421,8 @@ deserialize_keeping_unknown_fields!(Task {
         depends_on = Vec::new(),
         claim = None,
         checkpoints = Vec::new(),
-        last_handoff = None
+        last_handoff = None,
+        blocked_reason = None
     ]
 });
 
@@ -436,8 +444,28 @@ impl Task {
             claim: None,
             checkpoints: Vec::new(),
             last_handoff: None,
+            blocked_reason: None,
             extra: Map::new(),
         }
+    }
+
+    /// Changes the status; a blocked task's reason goes when it is no longer blocked, and a
+    /// task marked done has all its units done.
+    pub fn set_status(&mut self, status: Status) {
+        self.status = status;
+        if status != Status::Blocked {
+            self.blocked_reason = None;
+        }
+        if status == Status::Done {
+            self.progress.done = self.progress.total;
+        }
+    }
+
+    /// The reason a blocked task gave, when it is blocked and gave one.
+    pub fn blocked_reason(&self) -> Option<&str> {
+        (self.status == Status::Blocked)
+            .then_some(self.blocked_reason.as_deref())
+            .flatten()
     }
 
     /// Appends a checkpoint, keeping only the most recent ones.
@@ -574,8 +602,17 @@ impl TaskStack {
         self.tasks.iter_mut().find(|t| t.id == id)
     }
 
-    /// A cycle as a path that starts and ends with the same id.
-    fn find_cycle(&self) -> Option<Vec<String>> {
+    /// The ids of the tasks that list `id` among their dependencies, in file order.
+    pub fn dependents(&self, id: &str) -> Vec<&str> {
+        self.tasks
+            .iter()
+            .filter(|t| t.depends_on.iter().any(|d| d == id))
+            .map(|t| t.id.as_str())
+            .collect()
+    }
+
+    /// A dependency cycle as a path that starts and ends with the same id, if there is one.
+    pub fn find_cycle(&self) -> Option<Vec<String>> {
         #[derive(Clone, Copy, PartialEq)]
         enum Mark {
             Unvisited,
@@ -603,8 +640,10 @@ impl TaskStack {
                     path.pop();
                     continue;
                 }
-                let dep = index[deps[*next_dep].as_str()];
+                let dep = index.get(deps[*next_dep].as_str()).copied();
                 *next_dep += 1;
+                // An unknown dependency is another error, reported by `validate`.
+                let Some(dep) = dep else { continue };
                 match marks[dep] {
                     Mark::Finished => {}
                     Mark::OnPath => {

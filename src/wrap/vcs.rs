@@ -142,6 +142,11 @@ pub fn commit_all(req: &CommitRequest) -> Result<CommitOutcome> {
     commit_all_with_hook(req, &mut |_| {})
 }
 
+/// Whether `workdir` is inside a git repository (found as git finds it, walking up).
+pub fn in_repository(workdir: &Path) -> Result<bool> {
+    Ok(discover(workdir)?.is_some())
+}
+
 /// HEAD's commit id (None when `workdir` is not in a repository or HEAD is unborn).
 pub fn head_oid(workdir: &Path) -> Result<Option<String>> {
     let Some(repo) = discover(workdir)? else {

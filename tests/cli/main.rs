@@ -5,6 +5,7 @@ mod common;
 
 mod budget;
 mod concurrency;
+mod config;
 mod conventions;
 mod docs;
 mod effects;
@@ -21,5 +22,6 @@ mod refusals;
 mod run;
 mod seed;
 mod sessions;
+mod task_editing;
 mod tasks;
 mod wrap;

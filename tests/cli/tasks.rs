@@ -14,6 +14,7 @@ fn init_writes_defaults_handoff_dir_and_gitignore() {
     );
     assert_eq!(stack["settings"]["database"]["path"], "crypto.db");
     assert_eq!(stack["settings"]["database"]["keep_backups"], 10);
+    assert_eq!(stack["settings"]["database"]["backup_dir"], "backups");
     assert_eq!(stack["settings"]["git"]["max_file_mb"], 50);
     assert_eq!(stack["settings"]["lease_minutes"], 30);
     assert!(ws.file("session_handoffs").is_dir());
@@ -21,7 +22,7 @@ fn init_writes_defaults_handoff_dir_and_gitignore() {
     for line in [
         ".orchestrator/lock",
         ".orchestrator/sessions/active/",
-        "crypto.db.backup_*",
+        "backups/crypto.db.backup_*",
         "crypto.db-wal",
     ] {
         assert!(
@@ -192,4 +193,89 @@ fn a_checkpoint_records_issues_for_the_handoff() {
         issues.contains("- API rate limit hit twice\n- flaky test t_42\n"),
         "{handoff}"
     );
+}
+
+fn init_stderr(ws: &Ws, args: &[&str]) -> String {
+    let out = ws.run(args);
+    assert_eq!(out.status.code(), Some(0), "{args:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn init_warns_about_a_database_that_is_missing_or_not_sqlite() {
+    let ws = Ws::empty();
+    let err = init_stderr(&ws, &["init", "--db", "missing.db"]);
+    assert!(
+        err.contains("--db") && err.contains("missing.db does not exist"),
+        "{err}"
+    );
+    assert!(ws.file("task_stack.json").is_file(), "still initialized");
+
+    let ws = Ws::empty();
+    ws.write("notes.db", "just some text, not a database");
+    let err = init_stderr(&ws, &["init", "--db", "notes.db"]);
+    assert!(err.contains("notes.db is not a SQLite database"), "{err}");
+
+    let ws = Ws::empty();
+    let conn = rusqlite::Connection::open(ws.file("data.db")).unwrap();
+    conn.execute_batch("CREATE TABLE t (x)").unwrap();
+    drop(conn);
+    let err = init_stderr(&ws, &["init", "--db", "data.db"]);
+    assert!(!err.contains("--db"), "a real database: no warning: {err}");
+}
+
+#[test]
+fn init_warns_when_the_workspace_is_not_in_git() {
+    let ws = Ws::empty();
+    let err = init_stderr(&ws, &["init"]);
+    assert!(err.contains("is not in a git repository"), "{err}");
+
+    let ws = Ws::empty();
+    let status = std::process::Command::new("git")
+        .args(["init", "-q"])
+        .current_dir(ws.path())
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let err = init_stderr(&ws, &["init"]);
+    assert!(!err.contains("git repository"), "{err}");
+}
+
+#[test]
+fn backups_go_to_a_backups_folder_unless_the_stack_says_otherwise() {
+    let ws = Ws::empty();
+    let conn = rusqlite::Connection::open(ws.file("data.db")).unwrap();
+    conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1)")
+        .unwrap();
+    drop(conn);
+    ws.ok(&["init", "--db", "data.db"]);
+    ws.ok(&["task", "add", "a"]);
+    ws.ok(&["start"]);
+    ws.ok(&["wrap"]);
+    assert_eq!(ws.files_in("backups"), ["data.db.backup_20251106_001355"]);
+    assert!(
+        !ws.files_in(".").iter().any(|f| f.contains(".backup_")),
+        "none in the root"
+    );
+
+    // A stack that leaves backup_dir out gets the folder too (before, it meant the root).
+    let mut stack = ws.stack();
+    stack["settings"]["database"]
+        .as_object_mut()
+        .unwrap()
+        .remove("backup_dir");
+    ws.write("task_stack.json", &stack.to_string());
+    ws.set_now(&at_minutes(2));
+    ws.ok(&["start"]);
+    ws.ok(&["wrap"]);
+    assert_eq!(ws.files_in("backups").len(), 2);
+
+    // A stack that names the root keeps backing up there.
+    ws.ok(&["config", "set", "database.backup_dir", "."]);
+    ws.set_now(&at_minutes(5));
+    ws.ok(&["start"]);
+    ws.ok(&["wrap"]);
+    assert!(ws.file("data.db.backup_20251106_001855").is_file());
 }

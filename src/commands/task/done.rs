@@ -4,12 +4,12 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use super::{find, task_json};
+use super::{find, live_holder, task_json};
 use crate::commands::Context;
 use crate::commands::output::{Quiet, Shape};
 use crate::core::stack::Status;
 
-/// Mark a task done
+/// Mark a task done (a live session holding it is told to wrap at its next checkpoint)
 #[derive(Debug, Args)]
 pub struct TaskDoneArgs {
     /// The task to mark done
@@ -22,10 +22,16 @@ pub fn run(ctx: &Context, args: TaskDoneArgs) -> Result<u8> {
     let lock = ws.lock()?;
     let mut stack = ws.load_stack()?;
     let task = find(&ws, &mut stack, &args.id)?;
-    task.status = Status::Done;
-    task.progress.done = task.progress.total;
-    let json = json!({"task": task_json(task)});
-    let text = format!("Marked {} done ({})", task.id, task.progress);
+    task.set_status(Status::Done);
+    let mut json = json!({"task": task_json(task)});
+    let mut text = format!("Marked {} done ({})", task.id, task.progress);
+    // The claim stays: the session's next checkpoint sees its task closed and says to wrap.
+    if let Some(session) = live_holder(ctx, task) {
+        text.push_str(&format!(
+            "\nSession {session} holds it: its next checkpoint tells it the task is done and to wrap."
+        ));
+        json["held_by"] = json!(session);
+    }
     ws.save_stack(&lock, &stack)?;
     let quiet = Shape {
         quiet: Quiet::Nothing,

@@ -1,8 +1,9 @@
-//! `orchestrator task add|list|show|done|set`: manage tasks without editing JSON by hand.
+//! `orchestrator task add|list|show|done|set|rm`: manage tasks without editing JSON by hand.
 
 mod add;
 mod done;
 mod list;
+mod rm;
 mod set;
 mod show;
 
@@ -18,10 +19,11 @@ use crate::store::Workspace;
 use add::TaskAddArgs;
 use done::TaskDoneArgs;
 use list::TaskListArgs;
+use rm::TaskRmArgs;
 use set::TaskSetArgs;
 use show::TaskShowArgs;
 
-/// Add, list, show and change tasks
+/// Add, list, show, change and remove tasks
 #[derive(Debug, Subcommand)]
 pub enum TaskCommand {
     Add(TaskAddArgs),
@@ -29,6 +31,7 @@ pub enum TaskCommand {
     Show(TaskShowArgs),
     Done(TaskDoneArgs),
     Set(TaskSetArgs),
+    Rm(TaskRmArgs),
 }
 
 pub fn run(ctx: &Context, cmd: TaskCommand) -> Result<u8> {
@@ -38,6 +41,7 @@ pub fn run(ctx: &Context, cmd: TaskCommand) -> Result<u8> {
         TaskCommand::Show(args) => show::run(ctx, args),
         TaskCommand::Done(args) => done::run(ctx, args),
         TaskCommand::Set(args) => set::run(ctx, args),
+        TaskCommand::Rm(args) => rm::run(ctx, args),
     }
 }
 
@@ -68,6 +72,7 @@ pub fn task_json(task: &Task) -> Value {
         "status": task.status,
         "progress": task.progress,
         "depends_on": task.depends_on,
+        "blocked_reason": task.blocked_reason(),
         "claim": task.claim,
         "last_checkpoint": task.checkpoints.last(),
     })
@@ -79,4 +84,12 @@ fn find<'a>(ws: &Workspace, stack: &'a mut TaskStack, id: &str) -> Result<&'a mu
     stack
         .task_mut(id)
         .ok_or_else(|| Failure::user(format!("{}: no task `{id}`", path.display())))
+}
+
+/// The session whose live claim holds the task, if one does.
+fn live_holder(ctx: &Context, task: &Task) -> Option<String> {
+    task.claim
+        .as_ref()
+        .filter(|claim| claim.is_live(ctx.now))
+        .map(|claim| claim.session.clone())
 }

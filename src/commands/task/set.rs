@@ -1,16 +1,17 @@
-//! `orchestrator task set`: change a task's priority, total, progress, status or title.
+//! `orchestrator task set`: change a task's priority, total, progress, status, title or dependencies.
 
 use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use super::{find, task_json};
+use super::{find, live_holder, task_json};
 use crate::commands::Context;
 use crate::commands::output::{Quiet, Shape};
+use crate::core::ids::check_task_id;
 use crate::core::stack::Status;
 use crate::error::Failure;
 
-/// Change a task's priority, total, status or title
+/// Change a task's priority, total, progress, status, title or dependencies
 #[derive(Debug, Args)]
 pub struct TaskSetArgs {
     /// The task to change
@@ -25,18 +26,49 @@ pub struct TaskSetArgs {
     /// New number of units done (not above the total)
     #[arg(long, value_name = "N")]
     pub progress: Option<u64>,
-    /// New status
+    /// New status (done also sets the progress to the total)
     #[arg(long, value_name = "S")]
     pub status: Option<Status>,
+    /// Why the task is blocked: with --status blocked, or on a task already blocked
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
     /// New title
     #[arg(long, value_name = "T")]
     pub title: Option<String>,
+    /// Make the task wait until this one is done (repeatable)
+    #[arg(long = "after", value_name = "ID")]
+    pub after: Vec<String>,
+    /// No longer wait on this task (repeatable)
+    #[arg(long = "not-after", value_name = "ID")]
+    pub not_after: Vec<String>,
 }
 
 pub fn run(ctx: &Context, args: TaskSetArgs) -> Result<u8> {
     let ws = ctx.workspace()?;
     let lock = ws.lock()?;
     let mut stack = ws.load_stack()?;
+    let path = ws.stack_path();
+    find(&ws, &mut stack, &args.id)?;
+    for (flag, dep) in args
+        .after
+        .iter()
+        .map(|d| ("--after", d))
+        .chain(args.not_after.iter().map(|d| ("--not-after", d)))
+    {
+        check_task_id(dep).map_err(|e| Failure::user(format!("{flag}: {e}")))?;
+        if stack.task(dep).is_none() {
+            return Err(Failure::user(format!(
+                "{}: {flag} {dep}: no task `{dep}`",
+                path.display()
+            )));
+        }
+    }
+    if let Some(dep) = args.after.iter().find(|d| args.not_after.contains(d)) {
+        return Err(Failure::user(format!(
+            "task `{dep}` is given to both --after and --not-after"
+        )));
+    }
+
     let task = find(&ws, &mut stack, &args.id)?;
     let mut changed = Vec::new();
     if let Some(priority) = args.priority {
@@ -52,20 +84,78 @@ pub fn run(ctx: &Context, args: TaskSetArgs) -> Result<u8> {
         changed.push(format!("progress={done}"));
     }
     if let Some(status) = args.status {
-        task.status = status;
+        if status == Status::Done
+            && let Some(done) = args.progress
+            && done != task.progress.total
+        {
+            return Err(Failure::user(format!(
+                "--progress {done} contradicts --status done, which sets the progress of task `{}` to its total ({})",
+                task.id, task.progress.total
+            )));
+        }
+        let before = task.progress.done;
+        task.set_status(status);
         changed.push(format!("status={status}"));
+        if task.progress.done != before && args.progress.is_none() {
+            changed.push(format!("progress={}", task.progress.done));
+        }
+    }
+    if let Some(reason) = args.reason {
+        if task.status != Status::Blocked {
+            return Err(Failure::user(format!(
+                "--reason says why a task is blocked, and task `{}` is {}: add --status blocked",
+                task.id, task.status
+            )));
+        }
+        let reason = reason.trim();
+        task.blocked_reason = (!reason.is_empty()).then(|| reason.to_string());
+        changed.push("reason".to_string());
     }
     if let Some(title) = args.title {
         task.title = title;
         changed.push("title".to_string());
     }
-    if changed.is_empty() {
+    for dep in &args.after {
+        if !task.depends_on.contains(dep) {
+            task.depends_on.push(dep.clone());
+            changed.push(format!("after+={dep}"));
+        }
+    }
+    for dep in &args.not_after {
+        if task.depends_on.contains(dep) {
+            task.depends_on.retain(|d| d != dep);
+            changed.push(format!("after-={dep}"));
+        }
+    }
+    if changed.is_empty() && args.after.is_empty() && args.not_after.is_empty() {
         return Err(Failure::user(
-            "nothing to set: give --priority, --total, --progress, --status or --title",
+            "nothing to set: give --priority, --total, --progress, --status, --reason, --title, --after or --not-after",
         ));
     }
-    let json = json!({"task": task_json(task), "changed": changed});
-    let text = format!("Updated {}: {}", task.id, changed.join(" "));
+    let task = task.clone();
+    if let Some(cycle) = stack.find_cycle() {
+        return Err(Failure::user(format!(
+            "{}: --after would make a dependency cycle: {}",
+            path.display(),
+            cycle.join(" -> ")
+        )));
+    }
+    let holder = live_holder(ctx, &task);
+    let mut json = json!({"task": task_json(&task), "changed": changed});
+    let mut text = if changed.is_empty() {
+        format!("Task {} unchanged", task.id)
+    } else {
+        format!("Updated {}: {}", task.id, changed.join(" "))
+    };
+    if args.status.is_some_and(|s| !s.is_open())
+        && let Some(session) = holder
+    {
+        text.push_str(&format!(
+            "\nSession {session} holds it: its next checkpoint tells it the task is {} and to wrap.",
+            task.status
+        ));
+        json["held_by"] = json!(session);
+    }
     // save_stack validates: a total below progress or a priority of 0 is refused unwritten.
     ws.save_stack(&lock, &stack)?;
     let quiet = Shape {

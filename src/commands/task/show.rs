@@ -30,6 +30,9 @@ pub fn run(ctx: &Context, args: TaskShowArgs) -> Result<u8> {
         task.progress,
         task.progress.percent()
     );
+    if let Some(reason) = task.blocked_reason() {
+        text.push_str(&format!("blocked:  {}\n", one_line(reason)));
+    }
     if !task.depends_on.is_empty() {
         text.push_str(&format!("after:    {}\n", task.depends_on.join(", ")));
     }
