@@ -14,7 +14,6 @@ use crate::core::session::{Session, TokenReading};
 use crate::core::stack::{Claim, Status, Task, TaskStack};
 use crate::core::text::{one_line, strip_controls};
 use crate::error::{Failure, code};
-use crate::meters::warn_about_compaction;
 use crate::store::Workspace;
 use crate::store::undo::Undo;
 use crate::wrap::{self, handoff::progress_bar, vcs};
@@ -85,7 +84,6 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
         )));
     }
 
-    warn_about_compaction(&ws, &stack);
     ws.clean_temp_files(&lock, &[ws.root().join(&stack.settings.handoff_dir)]);
     let recovered = wrap::recover(&ws, &lock, &mut stack, sessions, ctx.now)?;
     for report in &recovered {
@@ -180,6 +178,7 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
         checkpoints: Vec::new(),
         issues: Vec::new(),
         wrap: None,
+        compactions: Vec::new(),
         extra: Map::new(),
     };
     let resumed = task.status == Status::InProgress || task.progress.done > 0;
@@ -222,6 +221,7 @@ pub(super) fn brief(
     );
     let last_checkpoint = task.checkpoints.last();
     let last_handoff = last_handoff(ws, task);
+    let compaction_warning = stack.settings.compaction_warning(&session.agent);
     let json = json!({
         "session": session.id,
         "agent": session.agent,
@@ -235,6 +235,7 @@ pub(super) fn brief(
         "transcript": session.transcript,
         "meters": meters.iter().map(|(name, m)| json!({"name": name, "kind": m.kind.as_str(), "limit": m.limit, "source": m.source})).collect::<Vec<_>>(),
         "lease_expires": session.lease_expires,
+        "compaction_warning": compaction_warning,
         "recovered": recovered.iter().map(|r| json!({"session": r.session, "handoff": r.handoff})).collect::<Vec<_>>(),
     });
     let verb = if resumed { "Resume" } else { "Start" };
@@ -283,6 +284,9 @@ pub(super) fn brief(
             "Usage:           read from the transcript {}\n",
             one_line(&path.display().to_string())
         ));
+    }
+    if let Some(warning) = &compaction_warning {
+        text.push_str(&format!("Compaction:      {warning}\n"));
     }
     for (name, meter) in &meters {
         let feed = match meter.source {
