@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
 use crate::agents::{self, Reading};
-use crate::core::budget::{Level, Usage, compaction_conflict, format_pct, round1};
+use crate::core::budget::{Level, Usage, format_pct, round1};
 use crate::core::meters::{self, MeterKind, MeterStatus, TOKENS, TranscriptFigures};
 use crate::core::session::Session;
 use crate::core::stack::{Progress, TaskStack};
@@ -271,10 +271,10 @@ pub fn current(ws: &Workspace, stack: &TaskStack, session: &Session) -> Report {
     report(stack, session, progress, &tokens)
 }
 
-/// The shutdown threshold is useless past the point where the agent compacts on its own.
+/// The shutdown threshold is useless past the point where an agent compacts on its own. Only a
+/// point the settings state is checked (`init`, `status`; the brief says it per agent).
 pub fn warn_about_compaction(ws: &Workspace, stack: &TaskStack) {
-    let budget = &stack.settings.budget;
-    if let Some(warning) = compaction_conflict(budget.shutdown, budget.compact_at) {
+    for warning in stack.settings.compaction_warnings() {
         tracing::warn!("{}: {warning}", ws.stack_path().display());
     }
 }

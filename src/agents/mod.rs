@@ -33,6 +33,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 pub mod claude;
+pub mod claude_settings;
 pub mod codex;
 pub mod process;
 

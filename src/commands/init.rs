@@ -29,10 +29,11 @@ pub struct InitArgs {
     /// Shutdown threshold, a fraction of the budget (0.85 = 85%)
     #[arg(long, value_name = "F")]
     pub shutdown: Option<f64>,
-    /// Where your agent compacts its context on its own, a fraction of the budget
-    /// (Claude Code: about 0.835)
-    #[arg(long, value_name = "F")]
-    pub compact_at: Option<f64>,
+    /// Where an agent compacts its context on its own, a fraction of the budget, as AGENT=F
+    /// (settings.agents.AGENT.compact_at; a bare F is for agent `claude`). Claude Code documents
+    /// no fixed point: it depends on the model and your settings. Repeatable
+    #[arg(long, value_name = "[AGENT=]F", value_parser = parse_compact_at)]
+    pub compact_at: Vec<(String, f64)>,
 }
 
 pub fn run(ctx: &Context, args: InitArgs) -> Result<u8> {
@@ -50,8 +51,12 @@ pub fn run(ctx: &Context, args: InitArgs) -> Result<u8> {
     if let Some(shutdown) = args.shutdown {
         settings.budget.shutdown = shutdown;
     }
-    if let Some(at) = args.compact_at {
-        settings.budget.compact_at = Some(at);
+    for (agent, at) in args.compact_at {
+        super::start::check_agent_name(&agent)
+            .map_err(|err| Failure::user(format!("--compact-at: {err}")))?;
+        let mut binding = settings.agents.get(&agent).cloned().unwrap_or_default();
+        binding.compact_at = Some(at);
+        settings.agents.set(agent, binding);
     }
     if let Some(db) = args.db {
         settings.database = Some(DatabaseSettings::new(db));
@@ -195,6 +200,19 @@ fn database_problem(path: &Path) -> std::io::Result<Option<&'static str>> {
             "is not a SQLite database (its first bytes are not \"SQLite format 3\")",
         ))
     }
+}
+
+/// `AGENT=F` or a bare `F` (agent `claude`, the agent known to compact on its own).
+fn parse_compact_at(arg: &str) -> Result<(String, f64), String> {
+    let (agent, value) = match arg.split_once('=') {
+        Some((agent, value)) => (agent.trim(), value),
+        None => ("claude", arg),
+    };
+    let at = value
+        .trim()
+        .parse::<f64>()
+        .map_err(|_| format!("`{value}` is not a fraction (0.835 = 83.5%)"))?;
+    Ok((agent.to_string(), at))
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@ use crate::core::session::{Session, TokenReading};
 use crate::core::stack::{Claim, Status, Task, TaskStack};
 use crate::core::text::{one_line, strip_controls};
 use crate::error::{Failure, code};
-use crate::meters::warn_about_compaction;
 use crate::store::Workspace;
 use crate::store::undo::Undo;
 use crate::wrap::{self, handoff::progress_bar, vcs};
@@ -104,7 +103,6 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
         )));
     }
 
-    warn_about_compaction(&ws, &stack);
     ws.clean_temp_files(&lock, &[ws.root().join(&stack.settings.handoff_dir)]);
     let recovered = wrap::recover(&ws, &lock, &mut stack, sessions, ctx.now)?;
     for report in &recovered {
@@ -199,6 +197,7 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
         checkpoints: Vec::new(),
         issues: Vec::new(),
         wrap: None,
+        compactions: Vec::new(),
         extra: Map::new(),
     };
     let resumed = task.status == Status::InProgress || task.progress.done > 0;
@@ -247,6 +246,7 @@ pub(super) fn brief(
         .iter()
         .filter(|t| t.status == Status::Blocked)
         .collect();
+    let compaction_warning = stack.settings.compaction_warning(&session.agent);
     let json = json!({
         "session": session.id,
         "agent": session.agent,
@@ -261,6 +261,7 @@ pub(super) fn brief(
         "meters": meters.iter().map(|(name, m)| json!({"name": name, "kind": m.kind.as_str(), "limit": m.limit, "source": m.source})).collect::<Vec<_>>(),
         "lease_expires": session.lease_expires,
         "blocked": blocked.iter().map(|t| json!({"task": t.id, "reason": t.blocked_reason()})).collect::<Vec<_>>(),
+        "compaction_warning": compaction_warning,
         "recovered": recovered.iter().map(|r| json!({"session": r.session, "handoff": r.handoff})).collect::<Vec<_>>(),
     });
     let verb = if resumed { "Resume" } else { "Start" };
@@ -309,6 +310,9 @@ pub(super) fn brief(
             "Usage:           read from the transcript {}\n",
             one_line(&path.display().to_string())
         ));
+    }
+    if let Some(warning) = &compaction_warning {
+        text.push_str(&format!("Compaction:      {warning}\n"));
     }
     for (name, meter) in &meters {
         let feed = match meter.source {

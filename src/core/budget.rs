@@ -83,19 +83,13 @@ impl Usage {
     }
 }
 
-/// Where Claude Code compacts its context on its own by default: near 83.5% of its window.
-pub const DEFAULT_COMPACT_AT: f64 = 0.835;
-
-/// The warning owed when the shutdown threshold is at or above the point where the agent
-/// compacts on its own: the agent would lose its context before being told to wrap.
-pub fn compaction_conflict(shutdown: f64, compact_at: Option<f64>) -> Option<String> {
-    let (at, stated) = match compact_at {
-        Some(at) => (at, "settings.budget.compact_at"),
-        None => (DEFAULT_COMPACT_AT, "Claude Code's default"),
-    };
+/// The warning owed when the shutdown threshold is at or above the point where an agent
+/// compacts its context on its own (`at`, stated by `setting`): the agent would lose its context
+/// before being told to wrap. Only a stated point is checked: none is assumed.
+pub fn compaction_conflict(shutdown: f64, at: f64, setting: &str) -> Option<String> {
     (shutdown >= at).then(|| {
         format!(
-            "the shutdown threshold ({}%) is not below where the agent compacts its context on its own ({}%, {stated}): the agent would compact before it is told to wrap; lower settings.budget.shutdown, or set settings.budget.compact_at to your agent's point",
+            "the shutdown threshold ({}%) is not below where the agent compacts its context on its own ({}%, {setting}): it would compact before it is told to wrap; lower settings.budget.shutdown or correct {setting}",
             format_pct(shutdown * 100.0),
             format_pct(at * 100.0)
         )
@@ -149,16 +143,17 @@ mod tests {
     }
 
     #[test]
-    fn a_shutdown_past_the_compaction_point_is_flagged() {
-        let warning = compaction_conflict(0.85, None).unwrap();
+    fn a_shutdown_past_a_stated_compaction_point_is_flagged() {
+        let warning =
+            compaction_conflict(0.85, 0.835, "settings.agents.claude.compact_at").unwrap();
         assert!(warning.contains("(85%)"), "{warning}");
         assert!(
-            warning.contains("(83.5%, Claude Code's default)"),
+            warning.contains("(83.5%, settings.agents.claude.compact_at)"),
             "{warning}"
         );
-        assert_eq!(compaction_conflict(0.80, None), None);
-        assert_eq!(compaction_conflict(0.85, Some(0.9)), None);
-        assert!(compaction_conflict(0.9, Some(0.9)).is_some());
+        assert_eq!(compaction_conflict(0.80, 0.835, "x"), None);
+        assert_eq!(compaction_conflict(0.85, 0.9, "x"), None);
+        assert!(compaction_conflict(0.9, 0.9, "x").is_some());
     }
 
     #[test]

@@ -86,8 +86,58 @@ pub struct AgentSettings {
     /// The meters (by name) that apply to this agent's sessions, besides `tokens`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meters: Option<Vec<String>>,
+    /// Where this agent compacts its context on its own, as a fraction of the budget. Unset by
+    /// default: no agent documents a fixed point (Claude Code's depends on the model and the
+    /// user's settings), so nothing is assumed and nothing is warned about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compact_at: Option<f64>,
+    /// What the agent's session-start hook does when no session of the agent is live.
+    #[serde(default, skip_serializing_if = "OnSessionStart::is_default")]
+    pub on_session_start: OnSessionStart,
+    /// What the agent's session-end hook does with the agent's live session.
+    #[serde(default, skip_serializing_if = "OnSessionEnd::is_default")]
+    pub on_session_end: OnSessionEnd,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// `settings.agents.<name>.on_session_start`: opening the agent in the project claims a task
+/// only when asked to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnSessionStart {
+    /// The brief of the agent's live session (one `run` or `start` opened); nothing otherwise.
+    #[default]
+    Brief,
+    /// Like `brief`, and with no live session, start one on the next task.
+    Start,
+}
+
+impl OnSessionStart {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// `settings.agents.<name>.on_session_end`: closing the agent does not hold its task for a
+/// whole lease.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnSessionEnd {
+    /// End the session's lease now: the task is free at once, and the next `start` wraps the
+    /// session (handoff, commit) as it does any session whose lease ran out.
+    #[default]
+    Release,
+    /// Wrap the session (backup, handoff, commit) in the hook.
+    Wrap,
+    /// Leave the session as it is, for its lease.
+    Keep,
+}
+
+impl OnSessionEnd {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// A JSON object whose keys keep their file order through a rewrite, with typed values.
@@ -107,6 +157,14 @@ impl<V> Named<V> {
 
     pub fn get(&self, name: &str) -> Option<&V> {
         self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// Replaces the value of `name`, or appends it.
+    pub fn set(&mut self, name: String, value: V) {
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, v)) => *v = value,
+            None => self.0.push((name, value)),
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
@@ -170,6 +228,9 @@ pub fn validate(
         )?;
     }
     for (agent, binding) in agents.iter() {
+        if let Some(at) = binding.compact_at {
+            check_compact_at(&format!("settings.agents.{agent}.compact_at"), at)?;
+        }
         for meter in binding.meters.iter().flatten() {
             if meter != TOKENS && meters.get(meter).is_none() {
                 return Err(format!(
@@ -180,6 +241,17 @@ pub fn validate(
         }
     }
     Ok(())
+}
+
+/// A compaction point is a fraction of the budget in (0, 1].
+pub fn check_compact_at(setting: &str, at: f64) -> Result<(), String> {
+    if at > 0.0 && at <= 1.0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{setting} is {at}; it is a fraction of the budget above 0 and at most 1 (0.835 = 83.5%)"
+        ))
+    }
 }
 
 /// Thresholds are fractions in (0, 1], warn below shutdown.

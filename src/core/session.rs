@@ -45,10 +45,24 @@ pub struct Session {
     pub checkpoints: Vec<Checkpoint>,
     #[serde(default)]
     pub issues: Vec<String>,
+    /// The agent compacted its context (Claude Code's `PreCompact` hook), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compactions: Vec<Compaction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wrap: Option<WrapJournal>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// One compaction of the agent's context.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Compaction {
+    pub at: DateTime<Utc>,
+    /// `manual` (`/compact`) or `auto`, as the agent reports it.
+    pub trigger: String,
+    /// The context fill just before, when the transcript gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u64>,
 }
 
 /// The latest token figure and where it came from.
@@ -247,6 +261,7 @@ mod tests {
             checkpoints: vec![],
             issues: vec![],
             wrap: None,
+            compactions: Vec::new(),
             extra: Map::new(),
         };
         let event = CheckpointEvent {

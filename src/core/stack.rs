@@ -120,6 +120,45 @@ pub const HANDOFF_DIR_SETTING: &str = "settings.handoff_dir";
 pub const BACKUP_DIR_SETTING: &str = "settings.database.backup_dir";
 
 impl Settings {
+    /// Where `agent` compacts its context on its own and the setting that says so:
+    /// `settings.agents.<agent>.compact_at`, else the deprecated `settings.budget.compact_at`.
+    pub fn compact_at(&self, agent: &str) -> Option<(f64, String)> {
+        match self.agents.get(agent).and_then(|a| a.compact_at) {
+            Some(at) => Some((at, format!("settings.agents.{agent}.compact_at"))),
+            None => self.budget.compact_at.map(|at| {
+                (
+                    at,
+                    "settings.budget.compact_at, deprecated for settings.agents.<name>.compact_at"
+                        .to_string(),
+                )
+            }),
+        }
+    }
+
+    /// The compaction warning owed for `agent`'s sessions, if any.
+    pub fn compaction_warning(&self, agent: &str) -> Option<String> {
+        let (at, setting) = self.compact_at(agent)?;
+        super::budget::compaction_conflict(self.budget.shutdown, at, &setting)
+    }
+
+    /// The compaction warnings owed for every agent the settings state a point for.
+    pub fn compaction_warnings(&self) -> Vec<String> {
+        let mut warnings: Vec<String> = self
+            .agents
+            .iter()
+            .filter(|(_, a)| a.compact_at.is_some())
+            .filter_map(|(name, _)| self.compaction_warning(name))
+            .collect();
+        if let Some(at) = self.budget.compact_at {
+            warnings.extend(super::budget::compaction_conflict(
+                self.budget.shutdown,
+                at,
+                "settings.budget.compact_at, deprecated for settings.agents.<name>.compact_at",
+            ));
+        }
+        warnings
+    }
+
     /// The directory settings that must stay inside the workspace once symlinks are resolved,
     /// as (setting, value). An absolute backup_dir is left out: the user chose that disk.
     pub fn paths_inside_workspace(&self) -> Vec<(&'static str, &str)> {
@@ -170,7 +209,8 @@ pub struct BudgetSettings {
     pub tokens: u64,
     pub warn: f64,
     pub shutdown: f64,
-    /// Where the agent compacts its context on its own, as a fraction of the budget.
+    /// Deprecated: `settings.agents.<name>.compact_at` replaces it. Still read, for every agent
+    /// without its own.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compact_at: Option<f64>,
     #[serde(flatten)]
@@ -538,12 +578,8 @@ impl TaskStack {
             return Err(Invalid("settings.budget.tokens must be above 0".into()));
         }
         check_thresholds("settings.budget", budget.warn, budget.shutdown).map_err(Invalid)?;
-        if let Some(at) = budget.compact_at
-            && !(at > 0.0 && at <= 1.0)
-        {
-            return Err(Invalid(format!(
-                "settings.budget.compact_at is {at}; it is a fraction of the budget above 0 and at most 1 (0.835 = 83.5%)"
-            )));
+        if let Some(at) = budget.compact_at {
+            meters::check_compact_at("settings.budget.compact_at", at).map_err(Invalid)?;
         }
         meters::validate(&self.settings.meters, &self.settings.agents).map_err(Invalid)?;
         if self.settings.lease_minutes == 0 {

@@ -43,6 +43,9 @@ pub fn never_committed(settings: &Settings) -> Vec<String> {
         format!("{STATE_DIR}/STOP"),
         format!("{STATE_DIR}/{GIT_OWNERS_DIR}/"),
         format!(".*{TEMP_MARKER}*"),
+        // Claude Code applies the allow rules of this file without workspace trust only while
+        // git does not track it (see `agents::claude_settings`); our wrap commit must not.
+        crate::agents::claude_settings::LOCAL_FILE.to_string(),
     ];
     if let Some(db) = &settings.database {
         let db_path = Path::new(&db.path);

@@ -158,6 +158,24 @@ pub fn render(input: &HandoffInput) -> String {
     for (name, value) in &session.meters {
         let _ = writeln!(w, "- **Meter `{name}`:** {}", thousands(*value));
     }
+    if !session.compactions.is_empty() {
+        let each: Vec<String> = session
+            .compactions
+            .iter()
+            .map(|c| {
+                let fill = c.tokens.map_or(String::new(), |t| {
+                    format!(", {} tokens before", thousands(t))
+                });
+                format!("{} at {}{fill}", md_inline(&c.trigger), clock::format(c.at))
+            })
+            .collect();
+        let _ = writeln!(
+            w,
+            "- **Compactions:** {} ({}); the agent's context holds a summary of the work before them",
+            session.compactions.len(),
+            each.join("; ")
+        );
+    }
     if let Some(path) = &session.transcript {
         let _ = writeln!(
             w,
@@ -329,6 +347,7 @@ mod tests {
             ],
             issues: vec!["inbox had\ntwo duplicates".into()],
             wrap: None,
+            compactions: Vec::new(),
             extra: Map::new(),
         }
     }

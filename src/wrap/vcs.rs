@@ -155,6 +155,27 @@ pub fn head_oid(workdir: &Path) -> Result<Option<String>> {
     Ok(head_commit(&repo)?.map(|c| c.id().to_string()))
 }
 
+/// The work tree root of the repository `workdir` is in, and whether git tracks `path` (a
+/// path inside that work tree). Not in a repository: `Ok(None)`.
+pub fn tracked_in_repo(workdir: &Path, path: &Path) -> Result<Option<(PathBuf, bool)>> {
+    let Some(repo) = discover(workdir)? else {
+        return Ok(None);
+    };
+    let Some(root) = repo.workdir() else {
+        return Ok(None);
+    };
+    let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    let tracked = match path.strip_prefix(&root) {
+        Ok(rel) => repo
+            .index()
+            .context("reading the git index")?
+            .get_path(rel, 0)
+            .is_some(),
+        Err(_) => false,
+    };
+    Ok(Some((root, tracked)))
+}
+
 /// Stats of what changed between `since` (a commit id, or None for the empty
 /// tree) and the current HEAD commit (the empty tree when HEAD is unborn).
 /// Not a repository: `Ok(None)`.

@@ -247,8 +247,9 @@ fn man_out_dir_writes_a_page_per_command() {
 // ---- --quiet ----
 
 fn warned_seed() -> Ws {
-    // Ws::new's shutdown (85%) is above Claude Code's compaction point: `status` warns of it.
+    // Ws::new's shutdown (85%) is above the compaction point stated for claude: `status` warns.
     let ws = Ws::seed();
+    ws.ok(&["config", "set", "agents.claude.compact_at", "0.8"]);
     ws.ok(&["start", "--agent", "claude"]);
     ws
 }
@@ -412,6 +413,8 @@ fn at_warn() -> Ws {
         "--after",
         "integrate_sessions_101_140",
     ]);
+    // A compaction point above the shutdown threshold gives `status` a warning for stderr.
+    ws.ok(&["config", "set", "agents.claude.compact_at", "0.8"]);
     ws.ok(&["start", "--agent", "claude"]);
     ws.expect(10, &["checkpoint", "x", "--tokens", "160000"]);
     ws

@@ -2,7 +2,9 @@
 //! command and option in docs/commands.md, every exit code of docs/exit-codes.md is produced
 //! here by the real binary, and the formats of docs/formats.md are what the binary writes.
 
-use orchestrator::core::meters::{AgentSettings, MeterKind, MeterSettings, MeterSource, Named};
+use orchestrator::core::meters::{
+    AgentSettings, MeterKind, MeterSettings, MeterSource, Named, OnSessionEnd, OnSessionStart,
+};
 use orchestrator::core::run::RunSettings;
 use orchestrator::core::stack::{
     BudgetSettings, DatabaseSettings, GitSettings, MetricSpec, Settings, TaskStack,
@@ -94,6 +96,9 @@ fn every_setting() -> Settings {
             NAME.into(),
             AgentSettings {
                 meters: Some(vec![NAME.into()]),
+                compact_at: Some(0.8),
+                on_session_start: OnSessionStart::Start,
+                on_session_end: OnSessionEnd::Wrap,
                 extra: Map::new(),
             },
         )]),
@@ -217,6 +222,15 @@ fn every_setting_the_code_reads_is_documented_with_its_default() {
         &mut run,
     );
     defaults.extend(run);
+    // An agent's hook behaviours are left out of the file while they have their defaults.
+    defaults.insert(
+        "settings.agents.<name>.on_session_start".into(),
+        serde_json::to_value(OnSessionStart::default()).unwrap(),
+    );
+    defaults.insert(
+        "settings.agents.<name>.on_session_end".into(),
+        serde_json::to_value(OnSessionEnd::default()).unwrap(),
+    );
     for key in REQUIRED {
         assert_eq!(documented[key], "required", "docs/settings.md: {key}");
         assert!(

@@ -80,6 +80,18 @@ fn event(name: &str, cwd: &Path, transcript: &Path) -> Value {
     event
 }
 
+/// `ws` with `settings.agents.claude.on_session_start` set to `start`: the SessionStart hook
+/// then starts a session when none is live (the default only briefs a live one).
+pub(crate) fn starting(ws: Ws) -> Ws {
+    let mut stack = ws.stack();
+    stack["settings"]["agents"] = json!({"claude": {"on_session_start": "start"}});
+    ws.write(
+        "task_stack.json",
+        &serde_json::to_string_pretty(&stack).unwrap(),
+    );
+    ws
+}
+
 // --- running the hook ------------------------------------------------------------------------
 
 /// Runs `hook claude` in `cwd` with `stdin`; asserts exit 0.
@@ -163,7 +175,7 @@ fn only_session(ws: &Ws) -> Value {
 
 #[test]
 fn session_start_starts_a_session_on_the_transcript_and_hands_over_the_brief() {
-    let ws = Ws::seed();
+    let ws = starting(Ws::seed());
     let transcript = transcript_at(&ws, CLAUDE_SESSION, 20_000);
 
     let brief = context_of(
@@ -202,7 +214,7 @@ fn session_start_starts_a_session_on_the_transcript_and_hands_over_the_brief() {
 
 #[test]
 fn session_start_with_a_new_transcript_moves_the_live_session_onto_it() {
-    let ws = Ws::seed();
+    let ws = starting(Ws::seed());
     let first = transcript_at(&ws, "first", 20_000);
     context_of(
         hook(&ws, &event("SessionStart", ws.path(), &first)),
@@ -223,12 +235,15 @@ fn session_start_with_a_new_transcript_moves_the_live_session_onto_it() {
         hook(&ws, &event("PostToolUse", ws.path(), &second)),
         "PostToolUse",
     );
-    assert_eq!(alert, "Context 86% (172k/200k): run orchestrator wrap now");
+    assert_eq!(
+        alert,
+        "Context is at 86% (172k/200k), past the shutdown threshold; the task's handoff is written by `orchestrator wrap`."
+    );
 }
 
 #[test]
 fn session_start_with_no_ready_task_says_no_session_was_started() {
-    let ws = Ws::new();
+    let ws = starting(Ws::new());
     let transcript = transcript_at(&ws, CLAUDE_SESSION, 20_000);
     let before = ws.snapshot();
 
@@ -244,7 +259,7 @@ fn session_start_with_no_ready_task_says_no_session_was_started() {
 
 #[test]
 fn session_start_finds_the_workspace_from_the_event_cwd() {
-    let ws = Ws::seed();
+    let ws = starting(Ws::seed());
     let elsewhere = tempfile::tempdir().unwrap();
     let transcript = transcript_at(&ws, CLAUDE_SESSION, 20_000);
     std::fs::create_dir_all(ws.file("src/deep")).unwrap();
@@ -271,7 +286,10 @@ fn session_start_finds_the_workspace_from_the_event_cwd() {
         ),
         "UserPromptSubmit",
     );
-    assert_eq!(alert, "Context 86% (172k/200k): run orchestrator wrap now");
+    assert_eq!(
+        alert,
+        "Context is at 86% (172k/200k), past the shutdown threshold; the task's handoff is written by `orchestrator wrap`."
+    );
 }
 
 // --- PostToolUse / UserPromptSubmit ------------------------------------------------------------
@@ -279,7 +297,7 @@ fn session_start_finds_the_workspace_from_the_event_cwd() {
 #[test]
 fn usage_events_are_silent_below_warn_then_tell_the_agent_to_wrap() {
     for name in ["PostToolUse", "UserPromptSubmit"] {
-        let ws = Ws::seed();
+        let ws = starting(Ws::seed());
         let transcript = transcript_at(&ws, CLAUDE_SESSION, 100_000);
         context_of(
             hook(&ws, &event("SessionStart", ws.path(), &transcript)),
@@ -296,14 +314,18 @@ fn usage_events_are_silent_below_warn_then_tell_the_agent_to_wrap() {
         // 152k: warn.
         append(&transcript, &assistant("msg_2", 152_000));
         let text = context_of(hook(&ws, &event(name, ws.path(), &transcript)), name);
-        assert!(text.starts_with("Context 76% (152k/200k): "), "{text}");
-        assert!(text.contains("orchestrator wrap"), "{text}");
-        assert!(!text.contains("wrap now"), "{text}");
+        assert_eq!(
+            text,
+            "Context is at 76% (152k/200k), past the warn threshold; `orchestrator checkpoint` records the unit in progress and `orchestrator wrap` writes the task's handoff."
+        );
 
         // 172,002: shutdown.
         append(&transcript, &assistant("msg_3", 172_002));
         let text = context_of(hook(&ws, &event(name, ws.path(), &transcript)), name);
-        assert_eq!(text, "Context 86% (172k/200k): run orchestrator wrap now");
+        assert_eq!(
+            text,
+            "Context is at 86% (172k/200k), past the shutdown threshold; the task's handoff is written by `orchestrator wrap`."
+        );
     }
 }
 
@@ -316,12 +338,15 @@ fn a_usage_event_reads_the_event_transcript_when_the_session_has_none() {
         hook(&ws, &event("PostToolUse", ws.path(), &transcript)),
         "PostToolUse",
     );
-    assert_eq!(text, "Context 86% (172k/200k): run orchestrator wrap now");
+    assert_eq!(
+        text,
+        "Context is at 86% (172k/200k), past the shutdown threshold; the task's handoff is written by `orchestrator wrap`."
+    );
 }
 
 #[test]
 fn a_usage_event_of_another_transcript_does_not_report_the_live_session() {
-    let ws = Ws::seed();
+    let ws = starting(Ws::seed());
     let ours = transcript_at(&ws, "ours", 20_000);
     context_of(
         hook(&ws, &event("SessionStart", ws.path(), &ours)),
@@ -354,7 +379,7 @@ fn usage_events_without_a_live_session_print_nothing_and_start_nothing() {
 
 #[test]
 fn a_missing_transcript_is_silent_and_changes_nothing() {
-    let ws = Ws::seed();
+    let ws = starting(Ws::seed());
     let transcript = transcript_path(&ws, CLAUDE_SESSION);
     assert!(!transcript.exists());
     // Claude Code may fire SessionStart before its transcript exists.
@@ -383,12 +408,15 @@ fn a_missing_transcript_is_silent_and_changes_nothing() {
         hook(&ws, &event("PostToolUse", ws.path(), &transcript)),
         "PostToolUse",
     );
-    assert_eq!(text, "Context 86% (172k/200k): run orchestrator wrap now");
+    assert_eq!(
+        text,
+        "Context is at 86% (172k/200k), past the shutdown threshold; the task's handoff is written by `orchestrator wrap`."
+    );
 }
 
 #[test]
 fn checkpoint_reads_the_transcript_bound_at_session_start() {
-    let ws = Ws::seed();
+    let ws = starting(Ws::seed());
     let transcript = transcript_at(&ws, CLAUDE_SESSION, 20_000);
     context_of(
         hook(&ws, &event("SessionStart", ws.path(), &transcript)),
@@ -408,7 +436,7 @@ fn checkpoint_reads_the_transcript_bound_at_session_start() {
 #[test]
 fn garbage_on_stdin_exits_zero_prints_nothing_and_changes_nothing() {
     // A live session at the shutdown level: any event that got through would print an alert.
-    let ws = Ws::seed();
+    let ws = starting(Ws::seed());
     let transcript = transcript_at(&ws, CLAUDE_SESSION, 20_000);
     context_of(
         hook(&ws, &event("SessionStart", ws.path(), &transcript)),
@@ -459,12 +487,15 @@ fn garbage_on_stdin_exits_zero_prints_nothing_and_changes_nothing() {
 
     // The same session still gets its alert from a well-formed event.
     let text = context_of(hook(&ws, &valid), "PostToolUse");
-    assert_eq!(text, "Context 86% (172k/200k): run orchestrator wrap now");
+    assert_eq!(
+        text,
+        "Context is at 86% (172k/200k), past the shutdown threshold; the task's handoff is written by `orchestrator wrap`."
+    );
 }
 
 #[test]
 fn unknown_events_are_ignored() {
-    let ws = Ws::seed();
+    let ws = starting(Ws::seed());
     let transcript = transcript_at(&ws, CLAUDE_SESSION, 20_000);
     context_of(
         hook(&ws, &event("SessionStart", ws.path(), &transcript)),
@@ -477,8 +508,7 @@ fn unknown_events_are_ignored() {
         "Notification",
         "PreToolUse",
         "SubagentStop",
-        "PreCompact",
-        "SessionEnd",
+        "StopFailure",
         "sessionstart",
         "",
     ] {
@@ -534,6 +564,15 @@ const EXISTING_SETTINGS: &str = r#"{
 "#;
 
 const OURS: &str = "orchestrator hook claude";
+/// The events `hook install claude` registers, in order.
+const ALL_EVENTS: [&str; 6] = [
+    "SessionStart",
+    "UserPromptSubmit",
+    "PostToolUse",
+    "PostToolUseFailure",
+    "PreCompact",
+    "SessionEnd",
+];
 
 /// The commands of every hook registered for `event`, in order.
 fn commands(settings: &Value, event: &str) -> Vec<String> {
@@ -557,10 +596,7 @@ fn install_adds_our_hooks_to_existing_settings_keeping_everything_with_a_backup(
     let old: Value = serde_json::from_str(EXISTING_SETTINGS).unwrap();
 
     let v = ws.json(0, &["hook", "install", "claude"]);
-    assert_eq!(
-        v["added"],
-        json!(["SessionStart", "PostToolUse", "UserPromptSubmit"])
-    );
+    assert_eq!(v["added"], json!(ALL_EVENTS));
     assert_eq!(v["command"], OURS);
     assert_eq!(v["created"], false);
     assert_eq!(
@@ -636,15 +672,15 @@ fn install_in_a_workspace_without_claude_settings_creates_them() {
     let v = ws.json(0, &["hook", "install", "claude"]);
     assert_eq!(v["created"], true);
     assert_eq!(v["backup"], Value::Null);
-    assert_eq!(
-        v["added"],
-        json!(["SessionStart", "PostToolUse", "UserPromptSubmit"])
-    );
+    assert_eq!(v["added"], json!(ALL_EVENTS));
     let new = settings(&ws);
-    for event in ["SessionStart", "PostToolUse", "UserPromptSubmit"] {
+    for event in ALL_EVENTS {
         assert_eq!(commands(&new, event), [OURS], "{event}");
     }
-    assert_eq!(ws.files_in(".claude"), ["settings.json"]);
+    assert_eq!(
+        ws.files_in(".claude"),
+        ["settings.json", "settings.local.json"]
+    );
 }
 
 #[test]

@@ -15,6 +15,7 @@ mod hardening_handoff;
 mod hardening_hangs;
 mod hardening_paths;
 mod hardening_state;
+mod hook_lifecycle;
 mod hooks;
 mod ids;
 mod meters;

@@ -1,5 +1,5 @@
 //! Meters: `settings.meters`, `checkpoint --usage`, agents bound to their meters, token figures
-//! read from Claude Code and Codex transcripts, and the compaction warning.
+//! read from Claude Code and Codex transcripts (the compaction warning is in hook_lifecycle).
 
 use serde_json::{Value, json};
 use std::io::Write;
@@ -542,37 +542,4 @@ fn a_100_mb_transcript_is_read_whole_once_then_incrementally() {
         ws.read(&format!(".orchestrator/cache/{}", cache[0])).len() < 16 * 1024,
         "the cached state stays small however long the transcript"
     );
-}
-
-// --- the compaction warning ---------------------------------------------------------------
-
-fn stderr_of(ws: &Ws, args: &[&str]) -> String {
-    let out = ws.run(args);
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-#[test]
-fn a_shutdown_past_the_compaction_point_is_warned_about_at_init_start_and_status() {
-    let ws = Ws::empty();
-    let err = stderr_of(&ws, &["init"]);
-    assert!(
-        err.contains("the shutdown threshold (85%) is not below where the agent compacts its context on its own (83.5%"),
-        "{err}"
-    );
-    ws.ok(&["task", "add", "t"]);
-    assert!(stderr_of(&ws, &["start"]).contains("compacts"));
-    assert!(stderr_of(&ws, &["status"]).contains("compacts"));
-
-    // A shutdown below the point, or a stated later point, is quiet.
-    let quiet = Ws::empty();
-    assert!(!stderr_of(&quiet, &["init", "--shutdown", "0.8"]).contains("compacts"));
-    let stated = Ws::empty();
-    assert!(!stderr_of(&stated, &["init", "--compact-at", "0.95"]).contains("compacts"));
-    assert_eq!(stated.stack()["settings"]["budget"]["compact_at"], 0.95);
-    stated.ok(&["task", "add", "t"]);
-    assert!(!stderr_of(&stated, &["start"]).contains("compacts"));
-
-    let bad = Ws::empty();
-    let err = bad.refused(&["init", "--compact-at", "1.5"]);
-    assert!(err.contains("settings.budget.compact_at is 1.5"), "{err}");
 }

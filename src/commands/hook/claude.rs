@@ -1,11 +1,20 @@
 //! `orchestrator hook claude`: answers one Claude Code hook event.
 //!
-//! Claude Code runs `hook claude` on its own events with the event as JSON on stdin. At
-//! SessionStart the hook hands the agent its brief (starting a session when none is live); after
-//! each tool use and prompt it reads the transcript and, at the warn or shutdown level, tells the
-//! agent to wrap. Whatever happens, the hook exits 0, within its deadline, and prints valid hook
-//! JSON or nothing: a broken hook must never break the agent's session, so problems only go to
-//! stderr.
+//! Claude Code runs `hook claude` on its own events with the event as JSON on stdin (shapes:
+//! hooks reference, code.claude.com/docs/en/hooks; research notes
+//! /work/wt/research/issue10-hooks.md §1-2). At `SessionStart` the hook hands over the brief of
+//! the agent's live session (and starts one only when `settings.agents.<name>.on_session_start`
+//! says `start`); after each tool use, failed tool use (a Bash call exiting non-zero, such as
+//! `checkpoint` at warn or shutdown) and prompt it states the level when it is warn or shutdown;
+//! `PreCompact` records the figure and the compaction for the handoff; `SessionEnd` releases or
+//! wraps the session (`on_session_end`). Calls made inside a subagent (`agent_id` in the input)
+//! get nothing: the main thread owns the session.
+//!
+//! Whatever happens, the hook exits 0, within its deadline, and prints one hook JSON object or
+//! nothing ("Exit code 0 with no output means the hook has no decision to report", which no
+//! version reports as a hook error): a broken hook must never break the agent's session, so
+//! problems only go to stderr. Text for the agent states facts, as the reference advises ("Write
+//! the text as factual statements rather than imperative system instructions").
 
 use anyhow::{Context as _, Result};
 use clap::Args;
@@ -16,15 +25,17 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
-use crate::commands::Context;
 use crate::commands::start::{StartArgs, brief, open_session};
+use crate::commands::wrap::{WrapArgs, wrap_session};
+use crate::commands::{Context, SessionArg};
 use crate::core::budget::{Level, format_pct};
-use crate::core::meters::TOKENS;
-use crate::core::session::Session;
+use crate::core::meters::{OnSessionEnd, OnSessionStart, TOKENS};
+use crate::core::session::{Compaction, Session, TokenReading};
 use crate::core::text::{json_escape_controls, strip_controls};
 use crate::error::Failure;
-use crate::meters::{self, kilo};
+use crate::meters::{self, Tokens, kilo};
 use crate::store::Workspace;
+use crate::store::undo::Undo;
 
 /// Handle one Claude Code hook event (JSON on stdin); prints hook JSON or nothing, exits 0
 #[derive(Debug, Args)]
@@ -39,7 +50,8 @@ pub struct HookClaudeArgs {
     pub agent: String,
 }
 
-/// The part of a Claude Code hook event the hook uses; other fields are ignored.
+/// The part of a Claude Code hook event the hook uses; other fields are ignored. Only
+/// `hook_event_name` is required: the reference's examples leave fields out per event.
 #[derive(Debug, Deserialize)]
 struct HookEvent {
     hook_event_name: String,
@@ -47,19 +59,34 @@ struct HookEvent {
     transcript_path: Option<PathBuf>,
     #[serde(default)]
     cwd: Option<PathBuf>,
+    /// "Present only when the hook fires inside a subagent call" (2.1.69 on).
+    #[serde(default)]
+    agent_id: Option<String>,
+    /// `SessionEnd`: `clear`, `resume`, `logout`, `prompt_input_exit`, `other`.
+    #[serde(default)]
+    reason: Option<String>,
+    /// `PreCompact`: `manual` or `auto`.
+    #[serde(default)]
+    trigger: Option<String>,
 }
 
 /// How long the hook may take in all, unless [`DEADLINE_ENV`] says otherwise. Claude Code
-/// cancels a command hook after its `timeout`: "60-second execution limit by default" in the
-/// hooks reference (https://docs.anthropic.com/en/docs/claude-code/hooks), 600 s for command
-/// hooks in later versions (https://code.claude.com/docs/en/hooks). Answering within the
-/// shorter one, with room for the process to start, means the agent is never held up by us.
-const DEADLINE: Duration = Duration::from_secs(45);
+/// cancels a command hook after its `timeout`; `hook install` writes 30 s
+/// ([`crate::agents::claude_settings::HOOK_TIMEOUT_SECS`]), and hooks installed without one get
+/// 60 s (before 2.1.3), 600 s (after) or 30 s (`UserPromptSubmit`). Answering within 25 s, with
+/// room for the process to start, means the agent is never held up by us.
+const DEADLINE: Duration = Duration::from_secs(25);
 /// Seconds replacing [`DEADLINE`], for a hook given another `timeout` in the settings.
 const DEADLINE_ENV: &str = "ORCHESTRATOR_HOOK_TIMEOUT";
 /// Claude Code's events are a few KB, more with a large tool response; past this the event is
 /// not read to its end (and so ignored).
 const MAX_EVENT_LEN: u64 = 64 * 1024 * 1024;
+/// How long `PreCompact` and `SessionEnd` wait for the workspace lock: SessionEnd hooks share a
+/// budget of 1.5 s unless a configured `timeout` raises it, and compaction waits for us.
+const LIFECYCLE_LOCK_WAIT: Duration = Duration::from_secs(1);
+/// Set by `orchestrator run` in the agent's environment, which hooks inherit.
+const RUN_ENV: &str = "ORCHESTRATOR_RUN";
+const SESSION_ENV: &str = "ORCHESTRATOR_SESSION";
 
 pub fn run(ctx: &Context, args: HookClaudeArgs) {
     let deadline = match std::env::var(DEADLINE_ENV) {
@@ -129,9 +156,23 @@ fn handle(ctx: &Context, args: &HookClaudeArgs, input: &[u8]) -> Result<Option<V
     };
     let ctx = Context::inner(Some(ws.root().to_path_buf()), ctx.now);
     let name = event.hook_event_name.as_str();
+    // Tool events fire inside subagents too; the subagent is not the one to wrap the session.
+    if event.agent_id.is_some() {
+        return Ok(None);
+    }
     let context = match name {
-        "SessionStart" => Some(session_start(&ctx, &ws, args, &event)?),
-        "PostToolUse" | "UserPromptSubmit" => usage_alert(&ws, args, &event, ctx.now)?,
+        "SessionStart" => session_start(&ctx, &ws, args, &event)?,
+        "PostToolUse" | "PostToolUseFailure" | "UserPromptSubmit" => {
+            usage_alert(&ws, args, &event, ctx.now)?
+        }
+        "PreCompact" => {
+            pre_compact(&ws, args, &event, ctx.now)?;
+            None
+        }
+        "SessionEnd" => {
+            session_end(&ctx, &ws, args, &event)?;
+            None
+        }
         _ => None,
     };
     // The context is text the agent reads as if printed: no control bytes, as in `emit`.
@@ -140,13 +181,13 @@ fn handle(ctx: &Context, args: &HookClaudeArgs, input: &[u8]) -> Result<Option<V
     }))
 }
 
-/// The brief of the agent's live session, or of a new one.
+/// The brief of the agent's live session; with `on_session_start: start`, of a new one.
 fn session_start(
     ctx: &Context,
     ws: &Workspace,
     args: &HookClaudeArgs,
     event: &HookEvent,
-) -> Result<String> {
+) -> Result<Option<String>> {
     if let Some(session) = own_session(ws, args, event, ctx.now, true)? {
         let session = bind_transcript(ws, session, event.transcript_path.as_deref())?;
         let stack = ws.load_stack()?;
@@ -159,7 +200,17 @@ fn session_start(
             )
         })?;
         let (_, text) = brief(ws, &stack, &session, task, true, &[]);
-        return Ok(text);
+        return Ok(Some(text));
+    }
+    let stack = ws.load_stack()?;
+    let on_start = stack
+        .settings
+        .agents
+        .get(&args.agent)
+        .map_or(OnSessionStart::default(), |a| a.on_session_start);
+    if on_start != OnSessionStart::Start {
+        // Opening Claude Code in the project claims nothing unless the settings ask for it.
+        return Ok(None);
     }
     let start = StartArgs {
         task: None,
@@ -168,19 +219,20 @@ fn session_start(
         transcript: event.transcript_path.clone(),
     };
     match open_session(ctx, start) {
-        Ok((_, text)) => Ok(text),
+        Ok((_, text)) => Ok(Some(text)),
         // Nothing to do or a refusal is news for the agent, not a hook failure.
         Err(err) => match err.downcast_ref::<Failure>() {
-            Some(failure) => Ok(format!(
+            Some(failure) => Ok(Some(format!(
                 "orchestrator did not start a session: {}",
                 failure.message
-            )),
+            ))),
             None => Err(err),
         },
     }
 }
 
-/// At the warn or shutdown level, the one line that tells the agent to wrap up.
+/// At the warn or shutdown level, one sentence of facts: the figure, the threshold it is past,
+/// and what `orchestrator wrap` does.
 fn usage_alert(
     ws: &Workspace,
     args: &HookClaudeArgs,
@@ -194,30 +246,139 @@ fn usage_alert(
         session.transcript = event.transcript_path.clone();
     }
     let report = meters::current(ws, &ws.load_stack()?, &session);
-    if report.level == Level::Ok {
+    let Some(meter) = report.limiting else {
         return Ok(None);
-    }
-    let meter = report
-        .limiting
-        .expect("a level above ok has a limiting meter");
+    };
     let what = if meter.name == TOKENS {
         "Context".to_string()
     } else {
-        format!("Meter {}", meter.name)
+        format!("Meter `{}`", meter.name)
     };
     let (used, limit) = if meter.name == TOKENS {
         (kilo(meter.usage.used), kilo(meter.usage.limit))
     } else {
         (meter.usage.used.to_string(), meter.usage.limit.to_string())
     };
-    let advice = match report.level {
-        Level::Shutdown => "run orchestrator wrap now",
-        _ => "finish the current unit of work, checkpoint it, then run orchestrator wrap",
+    let consequence = match report.level {
+        Level::Shutdown => {
+            "past the shutdown threshold; the task's handoff is written by `orchestrator wrap`"
+        }
+        Level::Warn => {
+            "past the warn threshold; `orchestrator checkpoint` records the unit in progress and `orchestrator wrap` writes the task's handoff"
+        }
+        _ => return Ok(None),
     };
     Ok(Some(format!(
-        "{what} {}% ({used}/{limit}): {advice}",
+        "{what} is at {}% ({used}/{limit}), {consequence}.",
         format_pct(meter.usage.pct())
     )))
+}
+
+/// Records the figure before the compaction and the compaction itself in the session, so that
+/// the handoff shows the context was summarised. Never blocks compaction: prints nothing.
+fn pre_compact(
+    ws: &Workspace,
+    args: &HookClaudeArgs,
+    event: &HookEvent,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<()> {
+    let Some(mut session) = own_session(ws, args, event, now, false)? else {
+        return Ok(());
+    };
+    if session.transcript.is_none() {
+        session.transcript = event.transcript_path.clone();
+    }
+    // Read before the lock, as `checkpoint` does: other agents never wait for our transcript.
+    let used = Tokens::measure(ws, &session, None).from_transcript();
+    let lock = ws.lock_within(LIFECYCLE_LOCK_WAIT)?;
+    let mut current = ws.load_active(&session.id)?;
+    if current.is_wrapping() {
+        return Ok(());
+    }
+    if current.transcript.is_none() {
+        current.transcript = session.transcript;
+    }
+    if let Some(used) = used {
+        current.tokens = Some(TokenReading {
+            used,
+            source: "transcript".into(),
+            at: now,
+        });
+    }
+    current.compactions.push(Compaction {
+        at: now,
+        trigger: event.trigger.clone().unwrap_or_else(|| "unknown".into()),
+        tokens: used,
+    });
+    ws.save_active(&lock, &current)
+}
+
+/// Releases or wraps the session when Claude Code closes, per `on_session_end`. Not for
+/// `/clear` and `/resume` (the same Claude Code goes on, and SessionStart follows), nor under
+/// `orchestrator run`, which wraps its session itself when the agent exits.
+fn session_end(
+    ctx: &Context,
+    ws: &Workspace,
+    args: &HookClaudeArgs,
+    event: &HookEvent,
+) -> Result<()> {
+    if std::env::var_os(RUN_ENV).is_some_and(|v| !v.is_empty())
+        || matches!(event.reason.as_deref(), Some("clear" | "resume"))
+    {
+        return Ok(());
+    }
+    let Some(session) = own_session(ws, args, event, ctx.now, false)? else {
+        return Ok(());
+    };
+    let stack = ws.load_stack()?;
+    let on_end = stack
+        .settings
+        .agents
+        .get(&args.agent)
+        .map_or(OnSessionEnd::default(), |a| a.on_session_end);
+    match on_end {
+        OnSessionEnd::Keep => Ok(()),
+        OnSessionEnd::Wrap => {
+            let wrap = WrapArgs {
+                summary: None,
+                next: Vec::new(),
+                done: false,
+                no_backup: false,
+                no_commit: false,
+                reason: "session-end".into(),
+                agent: Some(args.agent.clone()),
+                session: SessionArg {
+                    session: Some(session.id),
+                },
+            };
+            wrap_session(ctx, wrap).map(|_| ())
+        }
+        OnSessionEnd::Release => {
+            // Ending the lease frees the task at once; the next `start` wraps the session as it
+            // does every session whose lease ran out. Two small writes: within SessionEnd's budget.
+            let lock = ws.lock_within(LIFECYCLE_LOCK_WAIT)?;
+            let mut current = ws.load_active(&session.id)?;
+            if current.is_wrapping() || current.lease_expires <= ctx.now {
+                return Ok(());
+            }
+            let mut stack = ws.load_stack()?;
+            current.lease_expires = ctx.now;
+            if let Some(claim) = stack
+                .task_mut(&current.task)
+                .and_then(|task| task.claim.as_mut())
+                .filter(|claim| claim.session == current.id)
+            {
+                claim.lease_expires = ctx.now;
+            }
+            let mut undo = Undo::new();
+            undo.before_replace(&ws.active_path(&current.id))?;
+            undo.before_replace(&ws.stack_path())?;
+            ws.save_active(&lock, &current)?;
+            ws.save_stack(&lock, &stack)?;
+            undo.commit();
+            Ok(())
+        }
+    }
 }
 
 /// The live session this Claude Code session works in: the one reading its transcript, else
@@ -240,7 +401,11 @@ fn own_session(
         live.iter()
             .position(|s| s.transcript.as_deref() == Some(path))
     });
-    let index = by_transcript.or_else(|| {
+    // `orchestrator run` names its session in the agent's environment.
+    let by_run = std::env::var(SESSION_ENV)
+        .ok()
+        .and_then(|id| live.iter().position(|s| s.id == id.trim()));
+    let index = by_transcript.or(by_run).or_else(|| {
         live.iter()
             .position(|s| s.agent == args.agent && (at_session_start || s.transcript.is_none()))
     });
