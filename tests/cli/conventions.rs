@@ -533,3 +533,15 @@ fn only_our_own_escapes_reach_the_terminal() {
     assert!(!list.contains("\x1b[31m"), "{list:?}");
     assert!(list.contains("[31mred[0m title"), "{list:?}");
 }
+
+#[test]
+fn quiet_task_rm_and_config_set_print_nothing_and_config_list_prints_all() {
+    let ws = Ws::seed();
+    ws.ok(&["task", "add", "b", "--total", "2"]);
+    assert_eq!(ws.ok(&["task", "rm", "b", "-q"]), "");
+    assert_eq!(ws.ok(&["config", "set", "budget.warn", "0.7", "-q"]), "");
+    assert_eq!(ws.ok(&["config", "get", "budget.warn", "-q"]), "0.7\n");
+    let all = ws.ok(&["config", "list"]);
+    assert!(all.lines().count() > 1, "{all}");
+    assert_eq!(ws.ok(&["config", "list", "-q"]), all);
+}

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::plain;
 use crate::commands::Context;
+use crate::commands::output::{Quiet, Shape};
 use crate::core::config::list;
 
 /// List the settings as `key = value` lines (sections left at their defaults and out of the
@@ -20,6 +21,15 @@ pub fn run(ctx: &Context, _args: ConfigListArgs) -> Result<u8> {
     for (key, value) in list(&stack.settings) {
         text.push_str(&format!("{key} = {}\n", plain(&value)));
     }
-    ctx.emit(json!({"settings": stack.settings}), &text);
+    // The list is data: `--quiet` keeps all of it.
+    let quiet = Quiet::Text(text.clone());
+    ctx.emit_shaped(
+        json!({"settings": stack.settings}),
+        &text,
+        Shape {
+            quiet,
+            ..Shape::default()
+        },
+    );
     Ok(0)
 }

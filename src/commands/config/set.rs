@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::{key_path, plain, refusal};
 use crate::commands::Context;
+use crate::commands::output::{Quiet, Shape};
 use crate::core::config::{full_key, get, set};
 
 /// Change a setting. VALUE is read as JSON when it is JSON (0.8, true, ["a"], null to unset
@@ -32,9 +33,13 @@ pub fn run(ctx: &Context, args: ConfigSetArgs) -> Result<u8> {
     ws.save_stack(&lock, &updated)?;
     let key = full_key(&path);
     let text = format!("{key} = {} (was {})", plain(&value), plain(&previous));
-    ctx.emit(
+    ctx.emit_shaped(
         json!({"key": key, "value": value, "previous": previous}),
         &text,
+        Shape {
+            quiet: Quiet::Nothing,
+            ..Shape::default()
+        },
     );
     Ok(0)
 }

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::{find, live_holder, task_json};
 use crate::commands::Context;
+use crate::commands::output::{Quiet, Shape};
 use crate::error::Failure;
 
 /// Remove a task. Refused while other tasks depend on it (unless --force) and, even with
@@ -69,9 +70,13 @@ pub fn run(ctx: &Context, args: TaskRmArgs) -> Result<u8> {
             if dependents.len() == 1 { "s" } else { "" }
         ));
     }
-    ctx.emit(
+    ctx.emit_shaped(
         json!({"removed": task_json(&task), "dependencies_removed_from": dependents}),
         &text,
+        Shape {
+            quiet: Quiet::Nothing,
+            ..Shape::default()
+        },
     );
     Ok(0)
 }
