@@ -20,7 +20,7 @@ use crate::commands::Context;
 use crate::commands::start::{StartArgs, brief, open_session};
 use crate::core::budget::{Level, format_pct};
 use crate::core::meters::TOKENS;
-use crate::core::session::Session;
+use crate::core::session::{Session, TranscriptOrigin};
 use crate::core::text::{json_escape_controls, strip_controls};
 use crate::error::Failure;
 use crate::meters::{self, kilo};
@@ -173,6 +173,7 @@ fn session_start(
         agent: args.agent.clone(),
         budget: None,
         transcript: event.transcript_path.clone(),
+        transcript_origin: Some(TranscriptOrigin::Hook),
     };
     match open_session(ctx, start) {
         Ok((_, text)) => Ok(text),
@@ -197,11 +198,14 @@ fn usage_alert(
     let Some(mut session) = own_session(ws, args, event, now, false)? else {
         return Ok(None);
     };
-    if session.transcript.is_none() {
+    if session.transcript.is_none() && event.transcript_path.is_some() {
         session.transcript = event.transcript_path.clone();
+        session.transcript_origin = Some(TranscriptOrigin::Hook);
     }
     let report = meters::current(ws, &ws.load_stack()?, &session);
-    if report.level == Level::Ok {
+    // Unknown means the transcript the hook names gives no figure: nothing the agent can act on
+    // at every tool call (`checkpoint` says how to give the figure).
+    if matches!(report.level, Level::Ok | Level::Unknown) {
         return Ok(None);
     }
     let meter = report
@@ -266,6 +270,7 @@ fn bind_transcript(ws: &Workspace, session: Session, transcript: Option<&Path>) 
     let mut session = ws.load_active(&session.id)?;
     if !session.is_wrapping() {
         session.transcript = Some(path.to_path_buf());
+        session.transcript_origin = Some(TranscriptOrigin::Hook);
         ws.save_active(&lock, &session)?;
     }
     Ok(session)
