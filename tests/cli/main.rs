@@ -19,4 +19,5 @@ mod run;
 mod seed;
 mod sessions;
 mod tasks;
+mod transcripts;
 mod wrap;
