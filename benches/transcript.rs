@@ -8,7 +8,7 @@
 //! ratios; asserts nothing. The transcript is generated, so it sits in the page cache: the
 //! "first read" figures are parse-bound, not disk-bound.
 
-use orchestrator::agents::{self, TranscriptKind, TranscriptState};
+use orchestrator::agents::{self, TranscriptState};
 use serde_json::{Value, json};
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -204,8 +204,7 @@ fn first_reads(
     for _ in 0..3 {
         let mut state = TranscriptState::default();
         let started = Instant::now();
-        let reading = agents::read_transcript(path, TranscriptKind::ClaudeCode, &mut state)
-            .expect("transcript reads");
+        let reading = agents::read_transcript(path, &mut state).expect("transcript reads");
         times.push(started.elapsed());
         let got = (reading.fill, reading.compacted, reading.cumulative);
         let want = (expected.fill, expected.compacted, expected.cumulative);
@@ -568,10 +567,11 @@ impl Gen {
             self.expected.assistant_lines += 1;
         }
         self.context += input + creation + output;
+        // Subagents count in the session's total, never in the fill (issue 10, point 1).
+        self.expected.cumulative += input + creation + read + output;
         if !sidechain {
             self.expected.fill = Some(input + creation + read);
             self.expected.compacted = false;
-            self.expected.cumulative += input + creation + read + output;
         }
         tools
     }
@@ -626,7 +626,8 @@ impl Gen {
         self.write(&r);
     }
 
-    /// A Task tool's subagent: its records are on the sidechain and must not be counted.
+    /// A Task tool's subagent (Claude Code 1.x, inline): its records are on the sidechain and count
+    /// in the total but not in the fill.
     fn subagent(&mut self) {
         let saved = self.context;
         self.context = 12_000;

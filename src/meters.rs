@@ -2,26 +2,31 @@
 //! and the hooks print from it. The rules are in `core::meters`; the figures come from `agents`.
 //!
 //! The token figure comes from, in order: `checkpoint --tokens` (explicit), the agent's
-//! transcript, the last figure recorded in the session. The level is the worst over the token
-//! budget and the meters of `settings.meters` that apply to the session's agent.
+//! transcript, the last figure recorded in the session. With none of them the figure is unknown
+//! and so is the level (`unknown`, exit 12), never a confident 0. The level is the worst over the
+//! token budget and the meters of `settings.meters` that apply to the session's agent.
 
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
-use crate::agents::{self, Reading};
+use crate::agents::{self, Reading, TranscriptKind};
 use crate::core::budget::{Level, Usage, format_pct, round1};
 use crate::core::meters::{self, MeterKind, MeterStatus, TOKENS, TranscriptFigures};
-use crate::core::session::Session;
+use crate::core::session::{Session, TranscriptOrigin};
 use crate::core::stack::{Progress, TaskStack};
 use crate::store::Workspace;
 
-/// The session's transcript: the one it was started with, else the Claude Code session this
-/// process runs under.
+/// The session's transcript: the one it was given (`start --transcript`, a hook), else the one
+/// of the Claude Code session this process runs under. A transcript found that way is looked up
+/// again each time, since `/clear` starts a new one under a new session id; without the variable
+/// (a command run outside the agent) the one found last stays.
 pub fn transcript_of(session: &Session) -> Option<PathBuf> {
-    session
-        .transcript
-        .clone()
-        .or_else(agents::claude::session_transcript)
+    let follows_environment = session.transcript.is_none()
+        || session.transcript_origin == Some(TranscriptOrigin::Environment);
+    follows_environment
+        .then(agents::claude::session_transcript)
+        .flatten()
+        .or_else(|| session.transcript.clone())
 }
 
 /// The token figure and where it came from.
@@ -96,10 +101,14 @@ impl Tokens {
         explicit: Option<u64>,
         reading: Option<(&Path, Reading)>,
     ) -> Tokens {
-        let figures = reading.as_ref().map(|(_, r)| TranscriptFigures {
-            fill: r.fill,
-            cumulative: r.cumulative,
-        });
+        let figures = reading
+            .as_ref()
+            .filter(|(_, r)| r.records > 0 || r.compacted)
+            .map(|(_, r)| TranscriptFigures {
+                fill: r.fill,
+                cumulative: r.cumulative,
+                subagent: r.subagent,
+            });
         let limit = reading
             .as_ref()
             .and_then(|(_, r)| r.context_window)
@@ -119,13 +128,13 @@ impl Tokens {
                 source: "explicit".into(),
                 ..base
             },
-            (None, Some((_, reading))) => Tokens {
+            (None, Some((_, reading))) if reading.has_fill() => Tokens {
                 used: reading.fill.unwrap_or(0),
                 source: "transcript".into(),
                 compacted: reading.fill.is_none() && reading.compacted,
                 ..base
             },
-            (None, None) => match &session.tokens {
+            (None, _) => match &session.tokens {
                 Some(recorded) => Tokens {
                     used: recorded.used,
                     source: recorded.source.clone(),
@@ -140,6 +149,11 @@ impl Tokens {
     pub fn from_transcript(&self) -> Option<u64> {
         (self.source == "transcript" && !self.compacted).then_some(self.used)
     }
+
+    /// No figure from anywhere: the level is unknown.
+    pub fn is_unknown(&self) -> bool {
+        self.source == "none"
+    }
 }
 
 fn read(ws: &Workspace, path: &Path) -> Option<(Reading, agents::CacheUpdate)> {
@@ -151,6 +165,20 @@ fn read(ws: &Workspace, path: &Path) -> Option<(Reading, agents::CacheUpdate)> {
                      as of that point and the next command reads on",
                     path.display(),
                     reading.bytes_read >> 20
+                );
+            }
+            if reading.records == 0 && !reading.compacted {
+                let format = reading
+                    .kind
+                    .map_or("not recognised", TranscriptKind::as_str);
+                tracing::warn!(
+                    "{}: no record with a token usage in it (format: {format}); the token figure is unknown until the agent writes one",
+                    path.display()
+                );
+            } else if reading.kind == Some(TranscriptKind::CodexExec) && reading.fill.is_none() {
+                tracing::warn!(
+                    "{}: `codex exec --json` output gives the thread's total tokens, not the context in use; give that with --tokens N",
+                    path.display()
                 );
             }
             if reading.skipped_lines > 0 {
@@ -197,12 +225,19 @@ pub fn report(stack: &TaskStack, session: &Session, progress: Progress, tokens: 
     let all: Vec<MeterStatus> = std::iter::once(token_meter.clone())
         .chain(others.iter().cloned())
         .collect();
-    let limiting = meters::limiting(&all).cloned();
-    let level = limiting.as_ref().map_or(Level::Ok, MeterStatus::level);
+    let mut limiting = meters::limiting(&all).cloned();
+    let mut level = limiting.as_ref().map_or(Level::Ok, MeterStatus::level);
+    if tokens.is_unknown() && level < Level::Unknown {
+        level = Level::Unknown;
+        limiting = Some(token_meter.clone());
+    }
     let usage = token_meter.usage;
     let source = &tokens.source;
 
     let mut sentence = String::new();
+    if tokens.is_unknown() && level > Level::Unknown {
+        sentence.push_str("The context in use is unknown (no --tokens, no transcript). ");
+    }
     if tokens.compacted {
         sentence.push_str("The agent compacted its context since its last response; its usage is unknown until the next one. ");
     }
@@ -250,6 +285,7 @@ pub fn report(stack: &TaskStack, session: &Session, progress: Progress, tokens: 
         "source": source,
         "compacted": tokens.compacted,
         "transcript": tokens.transcript,
+        "subagent_tokens": tokens.figures.map(|f| f.subagent),
         "meters": others.iter().map(meter_json).collect::<Vec<_>>(),
         "limiting": limiting.as_ref().map(|m| m.name.clone()),
         "action": sentence,
@@ -319,9 +355,12 @@ mod tests {
 
     fn reading(fill: Option<u64>, compacted: bool, window: Option<u64>) -> Reading {
         Reading {
+            kind: Some(TranscriptKind::ClaudeCode),
             fill,
             compacted,
             cumulative: 9,
+            subagent: 0,
+            records: u64::from(fill.is_some()),
             context_window: window,
             skipped_lines: 0,
             bytes_read: 0,

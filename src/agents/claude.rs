@@ -2,25 +2,48 @@
 //! where the hooks go, are in [`super::claude_settings`]).
 //!
 //! Transcript (`~/.claude/projects/*/<session>.jsonl`): the context fill is the latest
-//! main-chain assistant record's `input_tokens + cache_creation_input_tokens +
-//! cache_read_input_tokens`. Sidechain records, `<synthetic>` records and zero-sum usages are
-//! ignored. A `system`/`compact_boundary` record after the last counted usage makes the fill
-//! unknown (`compacted: true`) until the next counted assistant record. The cumulative total sums
-//! input + cache creation + cache read + output over distinct `message.id`s; when one id appears
-//! several times (one record per content block) the **latest** usage seen for that id is the one
-//! counted. Ids are remembered for the last 64 distinct messages, which covers the consecutive
-//! records of one response. Counted records without a `message.id` cannot be deduplicated and are
-//! each added once.
+//! main-chain assistant record's `input_tokens` + cache writes + `cache_read_input_tokens`, where
+//! the cache writes are the larger of the flat `cache_creation_input_tokens` and the nested
+//! `cache_creation.ephemeral_5m_input_tokens + ephemeral_1h_input_tokens` (before 2.1.152 the flat
+//! figure could be 0 with the writes only in the nested breakdown). `<synthetic>` records and
+//! zero-sum usages are ignored. A `system`/`compact_boundary` record after the last counted usage
+//! makes the fill unknown (`compacted: true`) until the next counted assistant record; a
+//! `system`/`microcompact_boundary` (old tool results cleared) lowers the fill by its
+//! `microcompactMetadata.tokensSaved`.
+//!
+//! The cumulative total sums input + cache writes + cache read + output over distinct responses,
+//! deduplicated as ccusage does: by `message.id` + `requestId`, the larger usage winning (Claude
+//! Code writes one record per content block of a response, the last with the final output
+//! count). Subagents count in it, but not in the fill: the sidechain records of the main file
+//! (`isSidechain: true`, Claude Code 1.x) and the files Claude Code 2.x writes beside it,
+//! `<session>/subagents/agent-*.jsonl` (and `subagents/workflows/<run>/agent-*.jsonl`). A sidechain
+//! copy of a main-chain response (same `message.id`, another `requestId`: a `/btw` side question
+//! replays the conversation) is not counted again.
+//!
+//! Bounds of the deduplication: responses are remembered for the last [`RECENT_MESSAGES`]
+//! distinct ones of each file, which covers the consecutive records of one response even with
+//! many subagents writing in parallel; main-chain message ids for the last [`MAIN_IDS`], which
+//! covers a replay of the live context (a 200k-token context holds about that many responses
+//! only if each, with its tool result, averages under 200 tokens); a replayed response older
+//! than that would be counted a second time. Counted records without a `message.id` cannot be
+//! deduplicated and are each added once.
 
 use std::borrow::Cow;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 
-use super::TranscriptState;
+use super::{Main, TranscriptState, fnv1a};
 
-/// How many distinct message ids are remembered for deduplication.
-const RECENT_MESSAGES: usize = 64;
+/// How many distinct responses per file are remembered for deduplication.
+pub const RECENT_MESSAGES: usize = 64;
+/// How many main-chain message ids are remembered to recognise sidechain replays.
+pub const MAIN_IDS: usize = 1024;
+/// How deep under `<session>/subagents/` subagent transcripts are looked for
+/// (`workflows/<run>/agent-*.jsonl` is two levels down).
+const SUBAGENT_DEPTH: usize = 3;
 
 // ---------------------------------------------------------------------------
 // Transcript
@@ -33,8 +56,12 @@ struct ClaudeLine<'a> {
     subtype: Option<Cow<'a, str>>,
     #[serde(rename = "isSidechain", default)]
     is_sidechain: Option<bool>,
+    #[serde(rename = "requestId", borrow, default)]
+    request_id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     message: Option<ClaudeMessage<'a>>,
+    #[serde(rename = "microcompactMetadata", default)]
+    microcompact: Option<Microcompact>,
 }
 
 #[derive(Deserialize)]
@@ -57,63 +84,187 @@ struct ClaudeUsage {
     cache_read_input_tokens: Option<u64>,
     #[serde(default)]
     output_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation: Option<CacheCreation>,
+}
+
+#[derive(Deserialize)]
+struct CacheCreation {
+    #[serde(default)]
+    ephemeral_5m_input_tokens: Option<u64>,
+    #[serde(default)]
+    ephemeral_1h_input_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct Microcompact {
+    #[serde(rename = "tokensSaved", default)]
+    tokens_saved: Option<u64>,
+}
+
+impl ClaudeUsage {
+    /// Cache writes: the flat figure, or the nested breakdown when it says more.
+    fn cache_writes(&self) -> u64 {
+        let nested = self.cache_creation.as_ref().map_or(0, |c| {
+            c.ephemeral_5m_input_tokens.unwrap_or(0) + c.ephemeral_1h_input_tokens.unwrap_or(0)
+        });
+        self.cache_creation_input_tokens.unwrap_or(0).max(nested)
+    }
+}
+
+/// The fields every Claude Code record has and no other format's lines have together.
+#[derive(Deserialize)]
+struct ClaudeHead {
+    #[serde(rename = "type", default)]
+    kind: Option<IgnoredAny>,
+    #[serde(default)]
+    payload: Option<IgnoredAny>,
+    #[serde(default)]
+    message: Option<IgnoredAny>,
+    #[serde(default)]
+    uuid: Option<IgnoredAny>,
+    #[serde(rename = "sessionId", default)]
+    session_id: Option<IgnoredAny>,
+    #[serde(rename = "leafUuid", default)]
+    leaf_uuid: Option<IgnoredAny>,
+}
+
+/// Whether a JSON line is a Claude Code record: a `type` with a `message`, `uuid`,
+/// `sessionId` or (summaries) `leafUuid`, and no Codex `payload`.
+pub(super) fn recognises(text: &str) -> bool {
+    serde_json::from_str::<ClaudeHead>(text).is_ok_and(|h| {
+        h.kind.is_some()
+            && h.payload.is_none()
+            && (h.message.is_some()
+                || h.uuid.is_some()
+                || h.session_id.is_some()
+                || h.leaf_uuid.is_some())
+    })
 }
 
 /// Applies one Claude Code line; returns false if it could not be decoded.
-pub(super) fn apply_line(body: &[u8], state: &mut TranscriptState) -> bool {
+pub(super) fn apply_line(body: &[u8], state: &mut TranscriptState, main: Main) -> bool {
     let Ok(text) = std::str::from_utf8(body) else {
         return false;
     };
     let Ok(rec) = serde_json::from_str::<ClaudeLine>(text) else {
         return false;
     };
-    if rec.is_sidechain == Some(true) {
-        return true;
-    }
+    // Every record of a subagent's own file is on a sidechain.
+    let sidechain = rec.is_sidechain == Some(true) || matches!(main, Main::Of(_));
     match rec.kind.as_deref() {
-        Some("system") if rec.subtype.as_deref() == Some("compact_boundary") => {
-            state.compacted = true;
-            state.fill = None;
-        }
+        Some("system") if !sidechain => match rec.subtype.as_deref() {
+            Some("compact_boundary") => {
+                state.compacted = true;
+                state.fill = None;
+            }
+            Some("microcompact_boundary") => {
+                let saved = rec.microcompact.and_then(|m| m.tokens_saved).unwrap_or(0);
+                state.fill = state.fill.map(|fill| fill.saturating_sub(saved));
+            }
+            _ => {}
+        },
         Some("assistant") => {
             let Some(msg) = rec.message else { return true };
             if msg.model.as_deref() == Some("<synthetic>") {
                 return true;
             }
             let Some(u) = msg.usage else { return true };
-            let fill = u.input_tokens.unwrap_or(0)
-                + u.cache_creation_input_tokens.unwrap_or(0)
+            let context = u.input_tokens.unwrap_or(0)
+                + u.cache_writes()
                 + u.cache_read_input_tokens.unwrap_or(0);
-            if fill == 0 {
+            if context == 0 {
                 return true;
             }
-            state.fill = Some(fill);
-            state.compacted = false;
-            let total = fill + u.output_tokens.unwrap_or(0);
-            match msg.id {
-                Some(id) => {
-                    // Latest usage for an id wins: replace its earlier contribution.
-                    let recent = &mut state.recent_messages;
-                    match recent.iter_mut().rev().find(|(seen, _)| *seen == id) {
-                        Some((_, counted)) => {
-                            state.cumulative = state.cumulative - *counted + total;
-                            *counted = total;
-                        }
-                        None => {
-                            if recent.len() == RECENT_MESSAGES {
-                                recent.pop_front();
-                            }
-                            recent.push_back((id.into_owned(), total));
-                            state.cumulative += total;
-                        }
-                    }
+            // 32 bits: a false match among 1024 ids is a one-in-four-million chance per sidechain response.
+            let id_hash = msg.id.as_deref().map(|id| fnv1a(id.as_bytes()) as u32);
+            if sidechain {
+                let replayed = id_hash.is_some_and(|hash| match main {
+                    Main::Itself => state.has_main_id(hash),
+                    Main::Of(main) => main.knows_main_id(hash),
+                });
+                if replayed {
+                    return true;
                 }
-                None => state.cumulative += total,
+            } else {
+                state.fill = Some(context);
+                state.compacted = false;
+            }
+            state.records += 1;
+            let total = context + u.output_tokens.unwrap_or(0);
+            let key = msg.id.map(|id| match rec.request_id {
+                Some(request) => format!("{id} {request}"),
+                None => id.into_owned(),
+            });
+            let added = count_response(state, key, total);
+            if sidechain {
+                state.subagent += added;
+            } else if let Some(hash) = id_hash
+                && state.main_ids.back() != Some(&hash)
+                && !state.has_main_id(hash)
+            {
+                state.push_main_id(hash, MAIN_IDS);
             }
         }
         _ => {}
     }
     true
+}
+
+/// Adds a response's total to the cumulative once per `key`, the larger usage winning; returns
+/// what was added.
+fn count_response(state: &mut TranscriptState, key: Option<String>, total: u64) -> u64 {
+    let Some(key) = key else {
+        state.cumulative += total;
+        return total;
+    };
+    let recent = &mut state.recent_messages;
+    let added = match recent.iter_mut().rev().find(|(seen, _)| *seen == key) {
+        Some((_, counted)) => {
+            let added = total.saturating_sub(*counted);
+            *counted += added;
+            added
+        }
+        None => {
+            if recent.len() == RECENT_MESSAGES {
+                recent.pop_front();
+            }
+            recent.push_back((key, total));
+            total
+        }
+    };
+    state.cumulative += added;
+    added
+}
+
+/// The transcripts of a session's subagents: `agent-*.jsonl` under `<session>/subagents/`
+/// beside `<session>.jsonl` (Claude Code 2.x; see the research notes' section 2.1), in path order.
+pub fn subagent_transcripts(transcript: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(stem)) = (transcript.parent(), transcript.file_stem()) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    let mut dirs = vec![(dir.join(stem).join("subagents"), 0)];
+    while let Some((dir, depth)) = dirs.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.filter_map(|e| e.ok()) {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if kind.is_dir() && depth + 1 < SUBAGENT_DEPTH {
+                dirs.push((path, depth + 1));
+            } else if kind.is_file() && name.starts_with("agent-") && name.ends_with(".jsonl") {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
 }
 
 /// Where Claude Code keeps a session's transcript:

@@ -1,9 +1,22 @@
-//! Codex: its rollout transcript format.
+//! Codex: its rollout transcript format and the JSONL `codex exec --json` prints.
 //!
-//! A rollout (`rollout-*.jsonl`): the fill is `payload.info.last_token_usage.total_tokens` of the
-//! last `event_msg` / `token_count` event, the window is `payload.info.model_context_window`, and
-//! the cumulative total is `payload.info.total_token_usage.total_tokens`. A missing or null value
-//! leaves the previous one in place.
+//! A rollout (`rollout-*.jsonl`, each line `{timestamp, type, payload}`): the fill is
+//! `payload.info.last_token_usage.total_tokens` of the last `event_msg` / `token_count` event, the
+//! window is `payload.info.model_context_window`, and the cumulative total follows
+//! `payload.info.total_token_usage.total_tokens`, adding what each event adds to it. A missing or
+//! null value leaves the previous one in place.
+//!
+//! When the context window is exceeded, Codex writes a `token_count` filled to the window
+//! (codex-rs `TokenUsageInfo::fill_to_context_window`): a `total_token_usage` whose parts are all
+//! 0 and whose `total_tokens` is the window, and a `last_token_usage` that is no real spend. That
+//! reads as a full context (fill = window), and the total does not go backwards: the next event
+//! counts from the window it was reset to. A variant seen in forks sets
+//! `last_token_usage.input_tokens` to the window instead; that reads as full too.
+//!
+//! `codex exec --json` (`thread.started`, `turn.completed`, `item.*`): `turn.completed.usage` is
+//! the thread's running total (codex-rs fills it from the last `total_token_usage`), so the
+//! last one counts, never their sum; a resumed thread goes on from its total, a new thread adds
+//! its own. It has no per-request figure, so it gives the cumulative total but no fill.
 
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -45,13 +58,55 @@ struct CodexInfo {
     model_context_window: Option<u64>,
 }
 
+/// codex-rs `TokenUsage`; `input_tokens` includes the cached ones, `output_tokens` the reasoning.
 #[derive(Deserialize)]
 struct CodexUsage {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    cached_input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    reasoning_output_tokens: Option<u64>,
     #[serde(default)]
     total_tokens: Option<u64>,
 }
 
-/// Applies one Codex line; returns false if it could not be decoded.
+impl CodexUsage {
+    /// What `fill_to_context_window` writes: every part written as 0, only `total_tokens` set.
+    fn is_filled_to_window(&self) -> bool {
+        [
+            self.input_tokens,
+            self.cached_input_tokens,
+            self.output_tokens,
+            self.reasoning_output_tokens,
+        ]
+        .iter()
+        .all(|part| *part == Some(0))
+            && self.total_tokens.unwrap_or(0) > 0
+    }
+}
+
+/// Whether a JSON line is a rollout line: `type` and `payload`, as `RolloutLine` serialises.
+pub(super) fn recognises_rollout(text: &str) -> bool {
+    serde_json::from_str::<CodexHead>(text).is_ok_and(|h| h.kind.is_some() && h.payload.is_some())
+}
+
+/// Whether a JSON line is a `codex exec --json` event: a `type` of `thread.*`, `turn.*` or
+/// `item.*` (codex-rs `exec_events.rs` `ThreadEvent`).
+pub(super) fn recognises_exec(text: &str) -> bool {
+    serde_json::from_str::<CodexHead>(text).is_ok_and(|h| {
+        h.payload.is_none()
+            && h.kind.as_deref().is_some_and(|k| {
+                ["thread.", "turn.", "item."]
+                    .iter()
+                    .any(|prefix| k.starts_with(prefix))
+            })
+    })
+}
+
+/// Applies one rollout line; returns false if it could not be decoded.
 pub(super) fn apply_line(body: &[u8], state: &mut TranscriptState) -> bool {
     let Ok(text) = std::str::from_utf8(body) else {
         return false;
@@ -72,14 +127,102 @@ pub(super) fn apply_line(body: &[u8], state: &mut TranscriptState) -> bool {
     let Some(info) = rec.payload.info else {
         return true;
     };
-    if let Some(fill) = info.last_token_usage.and_then(|u| u.total_tokens) {
-        state.fill = Some(fill);
-    }
-    if let Some(total) = info.total_token_usage.and_then(|u| u.total_tokens) {
-        state.cumulative = total;
-    }
     if let Some(window) = info.model_context_window {
         state.context_window = Some(window);
+    }
+    let (last, total) = (info.last_token_usage, info.total_token_usage);
+    if last.is_none() && total.is_none() {
+        return true;
+    }
+    state.records += 1;
+    let window = state.context_window;
+    let filled = total.as_ref().is_some_and(CodexUsage::is_filled_to_window);
+    let input_at_window = last
+        .as_ref()
+        .and_then(|u| u.input_tokens)
+        .zip(window)
+        .is_some_and(|(input, window)| input >= window);
+    if filled || input_at_window {
+        // The context is full. The filled total is a reset, not spend: the next event counts
+        // from it.
+        let at = total.as_ref().and_then(|u| u.total_tokens);
+        state.fill = window
+            .or(at)
+            .max(last.as_ref().and_then(|u| u.total_tokens));
+        if filled {
+            state.codex_total = at;
+            return true;
+        }
+    } else if let Some(fill) = last.as_ref().and_then(|u| u.total_tokens) {
+        state.fill = Some(fill);
+    }
+    if let Some(now) = total.and_then(|u| u.total_tokens) {
+        let added = match state.codex_total {
+            Some(before) if now >= before => now - before,
+            // Gone backwards without a fill: count this request, never a negative.
+            Some(_) => last.and_then(|u| u.total_tokens).unwrap_or(0),
+            None => now,
+        };
+        state.cumulative += added;
+        state.codex_total = Some(now);
+    }
+    true
+}
+
+#[derive(Deserialize)]
+struct ExecEvent<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    thread_id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    usage: Option<ExecUsage>,
+}
+
+/// codex-rs `exec_events.rs` `Usage` (newer releases add `reasoning_output_tokens` and
+/// `cache_write_input_tokens`, ignored here: `output_tokens` already includes the reasoning).
+#[derive(Deserialize)]
+struct ExecUsage {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+}
+
+/// Applies one `codex exec --json` line; returns false if it could not be decoded.
+pub(super) fn apply_exec_line(body: &[u8], state: &mut TranscriptState) -> bool {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return false;
+    };
+    let Ok(event) = serde_json::from_str::<ExecEvent>(text) else {
+        return false;
+    };
+    match event.kind.as_deref() {
+        Some("thread.started") => {
+            let thread = event.thread_id.map(Cow::into_owned);
+            if thread != state.codex_thread {
+                // Another thread: its totals start from 0, on top of what was counted.
+                state.codex_thread = thread;
+                state.codex_total = None;
+            }
+        }
+        Some("turn.completed") => {
+            let Some(usage) = event.usage else {
+                return true;
+            };
+            let now = usage.input_tokens.unwrap_or(0) + usage.output_tokens.unwrap_or(0);
+            // All zero: the turn saw no token count, which says nothing.
+            if now == 0 {
+                return true;
+            }
+            state.records += 1;
+            let before = state.codex_total.unwrap_or(0);
+            if now > before {
+                state.cumulative += now - before;
+                state.codex_total = Some(now);
+            }
+        }
+        _ => {}
     }
     true
 }

@@ -10,7 +10,9 @@ use super::output::{Quiet, Shape};
 use super::{Context, SessionArg, agent_arg, select_session};
 use crate::core::budget::Level;
 use crate::core::meters::MeterSource;
-use crate::core::session::{CheckpointEvent, Session, TokenReading, renewed_lease};
+use crate::core::session::{
+    CheckpointEvent, Session, TokenReading, TranscriptOrigin, renewed_lease,
+};
 use crate::core::stack::{Checkpoint, Status, TaskStack};
 use crate::core::text::one_line;
 use crate::error::{Failure, code};
@@ -134,6 +136,10 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
     };
     let tokens = Tokens::from_measured(&session, args.tokens, &measured);
     let recorded_tokens = args.tokens.or(tokens.from_transcript());
+    let new_transcript = tokens
+        .transcript
+        .clone()
+        .filter(|found| session.transcript.as_ref() != Some(found));
     let checkpoint = Checkpoint {
         at: ctx.now,
         session: session.id.clone(),
@@ -163,12 +169,13 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
             .filter(|i| !i.is_empty())
             .collect(),
         meters,
-        // Remembered, so `status` and `run` find it without the agent's environment.
-        transcript: if session.transcript.is_none() {
-            tokens.transcript.clone()
-        } else {
-            None
-        },
+        // Remembered, so `status` and `run` find it without the agent's environment. Only a
+        // transcript found from the environment differs from the session's (a first find, or a
+        // new file after `/clear`).
+        transcript: new_transcript.clone(),
+        transcript_origin: new_transcript
+            .is_some()
+            .then_some(TranscriptOrigin::Environment),
         lease_expires: expires,
     };
 

@@ -108,6 +108,8 @@ fn level_style(word: &str) -> Option<Style> {
         "ok" => Some(AnsiColor::Green.on_default()),
         "warn" => Some(AnsiColor::Yellow.on_default()),
         "shutdown" => Some(AnsiColor::Red.on_default().bold()),
+        // Not ok either: the agent has something to do (give the figure).
+        "unknown" => Some(AnsiColor::Magenta.on_default()),
         _ => None,
     }
 }
@@ -202,6 +204,10 @@ mod tests {
         assert_eq!(
             painted,
             "level=\u{1b}[33mwarn\u{1b}[0m used=1 level=\u{1b}[32mok\u{1b}[0m sublevel=shutdown level=other"
+        );
+        assert_eq!(
+            paint_levels("level=unknown used=0"),
+            "level=\u{1b}[35munknown\u{1b}[0m used=0"
         );
     }
 

@@ -113,6 +113,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
             agent: agent.clone(),
             budget: args.budget,
             transcript: None,
+            transcript_origin: None,
         };
         let (brief, brief_text) = match open_session(&session_ctx, start) {
             Ok(opened) => opened,

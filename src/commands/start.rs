@@ -11,7 +11,7 @@ use crate::agents;
 use crate::core::ids::{check_task_id, new_session_id};
 use crate::core::meters;
 use crate::core::select::{readiness, select_next};
-use crate::core::session::{Session, TokenReading};
+use crate::core::session::{Session, TokenReading, TranscriptOrigin};
 use crate::core::stack::{Claim, Status, Task, TaskStack};
 use crate::core::text::{one_line, strip_controls};
 use crate::error::{Failure, code};
@@ -39,6 +39,9 @@ pub struct StartArgs {
     /// The agent's transcript file, to read token usage from
     #[arg(long, value_name = "PATH")]
     pub transcript: Option<PathBuf>,
+    /// Where `transcript` came from when not the command line (a hook's input).
+    #[arg(skip)]
+    pub transcript_origin: Option<TranscriptOrigin>,
 }
 
 pub fn run(ctx: &Context, args: StartArgs) -> Result<u8> {
@@ -155,12 +158,19 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
     let budget = args.budget.unwrap_or(stack.settings.budget.tokens);
     let metrics_at_start = wrap::read_metrics(&ws, &stack);
     let task = stack.task_mut(&task_id).expect("the chosen task exists");
-    let transcript = match &args.transcript {
-        Some(path) => Some(
-            std::path::absolute(path)
-                .with_context(|| format!("--transcript {}", path.display()))?,
+    let (transcript, transcript_origin) = match &args.transcript {
+        Some(path) => (
+            Some(
+                std::path::absolute(path)
+                    .with_context(|| format!("--transcript {}", path.display()))?,
+            ),
+            Some(args.transcript_origin.unwrap_or(TranscriptOrigin::Given)),
         ),
-        None => agents::claude::session_transcript(),
+        None => {
+            let found = agents::claude::session_transcript();
+            let origin = found.is_some().then_some(TranscriptOrigin::Environment);
+            (found, origin)
+        }
     };
     if let Some(path) = &transcript {
         if !path.exists() {
@@ -187,6 +197,7 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
         budget,
         tokens: None::<TokenReading>,
         transcript,
+        transcript_origin,
         meters: Default::default(),
         progress_at_start: task.progress,
         git_head_at_start: vcs::head_oid(ws.root()).unwrap_or_else(|err| {

@@ -7,6 +7,10 @@ use std::fmt;
 #[serde(rename_all = "snake_case")]
 pub enum Level {
     Ok,
+    /// No token figure: no `--tokens`, no readable transcript, nothing recorded. Above ok, so an
+    /// agent that forgets the figure is told, and below warn, so a meter that is past its
+    /// threshold still decides.
+    Unknown,
     Warn,
     Shutdown,
 }
@@ -15,6 +19,7 @@ impl Level {
     pub fn as_str(self) -> &'static str {
         match self {
             Level::Ok => "ok",
+            Level::Unknown => "unknown",
             Level::Warn => "warn",
             Level::Shutdown => "shutdown",
         }
@@ -24,6 +29,7 @@ impl Level {
     pub fn exit_code(self) -> u8 {
         match self {
             Level::Ok => 0,
+            Level::Unknown => 12,
             Level::Warn => 10,
             Level::Shutdown => 11,
         }
@@ -33,6 +39,9 @@ impl Level {
     pub fn action(self) -> &'static str {
         match self {
             Level::Ok => "Keep working and checkpoint after each unit of work.",
+            Level::Unknown => {
+                "The context in use is unknown: give it with `--tokens N` at each checkpoint, or start the session with `orchestrator start --transcript PATH` to have it read from the agent's transcript."
+            }
             Level::Warn => {
                 "Finish the current unit of work, checkpoint it, then run `orchestrator wrap`."
             }
@@ -137,9 +146,10 @@ mod tests {
     #[test]
     fn exit_codes_follow_the_spec() {
         assert_eq!(
-            [Level::Ok, Level::Warn, Level::Shutdown].map(Level::exit_code),
-            [0, 10, 11]
+            [Level::Ok, Level::Unknown, Level::Warn, Level::Shutdown].map(Level::exit_code),
+            [0, 12, 10, 11]
         );
+        assert!(Level::Ok < Level::Unknown && Level::Unknown < Level::Warn);
     }
 
     #[test]

@@ -318,7 +318,10 @@ impl MeterStatus {
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct TranscriptFigures {
     pub fill: Option<u64>,
+    /// The session's total tokens, its subagents' included.
     pub cumulative: u64,
+    /// The part of `cumulative` its subagents spent.
+    pub subagent: u64,
 }
 
 /// The standing of every meter of `settings.meters` that applies, from the session's recorded
@@ -459,6 +462,7 @@ mod tests {
         let figures = TranscriptFigures {
             fill: Some(900),
             cumulative: 5000,
+            subagent: 0,
         };
         let statuses = evaluate(&applicable, &recorded, Some(figures));
         let got: Vec<(u64, &str, Level)> = statuses

@@ -33,6 +33,11 @@ pub struct Session {
     /// The agent's transcript, where token usage is read from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transcript: Option<PathBuf>,
+    /// Where `transcript` came from. Only one found from the agent's environment is looked up
+    /// again at each command (Claude Code starts a new file on `/clear`); `None` (a record
+    /// written before this field) is kept as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcript_origin: Option<TranscriptOrigin>,
     /// The latest value of each meter fed by `checkpoint --usage`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub meters: BTreeMap<String, u64>,
@@ -63,6 +68,18 @@ pub struct Compaction {
     /// The context fill just before, when the transcript gave it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<u64>,
+}
+
+/// How a session found its transcript.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TranscriptOrigin {
+    /// `start --transcript PATH`.
+    Given,
+    /// The `transcript_path` of a Claude Code hook's input.
+    Hook,
+    /// `CLAUDE_CODE_SESSION_ID` in the agent's environment.
+    Environment,
 }
 
 /// The latest token figure and where it came from.
@@ -152,9 +169,12 @@ pub struct CheckpointEvent {
     pub tokens: Option<TokenReading>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub issues: Vec<String>,
-    /// The transcript found for a session that had none (from the agent's environment).
+    /// The transcript found from the agent's environment, when it is not the one the session
+    /// had (it had none, or `/clear` started a new one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transcript: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcript_origin: Option<TranscriptOrigin>,
     /// Meter values after this checkpoint (absolute, so a replay cannot count twice).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub meters: BTreeMap<String, u64>,
@@ -203,6 +223,7 @@ impl Session {
         self.meters.extend(event.meters);
         if event.transcript.is_some() {
             self.transcript = event.transcript;
+            self.transcript_origin = event.transcript_origin;
         }
         self.lease_expires = event.lease_expires;
     }
@@ -254,6 +275,7 @@ mod tests {
             budget: 10,
             tokens: None,
             transcript: None,
+            transcript_origin: None,
             meters: BTreeMap::new(),
             progress_at_start: Progress { done: 0, total: 3 },
             git_head_at_start: None,
@@ -282,6 +304,7 @@ mod tests {
             issues: vec!["i".into()],
             meters: BTreeMap::from([("calls".to_string(), 7)]),
             transcript: None,
+            transcript_origin: None,
             lease_expires: t + Duration::minutes(30),
         };
         session.apply(event.clone());

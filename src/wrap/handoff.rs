@@ -332,6 +332,7 @@ mod tests {
                 at: at(0, 20, 2),
             }),
             transcript: None,
+            transcript_origin: None,
             meters: Default::default(),
             progress_at_start: Progress { done: 0, total: 40 },
             git_head_at_start: None,

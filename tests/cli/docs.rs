@@ -417,6 +417,10 @@ fn command_scenario(code: i32) -> Option<Option<i32>> {
             ws.ok(&["start"]);
             exit(&["checkpoint", "85% or more", "--tokens", "180000"])
         }
+        12 => {
+            ws.ok(&["start"]);
+            exit(&["checkpoint", "no figure given, no transcript"])
+        }
         1 => {
             ws.write("task_stack.json", "{");
             exit(&["next"])

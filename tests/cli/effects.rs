@@ -96,7 +96,10 @@ fn wrap_commits_everything_with_the_spec_message_and_trailers() {
     ws.write("src/lib.rs", "pub fn a() {}\npub fn b() {}\n");
     ws.write("notes/new.md", "new file\n");
     ws.set_now("2025-11-06T00:15:02Z");
-    ws.ok(&["checkpoint", "Database status checked", "--progress", "1"]);
+    ws.expect(
+        12,
+        &["checkpoint", "Database status checked", "--progress", "1"],
+    );
     ws.set_now("2025-11-06T00:20:02Z");
     ws.ok(&[
         "checkpoint",
@@ -239,7 +242,7 @@ fn checkpoint_commit_uses_the_checkpoint_message() {
     ws.ok(&["start"]);
     ws.write("src/lib.rs", "changed\n");
     let v = ws.json(
-        0,
+        12,
         &[
             "checkpoint",
             "Parsed session 101",
@@ -260,7 +263,7 @@ fn checkpoint_commit_uses_the_checkpoint_message() {
         "task_stack.json",
         &serde_json::to_string_pretty(&stack).unwrap(),
     );
-    ws.ok(&["checkpoint", "Parsed session 102", "--advance", "1"]);
+    ws.expect(12, &["checkpoint", "Parsed session 102", "--advance", "1"]);
     assert!(
         head_message(&ws)
             .starts_with("Checkpoint: integrate_sessions_101_140: Parsed session 102\n")
@@ -328,12 +331,12 @@ fn a_backup_that_cannot_be_made_stops_wrap_and_leaves_the_session_live() {
     let ws = Ws::seed();
     with_database(&ws, serde_json::json!({"path": "missing.db"}));
     ws.ok(&["start"]);
-    ws.ok(&["checkpoint", "x", "--progress", "3"]);
+    ws.expect(12, &["checkpoint", "x", "--progress", "3"]);
     let before = ws.snapshot();
     let line = ws.refused(&["wrap"]);
     assert!(line.contains("missing.db"), "{line}");
     assert!(ws.snapshot() == before, "nothing was marked done");
-    ws.ok(&["status"]);
+    ws.expect(12, &["status"]);
 
     ws.write(
         "missing.db",
@@ -401,7 +404,7 @@ fn a_wrap_killed_at_any_step_makes_one_backup_one_handoff_one_commit() {
         git(&ws, &["add", "-A"]);
         git(&ws, &["commit", "-qm", "db settings"]);
         ws.ok(&["start"]);
-        ws.ok(&["checkpoint", "work", "--progress", "5"]);
+        ws.expect(12, &["checkpoint", "work", "--progress", "5"]);
         ws.set_now(&at_minutes(3));
         let mut cmd = ws.command(&["wrap"]);
         cmd.env("ORCHESTRATOR_TEST_CRASH_AFTER", step);
@@ -433,7 +436,7 @@ fn a_stale_session_is_recovered_with_a_handoff_and_a_commit() {
     let ws = repo(true);
     ws.ok(&["start", "--agent", "claude"]);
     ws.set_now(&at_minutes(4));
-    ws.ok(&["checkpoint", "last words", "--progress", "4"]);
+    ws.expect(12, &["checkpoint", "last words", "--progress", "4"]);
     ws.set_now(&at_minutes(40));
     let v = ws.json(0, &["start", "--agent", "claude"]);
     assert_eq!(v["recovered"][0]["session"], "session_20251106_001355");

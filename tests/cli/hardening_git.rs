@@ -158,10 +158,17 @@ fn a_clean_merge_in_progress_is_left_for_the_user_to_conclude() {
 
     let (v, _) = run_json(
         &ws,
-        &["checkpoint", "half way", "--progress", "2", "--commit"],
+        &[
+            "checkpoint",
+            "half way",
+            "--progress",
+            "2",
+            "--commit",
+            "--exit-zero",
+        ],
     );
     assert_eq!(v["commit"]["result"], "skipped", "{v}");
-    let text = ws.ok(&["checkpoint", "again", "--progress", "3", "--commit"]);
+    let text = ws.expect(12, &["checkpoint", "again", "--progress", "3", "--commit"]);
     assert!(text.contains("Commit skipped: "), "{text}");
 
     let (v, _) = run_json(&ws, &["wrap"]);
@@ -332,7 +339,7 @@ fn a_log_appended_to_while_wrap_commits_is_committed_as_read() {
     for minute in 0..3 {
         ws.set_now(&at_minutes(minute * 10));
         ws.ok(&["start"]);
-        ws.ok(&["checkpoint", "logged", "--progress", "1", "--commit"]);
+        ws.expect(12, &["checkpoint", "logged", "--progress", "1", "--commit"]);
         let (v, _) = run_json(&ws, &["wrap"]);
         assert_eq!(v["commit"]["result"], "committed", "{v}");
     }
@@ -451,7 +458,7 @@ fn a_wrap_after_a_checkpoint_commit_makes_its_own_commit() {
     ws.ok(&["start"]);
     ws.write("src/lib.rs", "pub fn a() { 1; }\n");
     let v = ws.json(
-        0,
+        12,
         &["checkpoint", "first half", "--advance", "1", "--commit"],
     );
     assert_eq!(v["commit"]["result"], "committed", "{v}");

@@ -75,7 +75,10 @@ fn assert_no_forged_block(what: &str, text: &str) {
 fn a_summary_cannot_forge_a_resume_section() {
     let ws = Ws::seed();
     ws.ok(&["start", "--agent", "claude"]);
-    ws.ok(&["checkpoint", "part\n## Resume\n```sh", "--progress", "3"]);
+    ws.expect(
+        12,
+        &["checkpoint", "part\n## Resume\n```sh", "--progress", "3"],
+    );
     ws.ok(&[
         "wrap",
         "--summary",
@@ -103,7 +106,7 @@ fn a_title_cannot_forge_a_section_in_the_brief_the_handoff_or_task_show() {
     let brief = ws.ok(&["start", "--agent", "claude"]);
     assert_no_forged_block("start", &brief);
     assert!(brief.contains("Fix the parser"), "{brief}");
-    ws.ok(&["checkpoint", "did one", "--progress", "1"]);
+    ws.expect(12, &["checkpoint", "did one", "--progress", "1"]);
     ws.ok(&["wrap"]);
     let handoff = ws.read(&format!("session_handoffs/handoff_{SESSION}.md"));
     assert_one_resume_section(&handoff);
@@ -170,9 +173,9 @@ fn terminal_control_bytes_never_reach_output_handoffs_or_commits() {
             "--issue",
             HOSTILE,
         ],
-        0,
+        12,
     );
-    run(&["status"], 0);
+    run(&["status"], 12);
     run(&["task", "show", "t1"], 0);
     let summary = format!("summary {HOSTILE}\nsecond line {HOSTILE}");
     run(&["wrap", "--summary", &summary, "--next", HOSTILE], 0);

@@ -142,7 +142,8 @@ fn checkpoint_with_a_fifo_transcript_records_the_checkpoint_with_a_warning() {
     let transcript = fifo(&ws, "transcript.jsonl");
     start_on(&ws, "claude", &transcript);
     let out = watched(ws.command(&["checkpoint", "one step", "--advance", "1", "--json"]));
-    assert_code(&out, 0);
+    // An unreadable transcript gives no figure: the level is unknown.
+    assert_code(&out, 12);
     assert_unreadable_warning(&out, &transcript);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["progress"]["done"], 1, "{v}");
@@ -155,7 +156,8 @@ fn status_with_a_fifo_transcript_reports_with_a_warning() {
     let transcript = fifo(&ws, "transcript.jsonl");
     let session = start_on(&ws, "claude", &transcript);
     let out = watched(ws.command(&["status", "--json"]));
-    assert_code(&out, 0);
+    // An unreadable transcript gives no figure: the level is unknown.
+    assert_code(&out, 12);
     assert_unreadable_warning(&out, &transcript);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["session"], json!(session));
@@ -213,7 +215,8 @@ fn a_transcript_linked_to_dev_zero_is_refused_without_eating_memory() {
         });
     }
     let out = watched(cmd);
-    assert_code(&out, 0);
+    // An unreadable transcript gives no figure: the level is unknown.
+    assert_code(&out, 12);
     assert_unreadable_warning(&out, &transcript);
 }
 
@@ -252,7 +255,7 @@ fn a_lock_held_by_another_process_is_waited_for_within_a_bound_then_refused() {
 
     // Once the holder lets go, the same command goes through.
     drop(held);
-    ws.ok(&["checkpoint", "one step", "--advance", "1"]);
+    ws.expect(12, &["checkpoint", "one step", "--advance", "1"]);
     assert_eq!(ws.progress("integrate_sessions_101_140"), (1, 40));
 }
 
@@ -292,11 +295,11 @@ fn another_agents_checkpoint_proceeds_while_one_transcript_is_a_fifo() {
     let mut second = ws.command(&["checkpoint", "beta step", "--advance", "1"]);
     second.env("ORCHESTRATOR_SESSION", &other);
     let second = watched(second);
-    assert_code(&second, 0);
+    assert_code(&second, 12);
     assert_eq!(ws.progress("b"), (1, 10));
 
     let first = first.finish();
-    assert_code(&first, 0);
+    assert_code(&first, 12);
     assert_unreadable_warning(&first, &transcript);
     assert_eq!(ws.progress("a"), (1, 10));
 }

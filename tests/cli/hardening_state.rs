@@ -158,7 +158,7 @@ fn log_lines(ws: &Ws, session: &str) -> usize {
 
 /// Checkpoints as every reader sees them: the session (record and log) and the stack.
 fn assert_checkpoints(ws: &Ws, expected: usize) {
-    assert_eq!(ws.json(0, &["status"])["checkpoints"], expected);
+    assert_eq!(ws.json(12, &["status"])["checkpoints"], expected);
     let in_stack = ws.task(TASK)["checkpoints"].as_array().unwrap().len();
     assert_eq!(in_stack, expected);
 }
@@ -171,7 +171,7 @@ fn a_checkpoint_on_a_full_disk_changes_nothing_and_its_retry_counts_once() {
     let ws = seed_in(&fs);
     ws.ok(&["start", "--agent", "claude"]);
     ws.set_now(&at_minutes(1));
-    ws.ok(&["checkpoint", "first", "--progress", "1"]);
+    ws.expect(12, &["checkpoint", "first", "--progress", "1"]);
     // The log's page has room left: the append fits, the stack's new copy does not.
     fs.fill();
     let before = ws.snapshot();
@@ -187,7 +187,7 @@ fn a_checkpoint_on_a_full_disk_changes_nothing_and_its_retry_counts_once() {
     assert!(ws.snapshot() == before, "a failed checkpoint changed files");
 
     fs.free();
-    ws.ok(&["checkpoint", "second", "--progress", "2"]);
+    ws.expect(12, &["checkpoint", "second", "--progress", "2"]);
     assert_checkpoints(&ws, 2);
     assert_eq!(log_lines(&ws, FIRST), 2);
     assert_eq!(ws.progress(TASK), (2, 40));
@@ -200,7 +200,7 @@ fn a_checkpoint_cut_off_mid_line_by_a_full_disk_is_undone() {
     };
     let ws = seed_in(&fs);
     ws.ok(&["start"]);
-    ws.ok(&["checkpoint", "first", "--progress", "1"]);
+    ws.expect(12, &["checkpoint", "first", "--progress", "1"]);
     fs.fill();
     let before = ws.snapshot();
     // Longer than a page: the append writes what fits in the log's last page, then fails.
@@ -209,9 +209,9 @@ fn a_checkpoint_cut_off_mid_line_by_a_full_disk_is_undone() {
     assert!(ws.snapshot() == before, "a torn append was left behind");
 
     fs.free();
-    ws.ok(&["checkpoint", &long, "--progress", "2"]);
+    ws.expect(12, &["checkpoint", &long, "--progress", "2"]);
     assert_checkpoints(&ws, 2);
-    let status = ws.json(0, &["status"]);
+    let status = ws.json(12, &["status"]);
     assert_eq!(status["progress"]["done"], 2);
 }
 
@@ -222,13 +222,13 @@ fn a_checkpoint_in_a_read_only_workspace_changes_nothing() {
     };
     let ws = seed_in(&fs);
     ws.ok(&["start"]);
-    ws.ok(&["checkpoint", "first", "--progress", "1"]);
+    ws.expect(12, &["checkpoint", "first", "--progress", "1"]);
     fs.read_only();
     let before = ws.snapshot();
     ws.refused(&["checkpoint", "second", "--progress", "2"]);
     assert!(ws.snapshot() == before);
     fs.read_write();
-    ws.ok(&["checkpoint", "second", "--progress", "2"]);
+    ws.expect(12, &["checkpoint", "second", "--progress", "2"]);
     assert_checkpoints(&ws, 2);
 }
 
@@ -239,7 +239,7 @@ fn a_checkpoint_whose_stack_directory_is_read_only_changes_nothing() {
     };
     let ws = seed_in(&fs);
     ws.ok(&["start"]);
-    ws.ok(&["checkpoint", "first", "--progress", "1"]);
+    ws.expect(12, &["checkpoint", "first", "--progress", "1"]);
     // The session's log can still be written; the stack beside it cannot.
     fs.read_only_except(&ws.file(".orchestrator"));
     let before = ws.snapshot();
@@ -253,7 +253,7 @@ fn a_checkpoint_whose_stack_directory_is_read_only_changes_nothing() {
     );
     assert!(ws.snapshot() == before, "a failed checkpoint changed files");
     fs.read_write_again();
-    ws.ok(&["checkpoint", "second", "--progress", "2"]);
+    ws.expect(12, &["checkpoint", "second", "--progress", "2"]);
     assert_checkpoints(&ws, 2);
     assert_eq!(log_lines(&ws, FIRST), 2);
 }
@@ -343,7 +343,7 @@ fn a_wrap_cut_off_by_a_full_disk_shows_in_status_and_finishes_later() {
         let ws = seed_in(&fs);
         ws.ok(&["start", "--agent", "claude"]);
         ws.set_now(&at_minutes(3));
-        ws.ok(&["checkpoint", "some work", "--progress", "5"]);
+        ws.expect(12, &["checkpoint", "some work", "--progress", "5"]);
         fs.fill();
         fs.leave_free_pages(pages);
         let before = ws.snapshot();
@@ -467,7 +467,7 @@ fn status_shows_a_cut_off_wrap_and_how_to_finish_it() {
     ws.set_now(&at_minutes(1));
     ws.ok(&["task", "add", "other", "--total", "2"]);
     ws.ok(&["start", "--agent", "codex", "--task", "other"]);
-    let v = ws.json(0, &["status", "--session", "session_20251106_001455"]);
+    let v = ws.json(12, &["status", "--session", "session_20251106_001455"]);
     assert_eq!(v["session"], "session_20251106_001455");
     // `start` finished the cut-off wrap on its way.
     assert_eq!(v["wrapping"], Value::Array(vec![]));
@@ -478,11 +478,11 @@ fn a_clock_stepping_back_never_shortens_a_lease() {
     let ws = Ws::seed();
     ws.ok(&["start", "--agent", "claude"]);
     ws.set_now(&at_minutes(20));
-    ws.ok(&["checkpoint", "later", "--progress", "1"]);
+    ws.expect(12, &["checkpoint", "later", "--progress", "1"]);
     // The clock steps back 15 minutes: the lease held (until minute 50) stays.
     ws.set_now(&at_minutes(5));
-    ws.ok(&["checkpoint", "earlier", "--progress", "2"]);
-    let status = ws.json(0, &["status"]);
+    ws.expect(12, &["checkpoint", "earlier", "--progress", "2"]);
+    let status = ws.json(12, &["status"]);
     assert_eq!(status["lease_expires"], at_minutes(50));
     assert_eq!(
         ws.task(TASK)["claim"]["lease_expires"],
@@ -560,9 +560,10 @@ fn a_recovered_agents_checkpoint_is_refused_not_given_to_the_new_session() {
     // The session's own agent checkpoints as before, and so does one that says nothing.
     let mut cmd = ws.command(&["checkpoint", "codex work", "--progress", "3"]);
     cmd.env("ORCHESTRATOR_AGENT", "codex");
-    assert!(cmd.output().unwrap().status.success());
-    ws.ok(&["checkpoint", "anonymous", "--progress", "4"]);
-    assert_eq!(ws.json(0, &["status"])["checkpoints"], 2);
+    // No token figure anywhere: the level is unknown (exit 12).
+    assert_eq!(cmd.output().unwrap().status.code(), Some(12));
+    ws.expect(12, &["checkpoint", "anonymous", "--progress", "4"]);
+    assert_eq!(ws.json(12, &["status"])["checkpoints"], 2);
 }
 
 #[test]
@@ -574,8 +575,9 @@ fn an_agent_named_in_the_environment_finds_its_own_session_among_several() {
     let mut cmd = ws.command(&["checkpoint", "codex did one", "--progress", "1", "--json"]);
     cmd.env("ORCHESTRATOR_AGENT", "codex");
     let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
+    assert_eq!(
+        out.status.code(),
+        Some(12),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -25,4 +25,5 @@ mod seed;
 mod sessions;
 mod task_editing;
 mod tasks;
+mod transcripts;
 mod wrap;

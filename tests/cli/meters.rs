@@ -102,8 +102,11 @@ fn an_agent_bound_to_its_meters_ignores_the_others() {
     let ws = with_meters(json!({"droid": {"meters": ["queue_depth"]}}));
     ws.ok(&["start", "--agent", "droid"]);
     // api_calls at 99% does not apply to droid; only queue_depth does.
-    let v = ws.json(0, &["checkpoint", "a", "--usage", "api_calls=99"]);
-    assert_eq!(v["level"], "ok");
+    let v = ws.json(12, &["checkpoint", "a", "--usage", "api_calls=99"]);
+    assert_eq!(
+        v["level"], "unknown",
+        "api_calls does not apply; tokens are unknown"
+    );
     let names: Vec<&str> = v["meters"]
         .as_array()
         .unwrap()

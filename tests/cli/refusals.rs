@@ -113,7 +113,7 @@ fn bad_command_input_changes_nothing() {
     let ws = Ws::seed();
     ws.ok(&["task", "add", "other", "--total", "5"]);
     ws.ok(&["start", "--task", "integrate_sessions_101_140"]);
-    ws.ok(&["checkpoint", "some", "--progress", "10"]);
+    ws.expect(12, &["checkpoint", "some", "--progress", "10"]);
 
     assert_refused(
         &ws,

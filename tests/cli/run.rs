@@ -569,7 +569,7 @@ fn four_loops_in_parallel_do_every_task_exactly_once() {
     agent(
         &ws,
         "one.sh",
-        "echo \"$ORCHESTRATOR_TASK $ORCHESTRATOR_SESSION\" >> claims.log\norchestrator checkpoint done --advance 1 >/dev/null",
+        "echo \"$ORCHESTRATOR_TASK $ORCHESTRATOR_SESSION\" >> claims.log\norchestrator checkpoint done --advance 1 --tokens 1000 >/dev/null",
     );
     let loops: Vec<Child> = (0..4)
         .map(|i| {
@@ -646,7 +646,8 @@ fn status_lists_every_live_session() {
         "{out}"
     );
     assert!(
-        lines[1].starts_with("session=session_20251106_001355_2 agent=codex task=other level=ok"),
+        lines[1]
+            .starts_with("session=session_20251106_001355_2 agent=codex task=other level=unknown"),
         "{out}"
     );
     assert!(

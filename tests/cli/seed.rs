@@ -15,10 +15,19 @@ fn seed_scenario_start_checkpoint_wrap_and_resume() {
     assert_eq!(start["budget"]["tokens"], 200000);
 
     ws.set_now("2025-11-06T00:15:02Z");
-    let out = ws.ok(&["checkpoint", "Database status checked", "--progress", "1"]);
+    let out = ws.expect(
+        12,
+        &["checkpoint", "Database status checked", "--progress", "1"],
+    );
     assert!(
-        out.starts_with("level=ok used=0 budget=200000 pct=0 warn=75 shutdown=85 progress=1/40"),
+        out.starts_with(
+            "level=unknown used=0 budget=200000 pct=0 warn=75 shutdown=85 progress=1/40 source=none"
+        ),
         "{out}"
+    );
+    assert!(
+        out.contains("--tokens N"),
+        "says how to give the figure: {out}"
     );
 
     ws.set_now("2025-11-06T00:20:02Z");
@@ -123,7 +132,7 @@ fn finishing_the_last_unit_marks_the_task_done_and_start_moves_on() {
     ws.ok(&["task", "add", "first", "--total", "2"]);
     ws.ok(&["task", "add", "second", "--total", "3", "--after", "first"]);
     ws.ok(&["start"]);
-    ws.ok(&["checkpoint", "all of it", "--progress", "2"]);
+    ws.expect(12, &["checkpoint", "all of it", "--progress", "2"]);
     let wrap = ws.json(0, &["wrap"]);
     assert_eq!(wrap["status"], "done");
     assert_eq!(ws.task("first")["status"], "done");
@@ -135,7 +144,7 @@ fn finishing_the_last_unit_marks_the_task_done_and_start_moves_on() {
 fn wrap_done_marks_the_task_done_whatever_its_progress() {
     let ws = Ws::seed();
     ws.ok(&["start"]);
-    ws.ok(&["checkpoint", "some", "--progress", "3"]);
+    ws.expect(12, &["checkpoint", "some", "--progress", "3"]);
     ws.ok(&["wrap", "--done"]);
     let task = ws.task("integrate_sessions_101_140");
     assert_eq!(task["status"], "done");

@@ -70,11 +70,15 @@ fn with_two_live_sessions_one_must_be_named() {
     let mut cmd = ws.command(&["checkpoint", "via env", "--advance", "1", "--json"]);
     cmd.env("ORCHESTRATOR_SESSION", "session_20251106_001355_2");
     let out = cmd.output().unwrap();
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        out.status.code(),
+        Some(12),
+        "no token figure: level unknown"
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["task"], "other");
     let v = ws.json(
-        0,
+        12,
         &[
             "checkpoint",
             "by flag",

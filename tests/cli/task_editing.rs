@@ -275,7 +275,7 @@ fn blocked_while_held_also_tells_the_session_why() {
 fn checkpoint_progress_below_the_current_one_is_refused_unless_forced() {
     let ws = Ws::seed();
     ws.ok(&["start"]);
-    ws.ok(&["checkpoint", "x", "--progress", "10"]);
+    ws.ok(&["checkpoint", "x", "--progress", "10", "--tokens", "1000"]);
     let before = ws.snapshot();
     let err = ws.refused(&["checkpoint", "oops", "--progress", "3"]);
     assert!(
@@ -288,7 +288,15 @@ fn checkpoint_progress_below_the_current_one_is_refused_unless_forced() {
     let task = "integrate_sessions_101_140";
     assert_eq!(ws.progress(task), (10, 40));
     // The same progress again is no step back.
-    ws.ok(&["checkpoint", "same", "--progress", "10"]);
-    ws.ok(&["checkpoint", "redo", "--progress", "3", "--force"]);
+    ws.ok(&["checkpoint", "same", "--progress", "10", "--tokens", "1000"]);
+    ws.ok(&[
+        "checkpoint",
+        "redo",
+        "--progress",
+        "3",
+        "--force",
+        "--tokens",
+        "1000",
+    ]);
     assert_eq!(ws.progress(task), (3, 40));
 }

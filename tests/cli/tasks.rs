@@ -132,7 +132,7 @@ fn unknown_fields_survive_every_rewrite() {
             "tasks": [{"id": "a", "total_hint": 3, "progress": {"done": 0, "total": 5, "unit": "files"}}]}"#,
     );
     ws.ok(&["start"]);
-    ws.ok(&["checkpoint", "x", "--progress", "2"]);
+    ws.expect(12, &["checkpoint", "x", "--progress", "2"]);
     ws.ok(&["wrap"]);
     ws.ok(&["task", "add", "b"]);
     let stack = ws.stack();
@@ -161,15 +161,15 @@ fn advance_clamps_at_the_total_and_at_zero() {
     let ws = Ws::seed();
     ws.ok(&["start"]);
     assert_eq!(
-        ws.json(0, &["checkpoint", "x", "--advance", "39"])["progress"]["done"],
+        ws.json(12, &["checkpoint", "x", "--advance", "39"])["progress"]["done"],
         39
     );
     assert_eq!(
-        ws.json(0, &["checkpoint", "x", "--advance", "5"])["progress"]["done"],
+        ws.json(12, &["checkpoint", "x", "--advance", "5"])["progress"]["done"],
         40
     );
     assert_eq!(
-        ws.json(0, &["checkpoint", "x", "--advance", "-50"])["progress"]["done"],
+        ws.json(12, &["checkpoint", "x", "--advance", "-50"])["progress"]["done"],
         0
     );
 }
@@ -178,14 +178,17 @@ fn advance_clamps_at_the_total_and_at_zero() {
 fn a_checkpoint_records_issues_for_the_handoff() {
     let ws = Ws::seed();
     ws.ok(&["start"]);
-    ws.ok(&[
-        "checkpoint",
-        "x",
-        "--issue",
-        "API rate limit hit twice",
-        "--issue",
-        "flaky test t_42",
-    ]);
+    ws.expect(
+        12,
+        &[
+            "checkpoint",
+            "x",
+            "--issue",
+            "API rate limit hit twice",
+            "--issue",
+            "flaky test t_42",
+        ],
+    );
     ws.ok(&["wrap"]);
     let handoff = ws.read("session_handoffs/handoff_session_20251106_001355.md");
     let issues = handoff.split("## Issues Encountered").nth(1).unwrap();

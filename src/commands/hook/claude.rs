@@ -30,7 +30,7 @@ use crate::commands::wrap::{WrapArgs, wrap_session};
 use crate::commands::{Context, SessionArg};
 use crate::core::budget::{Level, format_pct};
 use crate::core::meters::{OnSessionEnd, OnSessionStart, TOKENS};
-use crate::core::session::{Compaction, Session, TokenReading};
+use crate::core::session::{Compaction, Session, TokenReading, TranscriptOrigin};
 use crate::core::text::{json_escape_controls, strip_controls};
 use crate::error::Failure;
 use crate::meters::{self, Tokens, kilo};
@@ -217,6 +217,7 @@ fn session_start(
         agent: args.agent.clone(),
         budget: None,
         transcript: event.transcript_path.clone(),
+        transcript_origin: Some(TranscriptOrigin::Hook),
     };
     match open_session(ctx, start) {
         Ok((_, text)) => Ok(Some(text)),
@@ -242,8 +243,9 @@ fn usage_alert(
     let Some(mut session) = own_session(ws, args, event, now, false)? else {
         return Ok(None);
     };
-    if session.transcript.is_none() {
+    if session.transcript.is_none() && event.transcript_path.is_some() {
         session.transcript = event.transcript_path.clone();
+        session.transcript_origin = Some(TranscriptOrigin::Hook);
     }
     let report = meters::current(ws, &ws.load_stack()?, &session);
     let Some(meter) = report.limiting else {
@@ -424,6 +426,7 @@ fn bind_transcript(ws: &Workspace, session: Session, transcript: Option<&Path>) 
     let mut session = ws.load_active(&session.id)?;
     if !session.is_wrapping() {
         session.transcript = Some(path.to_path_buf());
+        session.transcript_origin = Some(TranscriptOrigin::Hook);
         ws.save_active(&lock, &session)?;
     }
     Ok(session)
