@@ -7,6 +7,7 @@ mod config;
 mod demo;
 mod hook;
 mod init;
+mod log;
 mod man;
 mod next;
 pub mod output;
@@ -33,6 +34,7 @@ use completions::CompletionsArgs;
 use config::ConfigCommand;
 use hook::HookCommand;
 use init::InitArgs;
+use log::LogArgs;
 use man::ManArgs;
 use output::Shape;
 use run::RunArgs;
@@ -53,6 +55,7 @@ pub enum Command {
     Checkpoint(CheckpointArgs),
     Status(StatusArgs),
     Wrap(WrapArgs),
+    Log(LogArgs),
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Build a scratch workspace (or fill the empty --dir) and run one whole session in it
@@ -182,6 +185,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Checkpoint(args) => checkpoint::run(&ctx, args),
         Command::Status(args) => status::run(&ctx, args),
         Command::Wrap(args) => wrap::run(&ctx, args),
+        Command::Log(args) => log::run(&ctx, args),
         Command::Config(cmd) => config::run(&ctx, cmd),
         Command::Demo => demo::run(&ctx),
         Command::Hook(cmd) => hook::run(&ctx, cmd),

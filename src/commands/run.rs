@@ -315,7 +315,13 @@ fn drive(runner: &mut Runner, session_id: &str, task: &str, brief: &str) -> Resu
         Ok(process) => process,
         Err(err) => {
             // The session must not stay claimed by an agent that never ran.
-            finish_session(ws, session_id, "agent-failed-to-start", &format!("{err:#}"))?;
+            finish_session(
+                ws,
+                session_id,
+                "agent-failed-to-start",
+                &format!("{err:#}"),
+                None,
+            )?;
             return Err(err);
         }
     };
@@ -439,7 +445,9 @@ fn drive(runner: &mut Runner, session_id: &str, task: &str, brief: &str) -> Resu
             format!("The agent exited ({exit}) without wrapping."),
         ),
     };
-    let wrapped_by_us = finish_session(ws, session_id, reason, &summary)?;
+    // The agent ended on its own: its last words go into the handoff.
+    let output = stopping.is_none().then_some(tail.as_str());
+    let wrapped_by_us = finish_session(ws, session_id, reason, &summary, output)?;
     if wrapped_by_us {
         eprintln!("orchestrator run: {summary} Wrapped it as `{reason}`.");
     }
@@ -508,7 +516,13 @@ fn watch_level(ws: &Workspace, session: &Session, display: bool, since: Instant)
 }
 
 /// Wraps the session unless the agent already did; true when this call wrapped it.
-fn finish_session(ws: &Workspace, session_id: &str, reason: &str, summary: &str) -> Result<bool> {
+fn finish_session(
+    ws: &Workspace,
+    session_id: &str,
+    reason: &str,
+    summary: &str,
+    agent_output: Option<&str>,
+) -> Result<bool> {
     if !ws.active_path(session_id).exists() {
         return Ok(false);
     }
@@ -524,6 +538,7 @@ fn finish_session(ws: &Workspace, session_id: &str, reason: &str, summary: &str)
         session: SessionArg {
             session: Some(session_id.to_string()),
         },
+        agent_output: agent_output.map(str::to_string),
     };
     wrap_session(&ctx, args)
         .with_context(|| format!("cannot wrap session {session_id} after its agent exited"))?;

@@ -37,6 +37,9 @@ pub struct WrapArgs {
     pub agent: Option<String>,
     #[command(flatten)]
     pub session: SessionArg,
+    /// Set by `run` only: what the agent printed last, for the handoff.
+    #[arg(skip)]
+    pub agent_output: Option<String>,
 }
 
 pub fn run(ctx: &Context, args: WrapArgs) -> Result<u8> {
@@ -79,6 +82,7 @@ pub(super) fn wrap_session(ctx: &Context, args: WrapArgs) -> Result<WrapReport> 
             mark_done: args.done,
             backup: !args.no_backup,
             commit: !args.no_commit && stack.settings.git.commit_on_wrap,
+            agent_output: args.agent_output,
         };
         // The wrap's figures (handoff, commit message) use the transcript's latest fill.
         let measured = match early {

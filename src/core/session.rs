@@ -118,6 +118,53 @@ pub struct WrapJournal {
     pub commit_enabled: bool,
     #[serde(default)]
     pub steps: WrapSteps,
+    /// The last lines the agent printed, when `run` wrapped the session after the agent ended
+    /// on its own (exited or crashed); cleaned and bounded by `core::text::output_tail`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_output: Option<String>,
+    /// The task's progress when the session ended, recorded with the handoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+    /// What the session changed, measured when the handoff was written; None outside git or
+    /// when git could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<SessionChanges>,
+}
+
+/// The files a session changed and the commits its agent made, our bookkeeping left out.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SessionChanges {
+    /// Changed files, in git's order, at most [`SessionChanges::MAX_FILES`].
+    pub files: Vec<ChangedFile>,
+    /// How many files changed in all (`files` may list fewer).
+    pub files_changed: usize,
+    pub insertions: usize,
+    pub deletions: usize,
+    /// The first lines of the agent's own commits during the session, newest first, at most
+    /// [`SessionChanges::MAX_COMMITS`].
+    pub commit_subjects: Vec<String>,
+    /// How many commits the agent made in all.
+    pub commits: usize,
+    /// What the wrap's commit will leave out or not make (a merge in progress, a file too large).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+impl SessionChanges {
+    pub const MAX_FILES: usize = 50;
+    pub const MAX_COMMITS: usize = 20;
+
+    pub fn is_empty(&self) -> bool {
+        self.files_changed == 0 && self.commits == 0 && self.notes.is_empty()
+    }
+}
+
+/// One changed file, its path relative to the repository root.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChangedFile {
+    pub path: String,
+    pub insertions: usize,
+    pub deletions: usize,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -179,6 +226,25 @@ pub struct CheckpointEvent {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub meters: BTreeMap<String, u64>,
     pub lease_expires: DateTime<Utc>,
+}
+
+impl WrapJournal {
+    /// A session that moved nothing: no progress, not marked done, no file changed, no commit,
+    /// no next step, no issue, no database metric moved. Its handoff is one line and the task keeps pointing at the
+    /// last handoff with content. Unknown changes (outside git) never count as none.
+    pub fn changed_nothing(&self, session: &Session, progress: Progress) -> bool {
+        !self.mark_done
+            && progress == session.progress_at_start
+            && self.changes.as_ref().is_some_and(SessionChanges::is_empty)
+            && self.next_steps.iter().all(|s| s.trim().is_empty())
+            && session.issues.is_empty()
+            && self.steps.metrics.as_ref().is_none_or(|metrics| {
+                metrics.iter().all(|m| {
+                    let before = session.metrics_at_start.iter().find(|b| b.name == m.name);
+                    before.is_some_and(|b| b.value == m.value)
+                })
+            })
+    }
 }
 
 /// The recovery reason written by `start` for a session whose lease ran out.

@@ -60,6 +60,101 @@ pub fn md_quote(text: &str) -> String {
     out
 }
 
+/// Free text as a double-quoted YAML scalar on one line (for a handoff's front matter): one-lined
+/// like [`one_line`], `\\` and `"` escaped, and every character YAML does not allow raw in a
+/// double-quoted scalar (or that YAML 1.1 reads as a line break: U+0085, U+2028, U+2029), and
+/// the byte-order mark, written as a `\u`/`\U` escape. A YAML parser reads back the one-lined text.
+pub fn yaml_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in one_line(text).chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\u{20}'..='\u{7e}' => out.push(c),
+            '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..
+                if !matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}') =>
+            {
+                out.push(c)
+            }
+            c if u32::from(c) <= 0xffff => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push_str(&format!("\\U{:08x}", u32::from(c))),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// How many lines and characters of an agent's output a handoff keeps.
+pub const OUTPUT_TAIL_LINES: usize = 30;
+pub const OUTPUT_TAIL_LINE_CHARS: usize = 300;
+
+/// The last lines an agent printed, fit for a handoff: terminal escape sequences (CSI, OSC)
+/// removed with their parameters, what a carriage return overwrote dropped, other control
+/// characters stripped, each line cut at [`OUTPUT_TAIL_LINE_CHARS`], blank lines at the ends
+/// dropped, and at most [`OUTPUT_TAIL_LINES`] lines kept (the last ones).
+pub fn output_tail(raw: &str) -> String {
+    let mut plain = String::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            plain.push(c);
+            continue;
+        }
+        match chars.peek() {
+            // CSI: parameters and intermediates up to a final byte in @..~.
+            Some('[') => {
+                chars.next();
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            // OSC: up to BEL or ESC \.
+            Some(']') => {
+                chars.next();
+                while let Some(c) = chars.next() {
+                    if c == '\u{7}' {
+                        break;
+                    }
+                    if c == '\u{1b}' {
+                        chars.next_if_eq(&'\\');
+                        break;
+                    }
+                }
+            }
+            // A two-character escape (ESC 7, ESC =...).
+            Some(_) => {
+                chars.next();
+            }
+            None => {}
+        }
+    }
+    let lines: Vec<String> = plain
+        .lines()
+        .map(|line| {
+            let shown = line.trim_end_matches('\r');
+            let shown = shown.rsplit('\r').next().unwrap_or_default();
+            let line: String = strip_controls(shown).trim_end().to_string();
+            match line.char_indices().nth(OUTPUT_TAIL_LINE_CHARS) {
+                Some((at, _)) => format!("{}...", &line[..at]),
+                None => line,
+            }
+        })
+        .collect();
+    let end = lines
+        .iter()
+        .rposition(|l| !l.trim().is_empty())
+        .map_or(0, |i| i + 1);
+    let start = lines[..end]
+        .iter()
+        .position(|l| !l.trim().is_empty())
+        .unwrap_or(end);
+    let kept = &lines[start..end];
+    kept[kept.len().saturating_sub(OUTPUT_TAIL_LINES)..].join("\n")
+}
+
 /// Compact JSON with DEL and the C1 controls written as `\u` escapes. serde_json already
 /// escapes C0 controls but passes these through raw; inside a JSON string the escape is the
 /// same value, and serde only emits them inside strings, so the data is unchanged.
@@ -188,5 +283,39 @@ mod tests {
         assert!(!clean.chars().any(is_stripped), "{clean}");
         let back: serde_json::Value = serde_json::from_str(&clean).unwrap();
         assert_eq!(back, value);
+    }
+
+    #[test]
+    fn yaml_quoting_keeps_text_on_one_escaped_line() {
+        assert_eq!(yaml_quoted("plain"), "\"plain\"");
+        assert_eq!(
+            yaml_quoted("a \"b\" \\ c\n---\nd: e"),
+            "\"a \\\"b\\\" \\\\ c --- d: e\""
+        );
+        assert_eq!(yaml_quoted("x\u{2028}y\u{feff}z"), "\"x y\\ufeffz\"");
+        assert_eq!(yaml_quoted("\x1b[31mred\u{9b}"), "\"[31mred\"");
+        assert_eq!(yaml_quoted("\u{1F600}\u{fffe}"), "\"\u{1F600}\\ufffe\"");
+    }
+
+    #[test]
+    fn an_output_tail_loses_escapes_and_overwritten_text_and_is_bounded() {
+        assert_eq!(
+            output_tail("\x1b[1;31mError\x1b[0m: \x1b]0;title\x07done\x1b]8;;u\x1b\\!\r\n"),
+            "Error: done!"
+        );
+        assert_eq!(output_tail("10%\r50%\r100%\nok\n\n"), "100%\nok");
+        let many: String = (1..=40).map(|i| format!("line {i}\n")).collect();
+        let tail = output_tail(&many);
+        assert_eq!(tail.lines().count(), OUTPUT_TAIL_LINES);
+        assert!(
+            tail.starts_with("line 11\n") && tail.ends_with("line 40"),
+            "{tail}"
+        );
+        let long = "x".repeat(OUTPUT_TAIL_LINE_CHARS + 10);
+        assert_eq!(
+            output_tail(&long).chars().count(),
+            OUTPUT_TAIL_LINE_CHARS + 3
+        );
+        assert_eq!(output_tail("\n \n"), "");
     }
 }

@@ -7,7 +7,9 @@ use crate::clock;
 use crate::core::budget::format_pct;
 use crate::core::session::{REASON_RECOVERED, Session, WrapJournal, describe_duration};
 use crate::core::stack::{BudgetSettings, Progress, Status};
-use crate::core::text::{md_inline, md_quote, md_table_cell, one_line, strip_controls};
+use crate::core::text::{
+    md_inline, md_quote, md_table_cell, one_line, strip_controls, yaml_quoted,
+};
 
 const BAR_WIDTH: u64 = 20;
 
@@ -35,6 +37,66 @@ pub struct HandoffInput<'a> {
     pub database: Vec<String>,
     /// Bullet lines for `## Changes`.
     pub changes: Vec<String>,
+    /// The task's last handoff with content so far, named by the short handoff of a session
+    /// that changed nothing.
+    pub last_handoff: Option<&'a str>,
+}
+
+/// How the H1 says a session ended: a plain wrap reads "wrapped", any other reason as given.
+pub fn ending(reason: &str) -> String {
+    if reason == "wrap" {
+        "wrapped".into()
+    } else {
+        md_inline(reason)
+    }
+}
+
+/// The YAML front matter: one `key: value` line each, every text a quoted scalar.
+fn front_matter(w: &mut String, input: &HandoffInput, changed_nothing: bool) {
+    let HandoffInput {
+        session, journal, ..
+    } = input;
+    let usage = session.usage(input.budget);
+    let changes = journal.changes.as_ref();
+    let count = |n: Option<usize>| n.map_or("null".to_string(), |n| n.to_string());
+    let _ = writeln!(w, "---");
+    let _ = writeln!(w, "task: {}", yaml_quoted(&session.task));
+    let _ = writeln!(w, "title: {}", yaml_quoted(input.title));
+    let _ = writeln!(w, "session: {}", yaml_quoted(&session.id));
+    let _ = writeln!(w, "agent: {}", yaml_quoted(&session.agent));
+    let _ = writeln!(
+        w,
+        "started: {}",
+        yaml_quoted(&clock::format(session.started))
+    );
+    let _ = writeln!(w, "ended: {}", yaml_quoted(&clock::format(journal.ended)));
+    let _ = writeln!(w, "reason: {}", yaml_quoted(&journal.reason));
+    let _ = writeln!(w, "progress_from: {}", session.progress_at_start.done);
+    let _ = writeln!(w, "progress_to: {}", input.progress.done);
+    let _ = writeln!(w, "progress_total: {}", input.progress.total);
+    let _ = writeln!(w, "status: {}", yaml_quoted(&input.status.to_string()));
+    let _ = writeln!(
+        w,
+        "tokens_pct: {}",
+        session
+            .tokens
+            .as_ref()
+            .map_or("null".to_string(), |_| format_pct(usage.pct()))
+    );
+    let _ = writeln!(
+        w,
+        "files_changed: {}",
+        count(changes.map(|c| c.files_changed))
+    );
+    let _ = writeln!(w, "commits: {}", count(changes.map(|c| c.commits)));
+    let _ = writeln!(w, "changed_nothing: {changed_nothing}");
+    let summary = journal.summary.as_deref().unwrap_or_default();
+    let summary = summary
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    let _ = writeln!(w, "summary: {}", yaml_quoted(summary));
+    let _ = writeln!(w, "---\n");
 }
 
 /// The handoff. Everything a user or an agent wrote is quoted or kept on one line (see
@@ -45,7 +107,29 @@ pub fn render(input: &HandoffInput) -> String {
     } = input;
     let mut md = String::new();
     let w = &mut md;
-    let _ = writeln!(w, "# Session Handoff: {}\n", session.task);
+    let changed_nothing = journal.changed_nothing(session, input.progress);
+    front_matter(w, input, changed_nothing);
+    let _ = writeln!(
+        w,
+        "# {}: {} \u{2192} {} ({})\n",
+        session.task,
+        session.progress_at_start,
+        input.progress,
+        ending(&journal.reason)
+    );
+    if changed_nothing {
+        let last = match input.last_handoff {
+            Some(path) => format!("the last handoff with content is `{}`", md_inline(path)),
+            None => "no earlier handoff has content".to_string(),
+        };
+        let _ = writeln!(
+            w,
+            "No progress, no file changed and no commit in this session; {last}."
+        );
+        // Why an agent keeps dying without doing anything is worth its lines.
+        agent_output(w, journal);
+        return strip_controls(&md).into_owned();
+    }
 
     let _ = writeln!(w, "## Session\n");
     let _ = writeln!(w, "- **Session:** {}", session.id);
@@ -187,6 +271,8 @@ pub fn render(input: &HandoffInput) -> String {
     section(w, "Database", &input.database, "No database is configured.");
     section(w, "Changes", &input.changes, "No change information.");
 
+    agent_output(w, journal);
+
     let _ = writeln!(w, "\n## Issues Encountered\n");
     if session.issues.is_empty() {
         let _ = writeln!(w, "None recorded.");
@@ -249,8 +335,14 @@ pub fn commit_message(
         None => "unknown".to_string(),
     };
     let minutes = (journal.ended - session.started).num_minutes().max(0);
+    // Prefixed, so a summary can never be a line a trailer lookup would believe.
+    let summary = journal
+        .summary
+        .as_deref()
+        .and_then(|s| s.lines().map(one_line).find(|l| !l.is_empty()))
+        .map_or(String::new(), |line| format!("Summary: {line}\n\n"));
     let message = format!(
-        "{WRAP_SUBJECT_PREFIX}{task}\n\nToken usage: {tokens}\nDuration: {minutes} minute{plural}\n\nProgress: {progress}\nCheckpoints: {checkpoints}\n\nSession: {id}\nStarted: {started}\n\nOrchestrator-Session: {id}\nOrchestrator-Task: {task}\n",
+        "{WRAP_SUBJECT_PREFIX}{task}\n\n{summary}Token usage: {tokens}\nDuration: {minutes} minute{plural}\n\nProgress: {progress}\nCheckpoints: {checkpoints}\n\nSession: {id}\nStarted: {started}\n\nOrchestrator-Session: {id}\nOrchestrator-Task: {task}\n",
         task = session.task,
         plural = if minutes == 1 { "" } else { "s" },
         checkpoints = session.checkpoints.len(),
@@ -269,6 +361,18 @@ pub fn checkpoint_commit_message(session: &Session, message: &str, progress: Pro
         message = one_line(message),
         id = session.id,
     )
+}
+
+/// `## Agent Output`, when `run` kept the agent's last lines.
+fn agent_output(w: &mut String, journal: &WrapJournal) {
+    if let Some(output) = &journal.agent_output {
+        let _ = writeln!(w, "\n## Agent Output\n");
+        let _ = writeln!(
+            w,
+            "The last lines the agent printed before it ended (terminal escapes removed):\n"
+        );
+        let _ = write!(w, "{}", md_quote(output));
+    }
 }
 
 fn section(w: &mut String, title: &str, lines: &[String], empty: &str) {
@@ -364,6 +468,9 @@ mod tests {
             backup_enabled: false,
             commit_enabled: false,
             steps: WrapSteps::default(),
+            agent_output: None,
+            progress: None,
+            changes: None,
         }
     }
 
@@ -406,6 +513,7 @@ mod tests {
             budget: &BudgetSettings::default(),
             database: vec![],
             changes: vec!["3 files changed, 10 insertions(+), 2 deletions(-)".into()],
+            last_handoff: None,
         });
         for heading in [
             "## Session",
@@ -451,6 +559,7 @@ mod tests {
             budget: &BudgetSettings::default(),
             database: vec![],
             changes: vec![],
+            last_handoff: None,
         });
         assert!(md.contains("This session ended without a wrap"), "{md}");
         assert!(md.contains(
@@ -480,6 +589,7 @@ mod tests {
             budget: &BudgetSettings::default(),
             database: vec![forged.into()],
             changes: vec![forged.into()],
+            last_handoff: None,
         });
         let lines: Vec<&str> = md.lines().collect();
         assert_eq!(
@@ -526,7 +636,7 @@ mod tests {
         );
         assert_eq!(
             msg,
-            "Session Wrap: integrate_sessions_101_140\n\nToken usage: 71.5% of budget\nDuration: 6 minutes\n\n\
+            "Session Wrap: integrate_sessions_101_140\n\nSummary: Checked the inbox.\n\nToken usage: 71.5% of budget\nDuration: 6 minutes\n\n\
              Progress: 10/40\nCheckpoints: 2\n\nSession: session_20251106_001355\nStarted: 2025-11-06T00:13:55Z\n\n\
              Orchestrator-Session: session_20251106_001355\nOrchestrator-Task: integrate_sessions_101_140\n"
         );

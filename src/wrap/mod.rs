@@ -13,8 +13,11 @@ pub mod backup;
 pub mod handoff;
 pub mod vcs;
 
-use crate::core::session::{MetricValue, REASON_RECOVERED, Session, WrapJournal, WrapSteps};
+use crate::core::session::{
+    ChangedFile, MetricValue, REASON_RECOVERED, Session, SessionChanges, WrapJournal, WrapSteps,
+};
 use crate::core::stack::{Status, TaskStack};
+use crate::core::text::one_line;
 use crate::store::{Workspace, WorkspaceLock};
 use handoff::{HandoffInput, thousands};
 
@@ -28,6 +31,8 @@ pub struct WrapOptions {
     pub mark_done: bool,
     pub backup: bool,
     pub commit: bool,
+    /// What the agent printed last, raw (`run`, when the agent ended on its own).
+    pub agent_output: Option<String>,
 }
 
 #[derive(Debug)]
@@ -63,6 +68,13 @@ pub fn begin(
         backup_enabled: options.backup,
         commit_enabled: options.commit,
         steps: WrapSteps::default(),
+        agent_output: options
+            .agent_output
+            .as_deref()
+            .map(crate::core::text::output_tail)
+            .filter(|tail| !tail.is_empty()),
+        progress: None,
+        changes: None,
     });
 }
 
@@ -93,6 +105,7 @@ pub fn recover(
                 mark_done: false,
                 backup: true,
                 commit: stack.settings.git.commit_on_wrap,
+                agent_output: None,
             };
             let ended = session.last_activity();
             begin(&mut session, options, now, ended);
@@ -196,6 +209,10 @@ fn finish_wrap(
     let handoff_path = ws.root().join(&handoff_rel);
 
     if journal.steps.handoff.is_none() {
+        let (changes, change_notes) = measure_changes(ws, &session, stack, journal.commit_enabled);
+        journal.changes = changes;
+        journal.progress = Some(progress);
+        let last_with_content = task.as_ref().and_then(|t| t.last_handoff.clone());
         let input = HandoffInput {
             session: &session,
             journal: &journal,
@@ -208,7 +225,8 @@ fn finish_wrap(
             status,
             budget: &stack.settings.budget,
             database: database_lines(stack, &session, &journal),
-            changes: change_lines(ws, &session, stack, journal.commit_enabled),
+            changes: change_lines(&journal, change_notes),
+            last_handoff: last_with_content.as_deref(),
         };
         crate::store::file::write_atomic(&handoff_path, handoff::render(&input).as_bytes())?;
         journal.steps.handoff = Some(handoff_rel.to_string_lossy().into_owned());
@@ -221,7 +239,10 @@ fn finish_wrap(
             Some(task) => {
                 task.progress = progress;
                 task.status = status;
-                task.last_handoff = Some(handoff_rel.to_string_lossy().into_owned());
+                // A session that moved nothing leaves the pointer on the last handoff with content.
+                if !journal.changed_nothing(&session, progress) {
+                    task.last_handoff = Some(handoff_rel.to_string_lossy().into_owned());
+                }
                 if task.claim.as_ref().is_some_and(|c| c.session == session.id) {
                     task.claim = None;
                 }
@@ -450,38 +471,106 @@ fn database_lines(stack: &TaskStack, session: &Session, journal: &WrapJournal) -
     lines
 }
 
-fn change_lines(
+/// What the session changed since it started, our bookkeeping (the stack, the handoffs, the
+/// state directory) left out, and the notes the handoff adds about the commit to come.
+fn measure_changes(
     ws: &Workspace,
     session: &Session,
     stack: &TaskStack,
     commit_enabled: bool,
-) -> Vec<String> {
+) -> (Option<SessionChanges>, Vec<String>) {
     let since = session.git_head_at_start.as_deref();
     let plan = match with_request(ws, stack, "", |req| vcs::plan_commit(req, since)) {
         Ok(Some(plan)) => plan,
-        Ok(None) => return vec!["Not a git repository: nothing is committed.".into()],
-        Err(err) => return vec![format!("Could not read the git state: {err:#}")],
+        Ok(None) => {
+            return (
+                None,
+                vec!["Not a git repository: nothing is committed.".into()],
+            );
+        }
+        Err(err) => return (None, vec![format!("Could not read the git state: {err:#}")]),
     };
-    let stats = &plan.stats;
-    let mut lines = vec![format!(
-        "{} file(s) changed, {} insertion(s)(+), {} deletion(s)(-) since the session started{}",
-        stats.files_changed,
-        stats.insertions,
-        stats.deletions,
-        since.map_or(" (from an empty repository)".to_string(), |oid| format!(
-            " (from {})",
-            &oid[..oid.len().min(12)]
-        ))
-    )];
+    let prefix = &plan.workdir_prefix;
+    let handoff_dir = format!(
+        "{prefix}{}/",
+        stack.settings.handoff_dir.trim_end_matches('/')
+    );
+    let bookkeeping = |path: &str| {
+        path == format!("{prefix}{}", crate::store::STACK_FILE)
+            || path.starts_with(&handoff_dir)
+            || path.starts_with(&format!("{prefix}{}/", crate::store::STATE_DIR))
+    };
+    let mut changes = SessionChanges::default();
+    for file in plan.files.iter().filter(|f| !bookkeeping(&f.path)) {
+        changes.files_changed += 1;
+        changes.insertions += file.insertions;
+        changes.deletions += file.deletions;
+        if changes.files.len() < SessionChanges::MAX_FILES {
+            changes.files.push(ChangedFile {
+                path: file.path.clone(),
+                insertions: file.insertions,
+                deletions: file.deletions,
+            });
+        }
+    }
+    match vcs::messages_since(ws.root(), since) {
+        Ok(messages) => {
+            let agents: Vec<&String> = messages
+                .iter()
+                .filter(|m| crate::core::run::is_agent_work(m, &session.id))
+                .collect();
+            changes.commits = agents.len();
+            changes.commit_subjects = agents
+                .iter()
+                .take(SessionChanges::MAX_COMMITS)
+                .map(|m| one_line(m.lines().next().unwrap_or_default()))
+                .collect();
+        }
+        Err(err) => tracing::warn!("cannot read the commits of the session: {err:#}"),
+    }
     if commit_enabled && let Some(blocker) = &plan.blocked {
-        lines.push(format!("**Commit skipped:** {}.", blocker.reason));
+        changes
+            .notes
+            .push(format!("**Commit skipped:** {}.", blocker.reason));
     }
     for skipped in &plan.skipped {
-        lines.push(format!(
+        changes.notes.push(format!(
             "Not committed: `{}` ({})",
             skipped.path, skipped.reason
         ));
     }
+    (Some(changes), Vec::new())
+}
+
+/// The `## Changes` lines: the totals, each file, the agent's commits, then `notes`.
+fn change_lines(journal: &WrapJournal, notes: Vec<String>) -> Vec<String> {
+    let Some(changes) = &journal.changes else {
+        return notes;
+    };
+    let mut lines = vec![format!(
+        "{} file(s) changed, {} insertion(s)(+), {} deletion(s)(-) since the session started \
+         (the stack, handoffs and .orchestrator/ left out)",
+        changes.files_changed, changes.insertions, changes.deletions
+    )];
+    for file in &changes.files {
+        lines.push(format!(
+            "`{}` +{} -{}",
+            file.path, file.insertions, file.deletions
+        ));
+    }
+    let unlisted = changes.files_changed - changes.files.len();
+    if unlisted > 0 {
+        lines.push(format!("... and {unlisted} more file(s)"));
+    }
+    for subject in &changes.commit_subjects {
+        lines.push(format!("Commit: {subject}"));
+    }
+    let unlisted = changes.commits - changes.commit_subjects.len();
+    if unlisted > 0 {
+        lines.push(format!("... and {unlisted} more commit(s)"));
+    }
+    lines.extend(changes.notes.iter().cloned());
+    lines.extend(notes);
     lines
 }
 

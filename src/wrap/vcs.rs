@@ -202,6 +202,18 @@ pub struct CommitPlan {
     pub skipped: Vec<SkippedFile>,
     /// Set when `commit_all` would not commit at all (see [`CommitOutcome::Skipped`]).
     pub blocked: Option<Blocker>,
+    /// Each file of `stats`, with its own line counts, paths relative to the repository root.
+    pub files: Vec<FileChange>,
+    /// The workspace directory relative to the repository root, `/`-terminated (empty at the root).
+    pub workdir_prefix: String,
+}
+
+/// One file changed between two trees (a binary file counts no lines).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileChange {
+    pub path: String,
+    pub insertions: usize,
+    pub deletions: usize,
 }
 
 /// Stages into an in-memory copy of the index, as `commit_all` would, and reports the files it
@@ -213,6 +225,18 @@ pub fn plan_commit(req: &CommitRequest, since: Option<&str>) -> Result<Option<Co
         return Ok(None);
     };
     let (root, excluder) = resolve_paths(&repo, req)?;
+    let workdir_prefix = fs::canonicalize(req.workdir)
+        .ok()
+        .and_then(|w| w.strip_prefix(&root).ok().map(Path::to_path_buf))
+        .map(|rel| {
+            let rel = rel.to_string_lossy().into_owned();
+            if rel.is_empty() {
+                rel
+            } else {
+                format!("{rel}/")
+            }
+        })
+        .unwrap_or_default();
     let mut index = repo.index().context("opening the git index")?;
     let old_tree = since
         .map(|s| resolve_commit(&repo, s).and_then(|c| Ok(c.tree()?)))
@@ -221,10 +245,13 @@ pub fn plan_commit(req: &CommitRequest, since: Option<&str>) -> Result<Option<Co
         // Nothing would be staged: the stats are those of what is already committed.
         let head_tree = head_commit(&repo)?.map(|c| c.tree()).transpose()?;
         let stats = tree_stats(&repo, old_tree.as_ref(), head_tree.as_ref())?;
+        let files = tree_files(&repo, old_tree.as_ref(), head_tree.as_ref())?;
         return Ok(Some(CommitPlan {
             stats,
             skipped: Vec::new(),
             blocked: Some(blocker),
+            files,
+            workdir_prefix,
         }));
     }
     let mut stager = Stager::new(&root, &excluder, req.max_file_bytes);
@@ -240,10 +267,13 @@ pub fn plan_commit(req: &CommitRequest, since: Option<&str>) -> Result<Option<Co
     }
     let tree = repo.find_tree(tree_oid)?;
     let stats = tree_stats(&repo, old_tree.as_ref(), Some(&tree))?;
+    let files = tree_files(&repo, old_tree.as_ref(), Some(&tree))?;
     Ok(Some(CommitPlan {
         stats,
         skipped: stager.into_skipped(reset.tracked),
         blocked: None,
+        files,
+        workdir_prefix,
     }))
 }
 
@@ -282,6 +312,35 @@ pub fn messages_since(workdir: &Path, since: Option<&str>) -> Result<Vec<String>
         true
     })?;
     Ok(messages)
+}
+
+/// The commit of each session's wrap found in first-parent history from HEAD (at most
+/// [`MAX_TRAILER_WALK`] commits): session id to full commit id, by the `Orchestrator-Session`
+/// trailer of commits whose subject starts with `subject_prefix`. The archive cannot hold its
+/// own wrap commit's id (it is committed in it), so `log` looks it up here.
+pub fn wrap_commits(
+    workdir: &Path,
+    subject_prefix: &str,
+) -> Result<std::collections::HashMap<String, String>> {
+    let mut found = std::collections::HashMap::new();
+    walk_since(workdir, None, |commit| {
+        let message = String::from_utf8_lossy(commit.message_bytes());
+        if message.starts_with(subject_prefix) {
+            let session = message.lines().find_map(|line| {
+                let (key, value) = line.split_once(':')?;
+                key.trim()
+                    .eq_ignore_ascii_case("Orchestrator-Session")
+                    .then(|| value.trim().to_string())
+            });
+            if let Some(session) = session {
+                found
+                    .entry(session)
+                    .or_insert_with(|| commit.id().to_string());
+            }
+        }
+        true
+    })?;
+    Ok(found)
 }
 
 /// Visits first-parent history from HEAD back to (not including) `since`, at most
@@ -1338,6 +1397,37 @@ fn tree_stats(repo: &Repository, old: Option<&Tree>, new: Option<&Tree>) -> Resu
         insertions: stats.insertions(),
         deletions: stats.deletions(),
     })
+}
+
+/// The files of [`tree_stats`], each with its line counts.
+fn tree_files(
+    repo: &Repository,
+    old: Option<&Tree>,
+    new: Option<&Tree>,
+) -> Result<Vec<FileChange>> {
+    let diff = repo.diff_tree_to_tree(old, new, None)?;
+    let mut files = Vec::with_capacity(diff.deltas().len());
+    for (idx, delta) in diff.deltas().enumerate() {
+        let path = delta
+            .new_file()
+            .path()
+            .or_else(|| delta.old_file().path())
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (insertions, deletions) = match git2::Patch::from_diff(&diff, idx)? {
+            Some(patch) => {
+                let (_, insertions, deletions) = patch.line_stats()?;
+                (insertions, deletions)
+            }
+            None => (0, 0),
+        };
+        files.push(FileChange {
+            path,
+            insertions,
+            deletions,
+        });
+    }
+    Ok(files)
 }
 
 fn has_trailer(message: &str, key: &str, value: &str) -> bool {

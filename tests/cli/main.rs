@@ -10,6 +10,7 @@ mod conventions;
 mod docs;
 mod effects;
 mod fresh_clone;
+mod handoff_history;
 mod hardening_git;
 mod hardening_handoff;
 mod hardening_hangs;

@@ -352,6 +352,7 @@ fn session_end(
                 session: SessionArg {
                     session: Some(session.id),
                 },
+                agent_output: None,
             };
             wrap_session(ctx, wrap).map(|_| ())
         }
