@@ -684,7 +684,7 @@ fn a_new_user_sees_no_compaction_warning() {
     let ws = Ws::empty();
     for args in [
         &["init"][..],
-        &["task", "add", "t", "--total", "4"],
+        &["task", "add", "t", "--title", "t task", "--total", "4"],
         &["start"],
         &["status"],
         &[
@@ -713,7 +713,7 @@ fn a_stated_compaction_point_is_warned_about_at_init_in_status_and_in_the_brief_
         ws.stack()["settings"]["agents"]["claude"]["compact_at"],
         0.8
     );
-    ws.ok(&["task", "add", "t", "--total", "4"]);
+    ws.ok(&["task", "add", "t", "--title", "t task", "--total", "4"]);
     let brief = ws.ok(&["start", "--agent", "claude"]);
     assert!(
         brief.contains("Compaction:      the shutdown threshold (85%)"),
@@ -730,7 +730,7 @@ fn a_stated_compaction_point_is_warned_about_at_init_in_status_and_in_the_brief_
     // Another agent has no stated point: its brief says nothing.
     let other = Ws::empty();
     other.ok(&["init", "--compact-at", "codex=0.9", "--shutdown", "0.8"]);
-    other.ok(&["task", "add", "t"]);
+    other.ok(&["task", "add", "t", "--title", "t task"]);
     let brief = other.ok(&["start", "--agent", "claude"]);
     assert!(!brief.contains("Compaction:"), "{brief}");
 
