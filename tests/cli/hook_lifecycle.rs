@@ -299,7 +299,8 @@ fn opening_claude_code_claims_nothing_by_default_and_briefs_a_live_session() {
     // A session of the agent is live (as `run` or `start` opens it): its brief.
     ws.ok(&["start", "--agent", "claude"]);
     let brief = context_of(hook(&ws, &session_start(&ws, &transcript)), "SessionStart");
-    assert!(brief.contains(&format!("Resume {TASK}")), "{brief}");
+    // At `startup` nothing was done yet on this fresh task: `start`'s own wording.
+    assert!(brief.contains(&format!("Start {TASK}")), "{brief}");
     assert_eq!(only_session(&ws)["transcript"], json!(transcript));
 
     // Opting in starts one.
