@@ -340,3 +340,52 @@ fn a_description_file_is_read_and_a_missing_one_named() {
     );
     assert_eq!(before, ws.snapshot());
 }
+
+fn git(ws: &Ws, args: &[&str]) {
+    let out = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@t.invalid"])
+        .args(args)
+        .current_dir(ws.path())
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+}
+
+#[test]
+fn the_brief_says_what_the_last_session_changed_and_the_git_state() {
+    let ws = Ws::seed();
+    git(&ws, &["init", "-q", "-b", "main"]);
+    git(&ws, &["add", "-A"]);
+    git(&ws, &["commit", "-q", "-m", "seed"]);
+    ws.ok(&["start"]);
+    ws.write("import.py", "print('import')\n");
+    git(&ws, &["add", "import.py"]);
+    git(&ws, &["commit", "-q", "-m", "Add the importer"]);
+    ws.ok(&[
+        "checkpoint",
+        "importer",
+        "--progress",
+        "1",
+        "--tokens",
+        "1000",
+    ]);
+    ws.ok(&["wrap", "--summary", "importer written"]);
+    ws.write("notes.txt", "scratch\n");
+
+    let brief = brief_of_start(&ws, &[]);
+    assert!(
+        brief.contains("ended 2025-11-06T00:13:55Z: wrap; progress 0/40 -> 1/40"),
+        "{brief}"
+    );
+    assert!(brief.contains("  summary: importer written\n"), "{brief}");
+    // The agent's file and commit; not our stack, handoff or wrap commit.
+    assert!(brief.contains("  files (1): import.py\n"), "{brief}");
+    assert!(brief.contains("  commit: Add the importer\n"), "{brief}");
+    assert!(!brief.contains("Session Wrap"), "{brief}");
+    assert!(
+        brief.contains("Git:             branch main; 1 uncommitted file(s): notes.txt\n"),
+        "{brief}"
+    );
+}
