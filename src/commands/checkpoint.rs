@@ -13,7 +13,7 @@ use crate::core::meters::MeterSource;
 use crate::core::session::{
     CheckpointEvent, Session, TokenReading, TranscriptOrigin, renewed_lease,
 };
-use crate::core::stack::{Checkpoint, Status, TaskStack};
+use crate::core::stack::{Checkpoint, OpenKind, Status, TaskStack};
 use crate::core::text::one_line;
 use crate::error::{Failure, code};
 use crate::meters::{Measured, Tokens, report};
@@ -45,6 +45,10 @@ pub struct CheckpointArgs {
     /// A problem worth telling the next session (repeatable)
     #[arg(long = "issue", value_name = "TEXT")]
     pub issues: Vec<String>,
+    /// Resolve the task's open issue or next step numbered N, as the brief and `task show`
+    /// number them (repeatable)
+    #[arg(long = "resolve", value_name = "N")]
+    pub resolve: Vec<u64>,
     /// Commit the work tree with git after recording (also: settings.git.commit_on_checkpoint)
     #[arg(long)]
     pub commit: bool,
@@ -94,6 +98,29 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
             "task `{}` is now held by {}; session {} lost its claim (its lease ran out)",
             task.id, claim.session, session.id
         )));
+    }
+
+    if let Some(unknown) = args
+        .resolve
+        .iter()
+        .find(|&&n| !task.open_items().any(|(_, item)| item.n == n))
+    {
+        return Err(Failure::user(format!(
+            "--resolve {unknown}: task `{}` has no open issue or next step numbered {unknown} (see `orchestrator task show {}`)",
+            task.id, task.id
+        )));
+    }
+    for n in &args.resolve {
+        task.resolve_open_item(*n);
+    }
+    let issues: Vec<String> = args
+        .issues
+        .iter()
+        .map(|i| i.trim().to_string())
+        .filter(|i| !i.is_empty())
+        .collect();
+    for issue in &issues {
+        task.add_open_item(OpenKind::Issue, issue, ctx.now, &session.id);
     }
 
     let total = task.progress.total;
@@ -162,12 +189,7 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
             source: tokens.source.clone(),
             at: ctx.now,
         }),
-        issues: args
-            .issues
-            .iter()
-            .map(|i| i.trim().to_string())
-            .filter(|i| !i.is_empty())
-            .collect(),
+        issues,
         meters,
         // Remembered, so `status` and `run` find it without the agent's environment. Only a
         // transcript found from the environment differs from the session's (a first find, or a
@@ -219,6 +241,11 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
         text = text.replacen(&budget_action, &action, 1);
         json["action"] = json!(action);
         json["task_closed"] = json!({"status": task.status, "reason": task.blocked_reason()});
+    }
+    if !args.resolve.is_empty() {
+        let numbers: Vec<String> = args.resolve.iter().map(|n| format!("#{n}")).collect();
+        text.push_str(&format!("Resolved {}.\n", numbers.join(", ")));
+        json["resolved"] = json!(args.resolve);
     }
     if let Some(commit) = commit {
         text.push_str(&match commit["result"].as_str() {

@@ -8,16 +8,19 @@ use std::path::PathBuf;
 use super::Context;
 use super::output::Shape;
 use crate::agents;
+use crate::core::brief::{
+    self as core_brief, BriefFacts, Changes, Dependency, GitState, LastSession, MAX_LISTED,
+};
 use crate::core::ids::{check_task_id, new_session_id};
 use crate::core::meters;
 use crate::core::select::{readiness, select_next};
 use crate::core::session::{Session, TokenReading, TranscriptOrigin};
-use crate::core::stack::{Claim, Status, Task, TaskStack};
+use crate::core::stack::{Claim, Progress, Status, Task, TaskStack};
 use crate::core::text::{one_line, strip_controls};
 use crate::error::{Failure, code};
 use crate::store::Workspace;
 use crate::store::undo::Undo;
-use crate::wrap::{self, handoff::progress_bar, vcs};
+use crate::wrap::{self, vcs};
 
 /// Begin a session on the next (or named) task and print the brief
 #[derive(Debug, Args)]
@@ -59,12 +62,20 @@ const BRIEF_LABELS: &[&str] = &[
     "Task:",
     "Progress:",
     "Last checkpoint:",
+    "Description:",
+    "Acceptance:",
+    "Depends on:",
+    "Open issues:",
+    "Next steps:",
+    "Last session:",
     "Last handoff:",
+    "Git:",
     "Budget:",
     "Usage:",
     "Meter:",
     "Session:",
     "Exit codes:",
+    "Open items:",
     "When done:",
 ];
 
@@ -211,7 +222,6 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
         compactions: Vec::new(),
         extra: Map::new(),
     };
-    let resumed = task.status == Status::InProgress || task.progress.done > 0;
     task.status = Status::InProgress;
     task.claim = Some(Claim {
         session: id.clone(),
@@ -232,7 +242,7 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
     undo.commit();
     drop(lock);
 
-    Ok(brief(&ws, &stack, &session, &task, resumed, &recovered))
+    Ok(brief(&ws, &stack, &session, &task, false, &recovered))
 }
 
 pub(super) fn brief(
@@ -240,7 +250,7 @@ pub(super) fn brief(
     stack: &TaskStack,
     session: &Session,
     task: &Task,
-    resumed: bool,
+    continuing: bool,
     recovered: &[wrap::WrapReport],
 ) -> (Value, String) {
     let budget = &stack.settings.budget;
@@ -251,6 +261,13 @@ pub(super) fn brief(
     );
     let last_checkpoint = task.checkpoints.last();
     let last_handoff = last_handoff(ws, task);
+    // Work happened on this task before this session, or in it (`continuing`: the hook after a
+    // compaction or `/clear`): it resumes. Derived from what is recorded, so the hook's copy of
+    // a fresh session's brief is `start`'s text.
+    let resumed = continuing
+        || session.progress_at_start.done > 0
+        || task.last_session.is_some()
+        || task.checkpoints.iter().any(|cp| cp.session != session.id);
     // What is parked and why: the agent may hold what unblocks it, and should not work around it.
     let blocked: Vec<&Task> = stack
         .tasks
@@ -258,6 +275,74 @@ pub(super) fn brief(
         .filter(|t| t.status == Status::Blocked)
         .collect();
     let compaction_warning = stack.settings.compaction_warning(&session.agent);
+    let mut budget_lines = vec![format!(
+        "Budget:          {} tokens; warn at {:.0}% ({}), shutdown at {:.0}% ({})",
+        session.budget,
+        budget.warn * 100.0,
+        (session.budget as f64 * budget.warn).round() as u64,
+        budget.shutdown * 100.0,
+        (session.budget as f64 * budget.shutdown).round() as u64
+    )];
+    if let Some(path) = &session.transcript {
+        budget_lines.push(format!(
+            "Usage:           read from the transcript {}",
+            one_line(&path.display().to_string())
+        ));
+    }
+    if let Some(warning) = &compaction_warning {
+        budget_lines.push(format!("Compaction:      {warning}"));
+    }
+    for (name, meter) in &meters {
+        let feed = match meter.source {
+            meters::MeterSource::Usage => format!("; report with --usage {name}=N"),
+            meters::MeterSource::Transcript => "; read from the transcript".to_string(),
+        };
+        budget_lines.push(format!(
+            "Meter:           {name} ({}) limit {}; warn at {}%, shutdown at {}%{feed}",
+            meter.kind.as_str(),
+            meter.limit,
+            crate::core::budget::format_pct(meter.warn * 100.0),
+            crate::core::budget::format_pct(meter.shutdown * 100.0),
+        ));
+    }
+    let bookkeeping = bookkeeping(stack);
+    let facts = BriefFacts {
+        session_id: &session.id,
+        agent: &session.agent,
+        budget_tokens: session.budget,
+        uses_transcript: session.transcript.is_some(),
+        resumed,
+        task,
+        dependencies: task
+            .depends_on
+            .iter()
+            .filter_map(|id| stack.task(id))
+            .map(|dep| Dependency {
+                id: dep.id.clone(),
+                status: dep.status,
+                progress: dep.progress,
+            })
+            .collect(),
+        last_session: last_session(ws, task, &bookkeeping),
+        last_handoff: last_handoff.clone(),
+        git: vcs::work_tree_state(ws.root(), &bookkeeping, MAX_LISTED)
+            .unwrap_or_else(|err| {
+                tracing::warn!("cannot read the git state: {err:#}");
+                None
+            })
+            .map(|state| GitState {
+                branch: state.branch,
+                uncommitted: state.uncommitted,
+                listed: state.listed,
+            }),
+        budget_lines,
+        blocked: blocked
+            .iter()
+            .map(|t| (t.id.clone(), t.blocked_reason().map(str::to_string)))
+            .collect(),
+    };
+    // The brief also reaches the agent through the hook and `run`, not only through `emit`.
+    let text = strip_controls(&core_brief::render(&facts)).into_owned();
     let json = json!({
         "session": session.id,
         "agent": session.agent,
@@ -274,85 +359,76 @@ pub(super) fn brief(
         "blocked": blocked.iter().map(|t| json!({"task": t.id, "reason": t.blocked_reason()})).collect::<Vec<_>>(),
         "compaction_warning": compaction_warning,
         "recovered": recovered.iter().map(|r| json!({"session": r.session, "handoff": r.handoff})).collect::<Vec<_>>(),
+        "brief": text,
     });
-    let verb = if resumed { "Resume" } else { "Start" };
-    let tokens_hint = if session.transcript.is_some() {
-        ""
-    } else {
-        " --tokens N"
-    };
-    let mut text = format!(
-        "session={} task={} progress={} budget={} agent={}\n{verb} {} at {}; run `orchestrator checkpoint \"<what you did>\" --progress N{tokens_hint}` after each unit of work.\n\n",
-        session.id, task.id, task.progress, session.budget, session.agent, task.id, task.progress
+    (json, text)
+}
+
+/// Workspace paths that are our own bookkeeping, not the agent's work: left out of what the
+/// brief says changed.
+fn bookkeeping(stack: &TaskStack) -> Vec<String> {
+    let mut paths = vec![
+        format!("{}/", crate::store::STATE_DIR),
+        crate::store::STACK_FILE.to_string(),
+        format!("{}/", stack.settings.handoff_dir.trim_end_matches('/')),
+    ];
+    paths.extend(
+        crate::store::never_committed(&stack.settings)
+            .into_iter()
+            .filter(|p| !p.contains('*')),
     );
-    text.push_str(&format!(
-        "Task:            {} ({})\n",
-        task.id,
-        one_line(task.display_title())
-    ));
-    text.push_str(&format!(
-        "Progress:        {}\n",
-        progress_bar(task.progress)
-    ));
-    match last_checkpoint {
-        Some(cp) => text.push_str(&format!(
-            "Last checkpoint: {} at {} ({}): {}\n",
-            cp.progress,
-            crate::clock::format(cp.at),
-            cp.session,
-            one_line(&cp.message)
-        )),
-        None => text.push_str("Last checkpoint: none yet\n"),
-    }
-    match &last_handoff {
-        Some(path) => text.push_str(&format!("Last handoff:    {path} (read it first)\n")),
-        None => text.push_str("Last handoff:    none\n"),
-    }
-    text.push_str(&format!(
-        "Budget:          {} tokens; warn at {:.0}% ({}), shutdown at {:.0}% ({})\n",
-        session.budget,
-        budget.warn * 100.0,
-        (session.budget as f64 * budget.warn).round() as u64,
-        budget.shutdown * 100.0,
-        (session.budget as f64 * budget.shutdown).round() as u64
-    ));
-    if let Some(path) = &session.transcript {
-        text.push_str(&format!(
-            "Usage:           read from the transcript {}\n",
-            one_line(&path.display().to_string())
-        ));
-    }
-    if let Some(warning) = &compaction_warning {
-        text.push_str(&format!("Compaction:      {warning}\n"));
-    }
-    for (name, meter) in &meters {
-        let feed = match meter.source {
-            meters::MeterSource::Usage => format!("; report with --usage {name}=N"),
-            meters::MeterSource::Transcript => "; read from the transcript".to_string(),
-        };
-        text.push_str(&format!(
-            "Meter:           {name} ({}) limit {}; warn at {}%, shutdown at {}%{feed}\n",
-            meter.kind.as_str(),
-            meter.limit,
-            crate::core::budget::format_pct(meter.warn * 100.0),
-            crate::core::budget::format_pct(meter.shutdown * 100.0),
-        ));
-    }
-    for parked in &blocked {
-        text.push_str(&format!(
-            "Blocked:         {}: {}\n",
-            parked.id,
-            one_line(parked.blocked_reason().unwrap_or("no reason given"))
-        ));
-    }
-    text.push_str(&format!(
-        "Session:         {} (export ORCHESTRATOR_SESSION={} when several sessions share this workspace)\n",
-        session.id, session.id
-    ));
-    text.push_str("Exit codes:      checkpoint/status exit 0 ok, 10 warn (finish the unit, then wrap), 11 shutdown (wrap now)\n");
-    text.push_str("When done:       orchestrator wrap --summary \"...\" --next \"...\" [--done]\n");
-    // The brief also reaches the agent through the hook and `run`, not only through `emit`.
-    (json, strip_controls(&text).into_owned())
+    paths
+}
+
+/// The last wrapped session on the task, from its archived record, and what it changed in git
+/// (its start commit to its wrap commit, else to HEAD). Any read that fails leaves it out.
+fn last_session(ws: &Workspace, task: &Task, bookkeeping: &[String]) -> Option<LastSession> {
+    let id = task.last_session.as_deref()?;
+    let record = ws
+        .load_session(&ws.archive_path(id))
+        .map_err(|err| tracing::warn!("cannot read the last session {id}: {err:#}"))
+        .ok()?;
+    let journal = record.wrap.as_ref()?;
+    let end = match journal
+        .steps
+        .commit
+        .as_ref()
+        .and_then(|c| c["oid"].as_str())
+    {
+        Some(oid) => Some(oid.to_string()),
+        None => vcs::head_oid(ws.root()).ok().flatten(),
+    };
+    let changes = end.and_then(|end| {
+        vcs::range_changes(
+            ws.root(),
+            record.git_head_at_start.as_deref(),
+            &end,
+            wrap::handoff::WRAP_SUBJECT_PREFIX,
+            bookkeeping,
+            MAX_LISTED,
+        )
+        .map_err(|err| tracing::warn!("cannot read what session {id} changed: {err:#}"))
+        .ok()
+        .flatten()
+    });
+    Some(LastSession {
+        id: record.id.clone(),
+        agent: record.agent.clone(),
+        ended: journal.ended,
+        reason: journal.reason.clone(),
+        summary: journal.summary.clone(),
+        progress_from: record.progress_at_start,
+        progress_to: record.checkpoints.last().map(|cp| Progress {
+            done: cp.progress,
+            total: record.progress_at_start.total,
+        }),
+        changes: changes.map(|c| Changes {
+            subjects: c.subjects,
+            commits: c.commits,
+            files: c.files,
+            files_changed: c.files_changed,
+        }),
+    })
 }
 
 /// The newest handoff written for this task, as a path relative to the workspace.

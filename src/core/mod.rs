@@ -1,6 +1,7 @@
 //! The pure core: data model and decisions, no I/O.
 //! Everything here is deterministic given its inputs (including "now"), so it is unit-tested directly.
 
+pub mod brief;
 pub mod budget;
 pub mod config;
 pub mod ids;

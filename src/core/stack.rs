@@ -384,6 +384,21 @@ impl fmt::Display for Progress {
     }
 }
 
+const BAR_WIDTH: u64 = 20;
+
+/// `[#####---------------] 10/40 (25%)`
+pub fn progress_bar(progress: Progress) -> String {
+    let filled = (progress.done.min(progress.total) * BAR_WIDTH)
+        .checked_div(progress.total)
+        .unwrap_or(0) as usize;
+    format!(
+        "[{}{}] {progress} ({}%)",
+        "#".repeat(filled),
+        "-".repeat(BAR_WIDTH as usize - filled),
+        super::budget::format_pct(progress.percent())
+    )
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Checkpoint {
     pub at: DateTime<Utc>,
@@ -443,8 +458,52 @@ pub struct Task {
     /// Why a blocked task is blocked; cleared when it leaves that status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked_reason: Option<String>,
+    /// What the task is about, beyond its title (`task add/set --description`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// What "done" means for this task (`--acceptance`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acceptance: Option<String>,
+    /// Free notes about the task (`--notes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    /// Problems reported by `checkpoint --issue`, kept until resolved; oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub issues: Vec<OpenItem>,
+    /// Next steps left by `wrap --next`, kept until resolved; oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub next_steps: Vec<OpenItem>,
+    /// The last session wrapped on this task: its archived record says how it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_session: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// An open issue or next step on a task. `n` is its number, unique among the task's open
+/// items and fixed while the item is open: `checkpoint --resolve N` names it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct OpenItem {
+    pub n: u64,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+deserialize_keeping_unknown_fields!(OpenItem {
+    required: [n, text],
+    optional: [at = None, session = None]
+});
+
+/// Which list of open items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenKind {
+    Issue,
+    NextStep,
 }
 
 fn default_priority() -> i64 {
@@ -462,7 +521,13 @@ deserialize_keeping_unknown_fields!(Task {
         claim = None,
         checkpoints = Vec::new(),
         last_handoff = None,
-        blocked_reason = None
+        blocked_reason = None,
+        description = None,
+        acceptance = None,
+        notes = None,
+        issues = Vec::new(),
+        next_steps = Vec::new(),
+        last_session = None
     ]
 });
 
@@ -485,8 +550,64 @@ impl Task {
             checkpoints: Vec::new(),
             last_handoff: None,
             blocked_reason: None,
+            description: None,
+            acceptance: None,
+            notes: None,
+            issues: Vec::new(),
+            next_steps: Vec::new(),
+            last_session: None,
             extra: Map::new(),
         }
+    }
+
+    /// The open items of both kinds, each with its kind.
+    pub fn open_items(&self) -> impl Iterator<Item = (OpenKind, &OpenItem)> {
+        self.issues
+            .iter()
+            .map(|i| (OpenKind::Issue, i))
+            .chain(self.next_steps.iter().map(|i| (OpenKind::NextStep, i)))
+    }
+
+    /// Adds an open item numbered after every open one. An item of the same session with the
+    /// same text is not added twice: a wrap whose stack step is redone appends nothing new.
+    pub fn add_open_item(
+        &mut self,
+        kind: OpenKind,
+        text: &str,
+        at: DateTime<Utc>,
+        session: &str,
+    ) -> Option<u64> {
+        let text = text.trim();
+        if text.is_empty() {
+            return None;
+        }
+        let n = self.open_items().map(|(_, i)| i.n).max().unwrap_or(0) + 1;
+        let list = match kind {
+            OpenKind::Issue => &mut self.issues,
+            OpenKind::NextStep => &mut self.next_steps,
+        };
+        if let Some(same) = list
+            .iter()
+            .find(|i| i.text == text && i.session.as_deref() == Some(session))
+        {
+            return Some(same.n);
+        }
+        list.push(OpenItem {
+            n,
+            text: text.to_string(),
+            at: Some(at),
+            session: Some(session.to_string()),
+            extra: Map::new(),
+        });
+        Some(n)
+    }
+
+    /// Removes the open item numbered `n`; false when there is none.
+    pub fn resolve_open_item(&mut self, n: u64) -> bool {
+        let before = self.issues.len() + self.next_steps.len();
+        self.issues.retain(|i| i.n != n);
+        self.next_steps.retain(|i| i.n != n);
+        before != self.issues.len() + self.next_steps.len()
     }
 
     /// Changes the status; a blocked task's reason goes when it is no longer blocked, and a
@@ -721,6 +842,15 @@ fn validate_task(task: &Task) -> Result<(), Invalid> {
             task.progress.done, task.progress.total
         )));
     }
+    let mut numbers = HashSet::new();
+    for (_, item) in task.open_items() {
+        if !numbers.insert(item.n) {
+            return Err(Invalid(format!(
+                "task `{id}`: open item number {} is used twice (issues and next_steps share numbers)",
+                item.n
+            )));
+        }
+    }
     let mut seen = HashSet::new();
     for dep in &task.depends_on {
         if !seen.insert(dep) {
@@ -905,6 +1035,27 @@ mod tests {
             })
             .collect();
         assert!(TaskStack::parse(&stack_with(&tasks.join(","))).is_ok());
+    }
+
+    #[test]
+    fn open_items_share_numbers_and_a_redone_wrap_adds_nothing() {
+        let mut task = Task::new("a".into(), "A".into(), 1, 1, vec![]);
+        let at = Utc::now();
+        assert_eq!(task.add_open_item(OpenKind::Issue, "x", at, "s1"), Some(1));
+        assert_eq!(
+            task.add_open_item(OpenKind::NextStep, "y", at, "s1"),
+            Some(2)
+        );
+        // The same step of the same session again (a wrap's stack step redone): no new item.
+        assert_eq!(
+            task.add_open_item(OpenKind::NextStep, "y", at, "s1"),
+            Some(2)
+        );
+        assert_eq!(task.add_open_item(OpenKind::NextStep, " ", at, "s1"), None);
+        assert_eq!(task.next_steps.len(), 1);
+        assert!(task.resolve_open_item(1));
+        assert!(!task.resolve_open_item(1));
+        assert_eq!(task.add_open_item(OpenKind::Issue, "z", at, "s2"), Some(3));
     }
 
     #[test]

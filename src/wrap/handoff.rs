@@ -11,20 +11,7 @@ use crate::core::text::{
     md_inline, md_quote, md_table_cell, one_line, strip_controls, yaml_quoted,
 };
 
-const BAR_WIDTH: u64 = 20;
-
-/// `[#####---------------] 10/40 (25%)`
-pub fn progress_bar(progress: Progress) -> String {
-    let filled = (progress.done.min(progress.total) * BAR_WIDTH)
-        .checked_div(progress.total)
-        .unwrap_or(0) as usize;
-    format!(
-        "[{}{}] {progress} ({}%)",
-        "#".repeat(filled),
-        "-".repeat(BAR_WIDTH as usize - filled),
-        format_pct(progress.percent())
-    )
-}
+pub use crate::core::stack::progress_bar;
 
 pub struct HandoffInput<'a> {
     pub session: &'a Session,

@@ -16,7 +16,7 @@ pub mod vcs;
 use crate::core::session::{
     ChangedFile, MetricValue, REASON_RECOVERED, Session, SessionChanges, WrapJournal, WrapSteps,
 };
-use crate::core::stack::{Status, TaskStack};
+use crate::core::stack::{OpenKind, Status, TaskStack};
 use crate::core::text::one_line;
 use crate::store::{Workspace, WorkspaceLock};
 use handoff::{HandoffInput, thousands};
@@ -242,6 +242,12 @@ fn finish_wrap(
                 // A session that moved nothing leaves the pointer on the last handoff with content.
                 if !journal.changed_nothing(&session, progress) {
                     task.last_handoff = Some(handoff_rel.to_string_lossy().into_owned());
+                }
+                task.last_session = Some(session.id.clone());
+                // Next steps outlive this handoff: they stay on the task until resolved, so a
+                // later session that leaves none (an agent that exited) does not lose them.
+                for step in &journal.next_steps {
+                    task.add_open_item(OpenKind::NextStep, step, journal.ended, &session.id);
                 }
                 if task.claim.as_ref().is_some_and(|c| c.session == session.id) {
                     task.claim = None;

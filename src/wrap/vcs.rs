@@ -1438,6 +1438,166 @@ fn has_trailer(message: &str, key: &str, value: &str) -> bool {
     })
 }
 
+// ---------------------------------------------------------------------------
+// What the next session's brief says about the repository
+
+/// The work tree at a glance: for the brief, so kept to a count and a few paths.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkTreeState {
+    /// Short branch name; None when HEAD is detached or unborn with no name.
+    pub branch: Option<String>,
+    /// Changed, new, deleted or conflicted files, bookkeeping left out.
+    pub uncommitted: usize,
+    /// The first `max_listed` of them, `/`-separated, relative to the repository.
+    pub listed: Vec<String>,
+}
+
+/// What a range of history changed, bounded for the brief.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RangeChanges {
+    /// Subjects of the commits in the range, newest first, `skip_subject_prefix` left out.
+    pub subjects: Vec<String>,
+    /// Commits in the range (walked at most [`MAX_TRAILER_WALK`]) whose subject was kept.
+    pub commits: usize,
+    /// The first changed files, bookkeeping left out.
+    pub files: Vec<String>,
+    /// Changed files in all, bookkeeping left out.
+    pub files_changed: usize,
+}
+
+/// Whether `path` (repository-relative) is one of `bookkeeping`, paths relative to `workdir`
+/// (a trailing `/` marks a directory).
+fn is_bookkeeping(prefix: &str, path: &str, bookkeeping: &[String]) -> bool {
+    let Some(rel) = path.strip_prefix(prefix) else {
+        return false;
+    };
+    bookkeeping
+        .iter()
+        .any(|entry| match entry.strip_suffix('/') {
+            Some(dir) => rel.starts_with(entry.as_str()) || rel == dir,
+            None => rel == entry,
+        })
+}
+
+/// `workdir` relative to the repository's work tree, with a trailing `/` (empty at the root).
+fn workdir_prefix(repo: &Repository, workdir: &Path) -> String {
+    let Some(root) = repo.workdir() else {
+        return String::new();
+    };
+    let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    let dir = workdir
+        .canonicalize()
+        .unwrap_or_else(|_| workdir.to_path_buf());
+    match dir.strip_prefix(&root) {
+        Ok(rel) if !rel.as_os_str().is_empty() => format!("{}/", path_key(rel)),
+        _ => String::new(),
+    }
+}
+
+/// The branch and the uncommitted files (ignored ones left out, untracked directories counted
+/// once). Not a repository: `Ok(None)`.
+pub fn work_tree_state(
+    workdir: &Path,
+    bookkeeping: &[String],
+    max_listed: usize,
+) -> Result<Option<WorkTreeState>> {
+    let Some(repo) = discover(workdir)? else {
+        return Ok(None);
+    };
+    let branch = match repo.head() {
+        Ok(head) if head.is_branch() => head.shorthand().map(str::to_string),
+        Ok(_) => None,
+        Err(_) => repo
+            .find_reference("HEAD")
+            .ok()
+            .and_then(|r| r.symbolic_target().map(str::to_string))
+            .map(|t| t.trim_start_matches("refs/heads/").to_string()),
+    };
+    let prefix = workdir_prefix(&repo, workdir);
+    let mut options = git2::StatusOptions::new();
+    options
+        .include_untracked(true)
+        .recurse_untracked_dirs(false)
+        .include_ignored(false)
+        .exclude_submodules(true);
+    let statuses = repo
+        .statuses(Some(&mut options))
+        .context("reading the git status")?;
+    let mut state = WorkTreeState {
+        branch,
+        ..WorkTreeState::default()
+    };
+    for entry in statuses.iter() {
+        let Some(path) = entry.path() else { continue };
+        if entry.status().is_ignored() || is_bookkeeping(&prefix, path, bookkeeping) {
+            continue;
+        }
+        state.uncommitted += 1;
+        if state.listed.len() < max_listed {
+            state.listed.push(path.to_string());
+        }
+    }
+    Ok(Some(state))
+}
+
+/// The commits from `to` back to `from` (excluded; None: to the root) and the files changed
+/// between the two trees. Not a repository, or `to` unknown: `Ok(None)`.
+pub fn range_changes(
+    workdir: &Path,
+    from: Option<&str>,
+    to: &str,
+    skip_subject_prefix: &str,
+    bookkeeping: &[String],
+    max_listed: usize,
+) -> Result<Option<RangeChanges>> {
+    let Some(repo) = discover(workdir)? else {
+        return Ok(None);
+    };
+    let Ok(end) = resolve_commit(&repo, to) else {
+        return Ok(None);
+    };
+    let start = from.and_then(|f| resolve_commit(&repo, f).ok());
+    let mut changes = RangeChanges::default();
+    let mut current = Some(end.clone());
+    for _ in 0..MAX_TRAILER_WALK {
+        let Some(commit) = current else { break };
+        if start.as_ref().is_some_and(|s| s.id() == commit.id()) {
+            break;
+        }
+        let subject = String::from_utf8_lossy(commit.message_bytes())
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        if !subject.starts_with(skip_subject_prefix) {
+            changes.commits += 1;
+            if changes.subjects.len() < max_listed {
+                changes.subjects.push(subject);
+            }
+        }
+        current = commit.parent(0).ok();
+    }
+    let old_tree = start.as_ref().map(|c| c.tree()).transpose()?;
+    let new_tree = end.tree()?;
+    let diff = repo.diff_tree_to_tree(old_tree.as_ref(), Some(&new_tree), None)?;
+    let prefix = workdir_prefix(&repo, workdir);
+    for delta in diff.deltas() {
+        let Some(path) = delta.new_file().path().or_else(|| delta.old_file().path()) else {
+            continue;
+        };
+        let path = path_key(path);
+        if is_bookkeeping(&prefix, &path, bookkeeping) {
+            continue;
+        }
+        changes.files_changed += 1;
+        if changes.files.len() < max_listed {
+            changes.files.push(path);
+        }
+    }
+    Ok(Some(changes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,9 @@ use std::time::Duration;
 #[test]
 fn concurrent_checkpoints_never_lose_an_update() {
     let ws = Ws::new();
-    ws.ok(&["task", "add", "big", "--total", "1000"]);
+    ws.ok(&[
+        "task", "add", "big", "--title", "big task", "--total", "1000",
+    ]);
     let session = ws.json(0, &["start"])["session"]
         .as_str()
         .unwrap()
@@ -75,7 +77,15 @@ impl Lcg {
 #[test]
 fn kill_9_during_checkpoints_never_leaves_a_torn_stack() {
     let ws = Ws::new();
-    ws.ok(&["task", "add", "work", "--total", "100000"]);
+    ws.ok(&[
+        "task",
+        "add",
+        "work",
+        "--title",
+        "work task",
+        "--total",
+        "100000",
+    ]);
     // Bulk up the stack so a write takes long enough to be interrupted.
     for i in 0..150 {
         ws.ok(&[

@@ -26,7 +26,7 @@ fn get_prints_values_and_defaults_the_file_leaves_out() {
 #[test]
 fn set_changes_one_setting_and_keeps_everything_else() {
     let ws = Ws::new();
-    ws.ok(&["task", "add", "a", "--total", "3"]);
+    ws.ok(&["task", "add", "a", "--title", "a task", "--total", "3"]);
     let v = ws.json(0, &["config", "set", "budget.shutdown", "0.8"]);
     assert_eq!(
         v,

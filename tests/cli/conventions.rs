@@ -258,7 +258,12 @@ fn warned_seed() -> Ws {
 fn quiet_prints_only_the_machine_lines() {
     let ws = Ws::empty();
     assert_eq!(ws.ok(&["-q", "init"]), "");
-    assert_eq!(ws.ok(&["task", "add", "a", "--total", "4", "-q"]), "");
+    assert_eq!(
+        ws.ok(&[
+            "task", "add", "a", "--title", "a task", "--total", "4", "-q"
+        ]),
+        ""
+    );
     assert_eq!(ws.ok(&["task", "add", "b", "--title", "Bee", "-q"]), "");
     let next = ws.ok(&["next", "--quiet"]);
     assert_eq!(next, "next=a priority=1 progress=0/4 status=pending\n");
@@ -410,6 +415,8 @@ fn at_warn() -> Ws {
         "task",
         "add",
         "later",
+        "--title",
+        "later task",
         "--after",
         "integrate_sessions_101_140",
     ]);
@@ -537,7 +544,7 @@ fn only_our_own_escapes_reach_the_terminal() {
 #[test]
 fn quiet_task_rm_and_config_set_print_nothing_and_config_list_prints_all() {
     let ws = Ws::seed();
-    ws.ok(&["task", "add", "b", "--total", "2"]);
+    ws.ok(&["task", "add", "b", "--title", "b task", "--total", "2"]);
     assert_eq!(ws.ok(&["task", "rm", "b", "-q"]), "");
     assert_eq!(ws.ok(&["config", "set", "budget.warn", "0.7", "-q"]), "");
     assert_eq!(ws.ok(&["config", "get", "budget.warn", "-q"]), "0.7\n");

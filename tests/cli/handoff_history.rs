@@ -291,8 +291,8 @@ fn a_session_run_wrapped_after_the_agent_failed_keeps_its_last_output() {
 #[test]
 fn log_lists_thirty_sessions_newest_first_and_filters_them() {
     let ws = Ws::new();
-    ws.ok(&["task", "add", "alpha", "--total", "100"]);
-    ws.ok(&["task", "add", "beta", "--total", "100"]);
+    ws.ok(&["task", "add", "alpha", "--title", "Alpha", "--total", "100"]);
+    ws.ok(&["task", "add", "beta", "--title", "Beta", "--total", "100"]);
     for i in 0..30i64 {
         let (task, agent) = (
             if i % 2 == 0 { "alpha" } else { "beta" },

@@ -277,8 +277,8 @@ fn a_bad_lock_timeout_is_refused() {
 #[test]
 fn another_agents_checkpoint_proceeds_while_one_transcript_is_a_fifo() {
     let ws = Ws::new();
-    ws.ok(&["task", "add", "a", "--total", "10"]);
-    ws.ok(&["task", "add", "b", "--total", "10"]);
+    ws.ok(&["task", "add", "a", "--title", "a task", "--total", "10"]);
+    ws.ok(&["task", "add", "b", "--title", "b task", "--total", "10"]);
     let transcript = fifo(&ws, "transcript.jsonl");
     let stuck = start_on(&ws, "alpha", &transcript);
     let other = ws.json(0, &["start", "--agent", "beta"])["session"]

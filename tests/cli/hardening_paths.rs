@@ -164,7 +164,7 @@ fn commands_that_save_the_stack_refuse_a_handoff_dir_outside() {
     ws.ok(&["start"]);
     set_setting(&ws, "handoff_dir", climbing(&out).into());
     for args in [
-        &["task", "add", "other"][..],
+        &["task", "add", "other", "--title", "other task"][..],
         &["task", "done", "integrate_sessions_101_140"],
         &["checkpoint", "step", "--progress", "2"],
     ] {
@@ -302,7 +302,7 @@ fn a_symlinked_state_directory_is_refused() {
     move_out(&ws, ".orchestrator", out.path());
     for args in [
         &["start"][..],
-        &["task", "add", "other"],
+        &["task", "add", "other", "--title", "other task"],
         &["task", "list"],
         &["status"],
         &["next"],
@@ -335,7 +335,7 @@ fn a_symlinked_task_stack_is_refused_and_left_a_symlink() {
     std::fs::rename(ws.file("task_stack.json"), &real).unwrap();
     symlink(&real, ws.file("task_stack.json")).unwrap();
     for args in [
-        &["task", "add", "other"][..],
+        &["task", "add", "other", "--title", "other task"][..],
         &["start"],
         &["task", "list"],
         &["status"],

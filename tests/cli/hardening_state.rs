@@ -465,7 +465,15 @@ fn status_shows_a_cut_off_wrap_and_how_to_finish_it() {
 
     // Beside a live session of another agent, the half-done wrap is still shown.
     ws.set_now(&at_minutes(1));
-    ws.ok(&["task", "add", "other", "--total", "2"]);
+    ws.ok(&[
+        "task",
+        "add",
+        "other",
+        "--title",
+        "other task",
+        "--total",
+        "2",
+    ]);
     ws.ok(&["start", "--agent", "codex", "--task", "other"]);
     let v = ws.json(12, &["status", "--session", "session_20251106_001455"]);
     assert_eq!(v["session"], "session_20251106_001455");
@@ -569,7 +577,15 @@ fn a_recovered_agents_checkpoint_is_refused_not_given_to_the_new_session() {
 #[test]
 fn an_agent_named_in_the_environment_finds_its_own_session_among_several() {
     let ws = Ws::seed();
-    ws.ok(&["task", "add", "other", "--total", "4"]);
+    ws.ok(&[
+        "task",
+        "add",
+        "other",
+        "--title",
+        "other task",
+        "--total",
+        "4",
+    ]);
     ws.ok(&["start", "--agent", "claude"]);
     ws.ok(&["start", "--agent", "codex"]);
     let mut cmd = ws.command(&["checkpoint", "codex did one", "--progress", "1", "--json"]);

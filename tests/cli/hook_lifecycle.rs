@@ -299,7 +299,8 @@ fn opening_claude_code_claims_nothing_by_default_and_briefs_a_live_session() {
     // A session of the agent is live (as `run` or `start` opens it): its brief.
     ws.ok(&["start", "--agent", "claude"]);
     let brief = context_of(hook(&ws, &session_start(&ws, &transcript)), "SessionStart");
-    assert!(brief.contains(&format!("Resume {TASK}")), "{brief}");
+    // At `startup` nothing was done yet on this fresh task: `start`'s own wording.
+    assert!(brief.contains(&format!("Start {TASK}")), "{brief}");
     assert_eq!(only_session(&ws)["transcript"], json!(transcript));
 
     // Opting in starts one.
@@ -684,7 +685,7 @@ fn a_new_user_sees_no_compaction_warning() {
     let ws = Ws::empty();
     for args in [
         &["init"][..],
-        &["task", "add", "t", "--total", "4"],
+        &["task", "add", "t", "--title", "t task", "--total", "4"],
         &["start"],
         &["status"],
         &[
@@ -713,7 +714,7 @@ fn a_stated_compaction_point_is_warned_about_at_init_in_status_and_in_the_brief_
         ws.stack()["settings"]["agents"]["claude"]["compact_at"],
         0.8
     );
-    ws.ok(&["task", "add", "t", "--total", "4"]);
+    ws.ok(&["task", "add", "t", "--title", "t task", "--total", "4"]);
     let brief = ws.ok(&["start", "--agent", "claude"]);
     assert!(
         brief.contains("Compaction:      the shutdown threshold (85%)"),
@@ -730,7 +731,7 @@ fn a_stated_compaction_point_is_warned_about_at_init_in_status_and_in_the_brief_
     // Another agent has no stated point: its brief says nothing.
     let other = Ws::empty();
     other.ok(&["init", "--compact-at", "codex=0.9", "--shutdown", "0.8"]);
-    other.ok(&["task", "add", "t"]);
+    other.ok(&["task", "add", "t", "--title", "t task"]);
     let brief = other.ok(&["start", "--agent", "claude"]);
     assert!(!brief.contains("Compaction:"), "{brief}");
 

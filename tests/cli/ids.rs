@@ -10,12 +10,12 @@ fn task_ids_that_escape_are_refused_at_every_entry() {
     for id in ESCAPING {
         let before = ws.snapshot();
         for args in [
-            vec!["task", "add", id],
+            vec!["task", "add", id, "--title", "t"],
             vec!["task", "show", id],
             vec!["task", "done", id],
             vec!["task", "set", id, "--total", "3"],
             vec!["start", "--task", id],
-            vec!["task", "add", "ok", "--after", id],
+            vec!["task", "add", "ok", "--title", "ok task", "--after", id],
         ] {
             ws.refused(&args);
         }

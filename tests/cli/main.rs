@@ -3,6 +3,7 @@
 
 mod common;
 
+mod brief;
 mod budget;
 mod concurrency;
 mod config;

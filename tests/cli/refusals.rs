@@ -29,7 +29,7 @@ const COMMANDS: [&[&str]; 5] = [
     &["task", "list"],
     &["next"],
     &["start"],
-    &["task", "add", "new"],
+    &["task", "add", "new", "--title", "new task"],
     &["status"],
 ];
 
@@ -111,7 +111,15 @@ fn invalid_stacks_are_refused_naming_file_task_and_problem() {
 #[test]
 fn bad_command_input_changes_nothing() {
     let ws = Ws::seed();
-    ws.ok(&["task", "add", "other", "--total", "5"]);
+    ws.ok(&[
+        "task",
+        "add",
+        "other",
+        "--title",
+        "other task",
+        "--total",
+        "5",
+    ]);
     ws.ok(&["start", "--task", "integrate_sessions_101_140"]);
     ws.expect(12, &["checkpoint", "some", "--progress", "10"]);
 
@@ -123,22 +131,22 @@ fn bad_command_input_changes_nothing() {
     assert_refused(&ws, &["checkpoint", "  "], &["message cannot be empty"]);
     assert_refused(
         &ws,
-        &["task", "add", "other"],
+        &["task", "add", "other", "--title", "other task"],
         &["task `other` already exists"],
     );
     assert_refused(
         &ws,
-        &["task", "add", "x", "--after", "ghost"],
+        &["task", "add", "x", "--title", "x task", "--after", "ghost"],
         &["unknown task `ghost`"],
     );
     assert_refused(
         &ws,
-        &["task", "add", "x", "--priority", "0"],
+        &["task", "add", "x", "--title", "x task", "--priority", "0"],
         &["task `x`", "priority must be 1 or more"],
     );
     assert_refused(
         &ws,
-        &["task", "add", "x", "--total", "0"],
+        &["task", "add", "x", "--title", "x task", "--total", "0"],
         &["task `x`", "total must be at least 1"],
     );
     assert_refused(
@@ -180,8 +188,8 @@ fn bad_command_input_changes_nothing() {
 #[test]
 fn a_cycle_made_through_task_set_is_refused_unwritten() {
     let ws = Ws::new();
-    ws.ok(&["task", "add", "a"]);
-    ws.ok(&["task", "add", "b", "--after", "a"]);
+    ws.ok(&["task", "add", "a", "--title", "a task"]);
+    ws.ok(&["task", "add", "b", "--title", "b task", "--after", "a"]);
     // `task add --after` cannot form a cycle (the new task has no dependents), so edit by hand
     // the way a user would, and check that every command refuses it.
     let text = ws

@@ -62,7 +62,15 @@ fn git(dir: &Path, args: &[&str]) -> String {
 fn git_workspace(tasks: &[(&str, u64)]) -> Ws {
     let ws = Ws::new();
     for (id, total) in tasks {
-        ws.ok(&["task", "add", id, "--total", &total.to_string()]);
+        ws.ok(&[
+            "task",
+            "add",
+            id,
+            "--title",
+            id,
+            "--total",
+            &total.to_string(),
+        ]);
     }
     git(ws.path(), &["init", "-q"]);
     git(ws.path(), &["add", "-A"]);
@@ -625,7 +633,7 @@ fn four_loops_in_parallel_do_every_task_exactly_once() {
 #[test]
 fn status_lists_every_live_session() {
     let ws = Ws::seed();
-    ws.ok(&["task", "add", "other"]);
+    ws.ok(&["task", "add", "other", "--title", "other task"]);
     ws.ok(&["start", "--agent", "claude"]);
     ws.ok(&["start", "--agent", "codex"]);
     ws.expect(

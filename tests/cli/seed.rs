@@ -129,8 +129,26 @@ fn plain_start_prints_the_brief() {
 #[test]
 fn finishing_the_last_unit_marks_the_task_done_and_start_moves_on() {
     let ws = Ws::new();
-    ws.ok(&["task", "add", "first", "--total", "2"]);
-    ws.ok(&["task", "add", "second", "--total", "3", "--after", "first"]);
+    ws.ok(&[
+        "task",
+        "add",
+        "first",
+        "--title",
+        "first task",
+        "--total",
+        "2",
+    ]);
+    ws.ok(&[
+        "task",
+        "add",
+        "second",
+        "--title",
+        "second task",
+        "--total",
+        "3",
+        "--after",
+        "first",
+    ]);
     ws.ok(&["start"]);
     ws.expect(12, &["checkpoint", "all of it", "--progress", "2"]);
     let wrap = ws.json(0, &["wrap"]);

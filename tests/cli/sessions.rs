@@ -5,7 +5,7 @@ use crate::common::*;
 #[test]
 fn a_double_start_of_the_same_agent_exits_4_and_changes_nothing() {
     let ws = Ws::seed();
-    ws.ok(&["task", "add", "other"]);
+    ws.ok(&["task", "add", "other", "--title", "other task"]);
     ws.ok(&["start", "--agent", "claude"]);
     let before = ws.snapshot();
     let out = ws.run(&["start", "--agent", "claude"]);
@@ -21,7 +21,7 @@ fn a_double_start_of_the_same_agent_exits_4_and_changes_nothing() {
 #[test]
 fn another_agent_gets_the_next_task_and_a_held_task_exits_4() {
     let ws = Ws::seed();
-    ws.ok(&["task", "add", "other"]);
+    ws.ok(&["task", "add", "other", "--title", "other task"]);
     assert_eq!(
         ws.json(0, &["start", "--agent", "claude"])["task"],
         "integrate_sessions_101_140"
@@ -53,7 +53,7 @@ fn another_agent_gets_the_next_task_and_a_held_task_exits_4() {
 #[test]
 fn with_two_live_sessions_one_must_be_named() {
     let ws = Ws::seed();
-    ws.ok(&["task", "add", "other"]);
+    ws.ok(&["task", "add", "other", "--title", "other task"]);
     ws.ok(&["start", "--agent", "claude"]);
     ws.ok(&["start", "--agent", "codex"]);
     let line = ws.refused(&["checkpoint", "x"]);
@@ -97,8 +97,8 @@ fn no_ready_task_exits_3() {
     let ws = Ws::new();
     assert_eq!(ws.expect(3, &["start"]), "");
     ws.expect(3, &["next"]);
-    ws.ok(&["task", "add", "a"]);
-    ws.ok(&["task", "add", "b", "--after", "a"]);
+    ws.ok(&["task", "add", "a", "--title", "a task"]);
+    ws.ok(&["task", "add", "b", "--title", "b task", "--after", "a"]);
     ws.ok(&["task", "set", "a", "--status", "blocked"]);
     let out = ws.run(&["start"]);
     assert_eq!(out.status.code(), Some(3));
@@ -115,11 +115,37 @@ fn no_ready_task_exits_3() {
 #[test]
 fn next_explains_why_other_tasks_are_not_ready() {
     let ws = Ws::new();
-    ws.ok(&["task", "add", "done_one"]);
+    ws.ok(&["task", "add", "done_one", "--title", "done_one task"]);
     ws.ok(&["task", "done", "done_one"]);
-    ws.ok(&["task", "add", "low", "--priority", "5"]);
-    ws.ok(&["task", "add", "urgent", "--priority", "1"]);
-    ws.ok(&["task", "add", "gated", "--priority", "1", "--after", "low"]);
+    ws.ok(&[
+        "task",
+        "add",
+        "low",
+        "--title",
+        "low task",
+        "--priority",
+        "5",
+    ]);
+    ws.ok(&[
+        "task",
+        "add",
+        "urgent",
+        "--title",
+        "urgent task",
+        "--priority",
+        "1",
+    ]);
+    ws.ok(&[
+        "task",
+        "add",
+        "gated",
+        "--title",
+        "gated task",
+        "--priority",
+        "1",
+        "--after",
+        "low",
+    ]);
     let out = ws.ok(&["next"]);
     assert!(
         out.starts_with("next=urgent priority=1 progress=0/1 status=pending"),

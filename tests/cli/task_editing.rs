@@ -7,9 +7,9 @@ use serde_json::json;
 /// `a` (4 units), then `b` and `c` after `a`.
 fn chain() -> Ws {
     let ws = Ws::new();
-    ws.ok(&["task", "add", "a", "--total", "4"]);
-    ws.ok(&["task", "add", "b", "--after", "a"]);
-    ws.ok(&["task", "add", "c", "--after", "a"]);
+    ws.ok(&["task", "add", "a", "--title", "a task", "--total", "4"]);
+    ws.ok(&["task", "add", "b", "--title", "b task", "--after", "a"]);
+    ws.ok(&["task", "add", "c", "--title", "c task", "--after", "a"]);
     ws
 }
 
@@ -82,7 +82,7 @@ fn rm_refuses_a_task_a_live_session_holds_even_with_force() {
 #[test]
 fn set_after_and_not_after_edit_dependencies_and_refuse_a_cycle() {
     let ws = chain();
-    ws.ok(&["task", "add", "d"]);
+    ws.ok(&["task", "add", "d", "--title", "d task"]);
     let out = ws.json(0, &["task", "set", "d", "--after", "b", "--after", "c"]);
     assert_eq!(out["task"]["depends_on"], json!(["b", "c"]));
     assert_eq!(out["changed"], json!(["after+=b", "after+=c"]));
@@ -113,7 +113,15 @@ fn set_after_and_not_after_edit_dependencies_and_refuse_a_cycle() {
 #[test]
 fn a_blocked_reason_is_shown_by_show_next_and_the_brief_and_goes_with_the_status() {
     let ws = chain();
-    ws.ok(&["task", "add", "other", "--priority", "9"]);
+    ws.ok(&[
+        "task",
+        "add",
+        "other",
+        "--title",
+        "other task",
+        "--priority",
+        "9",
+    ]);
     ws.ok(&[
         "task",
         "set",

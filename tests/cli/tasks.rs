@@ -64,7 +64,15 @@ fn add_list_show_set_done() {
     ws.ok(&[
         "task", "add", "ingest", "--title", "Ingest", "--total", "10", "--after", "schema",
     ]);
-    ws.ok(&["task", "add", "hotfix", "--priority", "1"]);
+    ws.ok(&[
+        "task",
+        "add",
+        "hotfix",
+        "--title",
+        "hotfix task",
+        "--priority",
+        "1",
+    ]);
     let t = ws.task("ingest");
     assert_eq!(t["priority"], 2);
     assert_eq!(t["depends_on"], serde_json::json!(["schema"]));
@@ -134,7 +142,7 @@ fn unknown_fields_survive_every_rewrite() {
     ws.ok(&["start"]);
     ws.expect(12, &["checkpoint", "x", "--progress", "2"]);
     ws.ok(&["wrap"]);
-    ws.ok(&["task", "add", "b"]);
+    ws.ok(&["task", "add", "b", "--title", "b task"]);
     let stack = ws.stack();
     assert_eq!(stack["project"], "crypto");
     assert_eq!(stack["settings"]["budget"]["model"], "opus");
@@ -254,7 +262,7 @@ fn backups_go_to_a_backups_folder_unless_the_stack_says_otherwise() {
         .unwrap();
     drop(conn);
     ws.ok(&["init", "--db", "data.db"]);
-    ws.ok(&["task", "add", "a"]);
+    ws.ok(&["task", "add", "a", "--title", "a task"]);
     ws.ok(&["start"]);
     ws.ok(&["wrap"]);
     assert_eq!(ws.files_in("backups"), ["data.db.backup_20251106_001355"]);

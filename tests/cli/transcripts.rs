@@ -284,7 +284,15 @@ fn no_token_figure_is_the_unknown_level_with_its_own_exit_code() {
 #[test]
 fn run_does_not_stop_an_agent_whose_level_is_unknown() {
     let ws = Ws::new();
-    ws.ok(&["task", "add", "alpha", "--total", "1"]);
+    ws.ok(&[
+        "task",
+        "add",
+        "alpha",
+        "--title",
+        "alpha task",
+        "--total",
+        "1",
+    ]);
     let script = ws.file("agent.sh");
     std::fs::write(
         &script,

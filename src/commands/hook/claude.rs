@@ -68,6 +68,9 @@ struct HookEvent {
     /// `PreCompact`: `manual` or `auto`.
     #[serde(default)]
     trigger: Option<String>,
+    /// `SessionStart`: `startup`, `resume`, `clear`, `compact` or (2.1.214 on) `fork`.
+    #[serde(default)]
+    source: Option<String>,
 }
 
 /// How long the hook may take in all, unless [`DEADLINE_ENV`] says otherwise. Claude Code
@@ -199,7 +202,10 @@ fn session_start(
                 session.id
             )
         })?;
-        let (_, text) = brief(ws, &stack, &session, task, true, &[]);
+        // Past `startup` the agent's context held this session's work (`resume`, `clear`,
+        // `compact`, `fork`): the brief says to resume it. At `startup` it is `start`'s text.
+        let continuing = event.source.as_deref().is_some_and(|s| s != "startup");
+        let (_, text) = brief(ws, &stack, &session, task, continuing, &[]);
         return Ok(Some(text));
     }
     let stack = ws.load_stack()?;

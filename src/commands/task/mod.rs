@@ -78,6 +78,78 @@ pub fn task_json(task: &Task) -> Value {
     })
 }
 
+/// The task's context options, shared by `task add` and `task set`.
+#[derive(Debug, clap::Args)]
+pub struct ContextArgs {
+    /// What the task is about, beyond its title (shown in the brief; "" clears it)
+    #[arg(long, value_name = "TEXT", conflicts_with = "description_file")]
+    pub description: Option<String>,
+    /// Read the description from this file
+    #[arg(long, value_name = "FILE")]
+    pub description_file: Option<std::path::PathBuf>,
+    /// What "done" means for this task (shown in the brief; "" clears it)
+    #[arg(long, value_name = "TEXT")]
+    pub acceptance: Option<String>,
+    /// Free notes about the task (shown by `task show`; "" clears them)
+    #[arg(long, value_name = "TEXT")]
+    pub notes: Option<String>,
+}
+
+impl ContextArgs {
+    /// Reads `--description-file` (before the lock is taken) and applies the options to
+    /// `task`, returning the names of the fields changed.
+    pub fn apply(&self, description_file: Option<String>, task: &mut Task) -> Vec<String> {
+        let mut changed = Vec::new();
+        let given = |text: &str| {
+            let text = text.trim();
+            (!text.is_empty()).then(|| text.to_string())
+        };
+        if let Some(text) = self.description.as_deref().or(description_file.as_deref()) {
+            task.description = given(text);
+            changed.push("description".to_string());
+        }
+        if let Some(text) = &self.acceptance {
+            task.acceptance = given(text);
+            changed.push("acceptance".to_string());
+        }
+        if let Some(text) = &self.notes {
+            task.notes = given(text);
+            changed.push("notes".to_string());
+        }
+        changed
+    }
+
+    /// The text of `--description-file`, if given.
+    pub fn read_description_file(&self) -> Result<Option<String>> {
+        let Some(path) = &self.description_file else {
+            return Ok(None);
+        };
+        let bytes = std::fs::read(path).map_err(|err| {
+            Failure::user(format!(
+                "--description-file {}: cannot read it: {err}",
+                path.display()
+            ))
+        })?;
+        String::from_utf8(bytes).map(Some).map_err(|_| {
+            Failure::user(format!(
+                "--description-file {}: not UTF-8 text",
+                path.display()
+            ))
+        })
+    }
+}
+
+/// A title is what briefs and lists show of a task: it must say something.
+fn check_title(title: &str) -> Result<String> {
+    let title = title.trim();
+    if title.is_empty() {
+        return Err(Failure::user(
+            "--title cannot be empty: say in a line what the task is",
+        ));
+    }
+    Ok(title.to_string())
+}
+
 fn find<'a>(ws: &Workspace, stack: &'a mut TaskStack, id: &str) -> Result<&'a mut Task> {
     check_task_id(id).map_err(Failure::user)?;
     let path = ws.stack_path();

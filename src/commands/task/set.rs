@@ -1,17 +1,17 @@
-//! `orchestrator task set`: change a task's priority, total, progress, status, title or dependencies.
+//! `orchestrator task set`: change a task's fields, context, open items or dependencies.
 
 use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use super::{find, live_holder, task_json};
+use super::{ContextArgs, check_title, find, live_holder, task_json};
 use crate::commands::Context;
 use crate::commands::output::{Quiet, Shape};
 use crate::core::ids::check_task_id;
 use crate::core::stack::Status;
 use crate::error::Failure;
 
-/// Change a task's priority, total, progress, status, title or dependencies
+/// Change a task's priority, total, progress, status, title, context or dependencies
 #[derive(Debug, Args)]
 pub struct TaskSetArgs {
     /// The task to change
@@ -41,9 +41,19 @@ pub struct TaskSetArgs {
     /// No longer wait on this task (repeatable)
     #[arg(long = "not-after", value_name = "ID")]
     pub not_after: Vec<String>,
+    #[command(flatten)]
+    pub context: ContextArgs,
+    /// Drop every open next step (see `task show`)
+    #[arg(long)]
+    pub clear_next: bool,
+    /// Drop every open issue (see `task show`)
+    #[arg(long)]
+    pub clear_issues: bool,
 }
 
 pub fn run(ctx: &Context, args: TaskSetArgs) -> Result<u8> {
+    let title = args.title.as_deref().map(check_title).transpose()?;
+    let description_file = args.context.read_description_file()?;
     let ws = ctx.workspace()?;
     let lock = ws.lock()?;
     let mut stack = ws.load_stack()?;
@@ -111,9 +121,18 @@ pub fn run(ctx: &Context, args: TaskSetArgs) -> Result<u8> {
         task.blocked_reason = (!reason.is_empty()).then(|| reason.to_string());
         changed.push("reason".to_string());
     }
-    if let Some(title) = args.title {
+    if let Some(title) = title {
         task.title = title;
         changed.push("title".to_string());
+    }
+    changed.extend(args.context.apply(description_file, task));
+    if args.clear_next {
+        task.next_steps.clear();
+        changed.push("next_steps=[]".to_string());
+    }
+    if args.clear_issues {
+        task.issues.clear();
+        changed.push("issues=[]".to_string());
     }
     for dep in &args.after {
         if !task.depends_on.contains(dep) {
@@ -129,7 +148,7 @@ pub fn run(ctx: &Context, args: TaskSetArgs) -> Result<u8> {
     }
     if changed.is_empty() && args.after.is_empty() && args.not_after.is_empty() {
         return Err(Failure::user(
-            "nothing to set: give --priority, --total, --progress, --status, --reason, --title, --after or --not-after",
+            "nothing to set: give --priority, --total, --progress, --status, --reason, --title, --description, --acceptance, --notes, --clear-next, --clear-issues, --after or --not-after",
         ));
     }
     let task = task.clone();

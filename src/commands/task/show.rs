@@ -1,4 +1,4 @@
-//! `orchestrator task show`: one task with its claim and recent checkpoints.
+//! `orchestrator task show`: one task with its context, open items, claim and recent checkpoints.
 
 use anyhow::Result;
 use clap::Args;
@@ -7,7 +7,7 @@ use serde_json::json;
 use super::{find, task_json};
 use crate::commands::Context;
 use crate::commands::output::{Quiet, Shape};
-use crate::core::text::one_line;
+use crate::core::text::{one_line, strip_controls};
 
 /// Show one task with its recent checkpoints
 #[derive(Debug, Args)]
@@ -36,6 +36,20 @@ pub fn run(ctx: &Context, args: TaskShowArgs) -> Result<u8> {
     if !task.depends_on.is_empty() {
         text.push_str(&format!("after:    {}\n", task.depends_on.join(", ")));
     }
+    for (label, field) in [
+        ("description:", &task.description),
+        ("acceptance:", &task.acceptance),
+        ("notes:", &task.notes),
+    ] {
+        if let Some(field) = field {
+            // Multi-line text stays multi-line, indented under its label.
+            text.push_str(label);
+            text.push('\n');
+            for line in strip_controls(field).lines() {
+                text.push_str(&format!("  {}\n", line.trim_end()));
+            }
+        }
+    }
     if let Some(claim) = &task.claim {
         text.push_str(&format!(
             "claim:    {} (agent {}, pid {} on {}, lease until {})\n",
@@ -45,6 +59,19 @@ pub fn run(ctx: &Context, args: TaskShowArgs) -> Result<u8> {
             claim.host,
             crate::clock::format(claim.lease_expires)
         ));
+    }
+    for (heading, items) in [
+        ("open issues:", &task.issues),
+        ("next steps:", &task.next_steps),
+    ] {
+        if !items.is_empty() {
+            text.push_str(heading);
+            text.push('\n');
+            // Newest first, all of them: this is where the brief sends for what it left out.
+            for item in items.iter().rev() {
+                text.push_str(&format!("  #{}  {}\n", item.n, one_line(&item.text)));
+            }
+        }
     }
     if !task.checkpoints.is_empty() {
         text.push_str("recent checkpoints:\n");
@@ -59,11 +86,25 @@ pub fn run(ctx: &Context, args: TaskShowArgs) -> Result<u8> {
     }
     let mut json = task_json(&task);
     json["checkpoints"] = json!(task.checkpoints);
+    json["description"] = json!(task.description);
+    json["acceptance"] = json!(task.acceptance);
+    json["notes"] = json!(task.notes);
+    json["issues"] = json!(task.issues);
+    json["next_steps"] = json!(task.next_steps);
     // All of it is the task's data: --quiet keeps it.
     let shape = Shape {
         quiet: Quiet::Text(text.clone()),
-        headings: &["recent checkpoints:"],
-        labels: &["status:", "priority:", "progress:", "after:", "claim:"],
+        headings: &["open issues:", "next steps:", "recent checkpoints:"],
+        labels: &[
+            "status:",
+            "priority:",
+            "progress:",
+            "after:",
+            "claim:",
+            "description:",
+            "acceptance:",
+            "notes:",
+        ],
     };
     ctx.emit_shaped(json!({"task": json}), &text, shape);
     Ok(0)
