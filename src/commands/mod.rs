@@ -10,9 +10,11 @@ mod init;
 mod man;
 mod next;
 pub mod output;
+mod resume;
 mod run;
 mod start;
 mod status;
+mod stop;
 mod task;
 mod wrap;
 
@@ -35,9 +37,11 @@ use hook::HookCommand;
 use init::InitArgs;
 use man::ManArgs;
 use output::Shape;
+use resume::ResumeArgs;
 use run::RunArgs;
 use start::StartArgs;
 use status::StatusArgs;
+use stop::StopArgs;
 use task::TaskCommand;
 use wrap::WrapArgs;
 
@@ -58,6 +62,8 @@ pub enum Command {
     /// Build a scratch workspace (or fill the empty --dir) and run one whole session in it
     Demo,
     Run(RunArgs),
+    Stop(StopArgs),
+    Resume(ResumeArgs),
     #[command(subcommand)]
     Hook(HookCommand),
     Completions(CompletionsArgs),
@@ -186,6 +192,8 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Demo => demo::run(&ctx),
         Command::Hook(cmd) => hook::run(&ctx, cmd),
         Command::Run(args) => run::run(&ctx, args),
+        Command::Stop(args) => stop::run(&ctx, args),
+        Command::Resume(args) => resume::run(&ctx, args),
         Command::Completions(args) => completions::run(&ctx, args),
         Command::Man(args) => man::run(&ctx, args),
     }
