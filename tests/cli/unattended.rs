@@ -511,3 +511,53 @@ fn the_session_line_shows_done_over_total_without_repeated_words() {
     assert!(err.contains("agent on task alpha, 0/20 done"), "{err}");
     assert!(!err.contains("orchestrator run: orchestrator run"), "{err}");
 }
+
+#[test]
+fn on_a_terminal_the_live_line_is_cleared_before_any_other_message() {
+    let ws = git_workspace(&[("alpha", 20)]);
+    // Past the shutdown level (85% of 200000), then deaf to it: the loop's messages come while
+    // the live line is on the screen.
+    agent(
+        &ws,
+        "deaf.sh",
+        "cat >/dev/null\norchestrator checkpoint heavy --tokens 190000 >/dev/null\nsleep 5",
+    );
+    let run_line = format!(
+        "{} run --max-sessions 1 --grace 1s --poll 50ms -- ./deaf.sh",
+        BIN
+    );
+    // util-linux script(1) gives the loop a pseudo-terminal for stderr.
+    let out = std::process::Command::new("script")
+        .args(["-qec", &run_line, "/dev/null"])
+        .current_dir(ws.path())
+        .env_clear()
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                std::path::Path::new(BIN).parent().unwrap().display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("HOME", ws.home())
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("ORCHESTRATOR_NOW", ws.now())
+        .env("SHELL", "/bin/sh")
+        .env("TERM", "xterm")
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        screen.contains("tokens 95%"),
+        "the live line was shown: {screen:?}"
+    );
+    assert!(screen.contains("is at the shutdown level"), "{screen:?}");
+    for (at, _) in screen.match_indices("orchestrator run:") {
+        let before = &screen[..at];
+        assert!(
+            before.is_empty() || before.ends_with('\n') || before.ends_with("\x1b[2K"),
+            "a message runs into the live line: {:?}",
+            &before[before.len().saturating_sub(60)..]
+        );
+    }
+}
