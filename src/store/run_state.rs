@@ -5,7 +5,7 @@
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::Workspace;
 use super::file::{process_alive, read_text, remove_if_exists, write_atomic, write_json};
@@ -133,9 +133,22 @@ impl Workspace {
             .flatten()
             .filter(|e| e.file_name().to_string_lossy().ends_with(".pid"))
             .filter_map(|e| read_text(&e.path()).ok()?.trim().parse().ok())
-            .filter(|pid: &i32| *pid > 0 && process_alive(*pid))
+            .filter(|pid: &i32| *pid > 0 && process_alive(*pid) && runs_this_program(*pid))
             .collect();
         pids.sort_unstable();
         pids
+    }
+}
+
+/// Whether `pid` runs this same program, so a pid file left by a killed loop whose number was
+/// reused never gets another process signalled. Where /proc cannot tell, the pid is trusted.
+fn runs_this_program(pid: i32) -> bool {
+    let Ok(ours) = std::env::current_exe() else {
+        return true;
+    };
+    match std::fs::read_link(format!("/proc/{pid}/exe")) {
+        Ok(theirs) => theirs == ours,
+        // Another user's process, or no /proc: the pid file is all there is to go on.
+        Err(err) => err.kind() != std::io::ErrorKind::NotFound || !Path::new("/proc/self").exists(),
     }
 }

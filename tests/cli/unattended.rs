@@ -561,3 +561,25 @@ fn on_a_terminal_the_live_line_is_cleared_before_any_other_message() {
         );
     }
 }
+
+#[test]
+fn stop_now_never_signals_a_process_that_took_a_dead_loops_pid() {
+    let ws = git_workspace(&[("alpha", 5)]);
+    let mut stranger = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    // The pid file a killed loop left, its number now another program's.
+    ws.write(
+        ".orchestrator/runs/run_20251106_001355_1.pid",
+        &format!("{}\n", stranger.id()),
+    );
+    let stop = ws.ok(&["stop", "--now"]);
+    assert!(stop.starts_with("stop=now loops=0"), "{stop}");
+    assert!(
+        stranger.try_wait().unwrap().is_none(),
+        "the stranger was signalled"
+    );
+    stranger.kill().unwrap();
+    stranger.wait().unwrap();
+}
