@@ -6,6 +6,9 @@ use chrono::{DateTime, SubsecRound, Utc};
 use crate::error::Failure;
 
 pub const NOW_VAR: &str = "ORCHESTRATOR_NOW";
+/// A file: when set, `sleep` appends the requested seconds to it and returns at once, so tests
+/// check a quota wait of hours without waiting.
+pub const SLEEP_LOG_VAR: &str = "ORCHESTRATOR_SLEEP_LOG";
 
 /// Whole seconds: session ids, handoffs and the stack all show second precision.
 pub fn now() -> Result<DateTime<Utc>> {
@@ -13,6 +16,32 @@ pub fn now() -> Result<DateTime<Utc>> {
         Ok(text) => parse(&text),
         Err(_) => Ok(Utc::now().trunc_subsecs(0)),
     }
+}
+
+/// Sleeps for `duration` (a real sleep unless `ORCHESTRATOR_SLEEP_LOG` is set), waking every
+/// 100ms to ask `interrupted` whether to stop early; true when it slept the whole time.
+pub fn sleep(duration: std::time::Duration, interrupted: impl Fn() -> bool) -> bool {
+    if let Some(log) = std::env::var_os(SLEEP_LOG_VAR) {
+        let line = format!("{}\n", duration.as_secs_f64());
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+        if let Err(err) = written {
+            tracing::warn!("{SLEEP_LOG_VAR}: {err}");
+        }
+        return !interrupted();
+    }
+    let until = std::time::Instant::now() + duration;
+    while std::time::Instant::now() < until {
+        if interrupted() {
+            return false;
+        }
+        let left = until - std::time::Instant::now();
+        std::thread::sleep(left.min(std::time::Duration::from_millis(100)));
+    }
+    true
 }
 
 /// `2025-11-06T00:13:55Z`: the one time format of every output.

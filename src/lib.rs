@@ -12,6 +12,7 @@ pub mod clock;
 pub mod commands;
 pub mod core;
 pub mod error;
+pub mod live_line;
 pub mod meters;
 pub mod store;
 pub mod wrap;

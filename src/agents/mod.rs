@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 pub mod claude;
 pub mod claude_settings;
 pub mod codex;
+pub mod notify;
 pub mod process;
 
 /// Which agent wrote a transcript, and in which of its formats.

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// How much of the agent's latest output is kept for the rate-limit patterns.
 const TAIL_BYTES: usize = 16 * 1024;
@@ -17,6 +18,8 @@ const TAIL_BYTES: usize = 16 * 1024;
 pub struct AgentProcess {
     child: Child,
     tail: Arc<Mutex<VecDeque<u8>>>,
+    /// When the agent last printed anything (for `--idle-timeout`).
+    last_output: Arc<Mutex<Instant>>,
     pumps: Vec<JoinHandle<()>>,
 }
 
@@ -43,6 +46,7 @@ impl AgentProcess {
             .spawn()
             .with_context(|| format!("cannot run the agent command `{program}`"))?;
         let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_BYTES)));
+        let last_output = Arc::new(Mutex::new(Instant::now()));
         let mut pumps = Vec::new();
         if let Some(mut stdin) = child.stdin.take() {
             // A thread, so an agent that never reads stdin cannot block the loop on a full pipe.
@@ -51,16 +55,29 @@ impl AgentProcess {
             }));
         }
         if let Some(stdout) = child.stdout.take() {
-            pumps.push(pump(stdout, Arc::clone(&tail)));
+            pumps.push(pump(stdout, Arc::clone(&tail), Arc::clone(&last_output)));
         }
         if let Some(stderr) = child.stderr.take() {
-            pumps.push(pump(stderr, Arc::clone(&tail)));
+            pumps.push(pump(stderr, Arc::clone(&tail), Arc::clone(&last_output)));
         }
-        Ok(AgentProcess { child, tail, pumps })
+        Ok(AgentProcess {
+            child,
+            tail,
+            last_output,
+            pumps,
+        })
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// How long since the agent last printed (or started).
+    pub fn silent_for(&self) -> Duration {
+        self.last_output
+            .lock()
+            .map(|at| at.elapsed())
+            .unwrap_or_default()
     }
 
     pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
@@ -89,9 +106,9 @@ impl AgentProcess {
         let status = self.child.wait().context("cannot wait for the agent")?;
         // A process the agent left behind may hold its output open forever: drain for a while,
         // then leave the pumps to finish on their own.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        while self.pumps.iter().any(|p| !p.is_finished()) && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(10));
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.pumps.iter().any(|p| !p.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
         }
         for pump in self.pumps.drain(..).filter(|p| p.is_finished()) {
             let _ = pump.join();
@@ -105,7 +122,11 @@ impl AgentProcess {
     }
 }
 
-fn pump(mut from: impl Read + Send + 'static, tail: Arc<Mutex<VecDeque<u8>>>) -> JoinHandle<()> {
+fn pump(
+    mut from: impl Read + Send + 'static,
+    tail: Arc<Mutex<VecDeque<u8>>>,
+    last_output: Arc<Mutex<Instant>>,
+) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let mut buf = [0u8; 8192];
         let mut out = std::io::stderr();
@@ -114,6 +135,10 @@ fn pump(mut from: impl Read + Send + 'static, tail: Arc<Mutex<VecDeque<u8>>>) ->
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
+            if let Ok(mut at) = last_output.lock() {
+                *at = Instant::now();
+            }
+            crate::live_line::clear();
             let _ = out.write_all(&buf[..n]);
             if let Ok(mut tail) = tail.lock() {
                 tail.extend(&buf[..n]);
@@ -122,6 +147,47 @@ fn pump(mut from: impl Read + Send + 'static, tail: Arc<Mutex<VecDeque<u8>>>) ->
             }
         }
     })
+}
+
+/// Where `program` would be run from, checked before any session is claimed: a name is looked
+/// up on `path_var` (PATH), a path (with a `/`, relative to `dir`) must be an executable file.
+pub fn resolve_program(
+    program: &str,
+    path_var: Option<&std::ffi::OsStr>,
+    dir: &Path,
+) -> Result<std::path::PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.is_empty() {
+        return Err("the agent command is empty".into());
+    }
+    if program.contains('/') {
+        let path = dir.join(program);
+        return match std::fs::metadata(&path) {
+            Err(_) => Err(format!("the agent command `{program}` does not exist")),
+            Ok(m) if !m.is_file() => Err(format!("the agent command `{program}` is not a file")),
+            Ok(_) if !executable(&path) => Err(format!(
+                "the agent command `{program}` is not executable (chmod +x it)"
+            )),
+            Ok(_) => Ok(path),
+        };
+    }
+    path_var
+        .map(std::env::split_paths)
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            if d.as_os_str().is_empty() {
+                dir.to_path_buf()
+            } else {
+                d
+            }
+        })
+        .map(|d| d.join(program))
+        .find(|p| executable(p))
+        .ok_or_else(|| format!("the agent command `{program}` is not found on PATH"))
 }
 
 /// `exit 3` or `killed by signal 9`.

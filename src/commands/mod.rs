@@ -11,9 +11,11 @@ mod log;
 mod man;
 mod next;
 pub mod output;
+mod resume;
 mod run;
 mod start;
 mod status;
+mod stop;
 mod task;
 mod wrap;
 
@@ -37,9 +39,11 @@ use init::InitArgs;
 use log::LogArgs;
 use man::ManArgs;
 use output::Shape;
+use resume::ResumeArgs;
 use run::RunArgs;
 use start::StartArgs;
 use status::StatusArgs;
+use stop::StopArgs;
 use task::TaskCommand;
 use wrap::WrapArgs;
 
@@ -61,6 +65,8 @@ pub enum Command {
     /// Build a scratch workspace (or fill the empty --dir) and run one whole session in it
     Demo,
     Run(RunArgs),
+    Stop(StopArgs),
+    Resume(ResumeArgs),
     #[command(subcommand)]
     Hook(HookCommand),
     Completions(CompletionsArgs),
@@ -190,6 +196,8 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Demo => demo::run(&ctx),
         Command::Hook(cmd) => hook::run(&ctx, cmd),
         Command::Run(args) => run::run(&ctx, args),
+        Command::Stop(args) => stop::run(&ctx, args),
+        Command::Resume(args) => resume::run(&ctx, args),
         Command::Completions(args) => completions::run(&ctx, args),
         Command::Man(args) => man::run(&ctx, args),
     }

@@ -11,16 +11,24 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+mod unattended;
+use unattended::{
+    LoopOptions, PidFile, back_off, check_agent_command, honour_pause, save_breaker, start_breaker,
+    timeout_message, wrap_reason,
+};
+
 use super::start::{StartArgs, check_agent_name, open_session};
 use super::wrap::{WrapArgs, wrap_session};
 use super::{Context, SessionArg};
 use crate::agents::process::{AgentProcess, describe_exit};
 use crate::clock;
 use crate::core::budget::{Level, format_pct};
+use crate::core::quota;
 use crate::core::run::{Breaker, Placeholders, SessionOutcome, StopReason, expand, is_agent_work};
 use crate::core::session::{Session, renewed_lease};
 use crate::core::stack::Status;
 use crate::error::{Failure, code};
+use crate::live_line;
 use crate::meters;
 use crate::store::Workspace;
 use crate::store::undo::Undo;
@@ -51,8 +59,31 @@ pub struct RunArgs {
     #[arg(long, value_name = "D", default_value = "2m", value_parser = crate::core::run::parse_duration)]
     pub grace: Duration,
     /// Stop after this many sessions in a row without progress, or agent failures in a row
-    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
-    pub breaker: u32,
+    /// (sets both thresholds; default 3)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub breaker: Option<u32>,
+    /// Stop after this many sessions in a row without progress (default: --breaker)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub breaker_no_progress: Option<u32>,
+    /// Stop after this many agent failures in a row (default: --breaker)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub breaker_failures: Option<u32>,
+    /// Start the breaker's counts from zero (they are kept across restarts of `run`)
+    #[arg(long)]
+    pub reset_breaker: bool,
+    /// Stop a session that runs longer than this (like 2h): SIGTERM, then SIGKILL after --grace;
+    /// the session is wrapped as `timeout` (default: settings.run.session_timeout)
+    #[arg(long, value_name = "D", value_parser = crate::core::run::parse_duration)]
+    pub session_timeout: Option<Duration>,
+    /// Stop an agent that prints nothing for this long, the same way; wrapped as `idle`
+    /// (default: settings.run.idle_timeout)
+    #[arg(long, value_name = "D", value_parser = crate::core::run::parse_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// A command told of the loop's events (stopped, breaker, backoff, all_done), split on
+    /// spaces and run without a shell, with the event as JSON on stdin (default:
+    /// settings.run.on_event)
+    #[arg(long, value_name = "CMD")]
+    pub on_event: Option<String>,
     /// How often the agent's usage is checked while it runs
     #[arg(long, value_name = "D", default_value = "1s", value_parser = crate::core::run::parse_duration)]
     pub poll: Duration,
@@ -76,7 +107,9 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
     }
     let ws = ctx.workspace()?;
     // Refuse a broken stack before anything runs.
-    ws.load_stack()?;
+    let settings = ws.load_stack()?.settings.run;
+    check_agent_command(&ws, &args.command)?;
+    let options = LoopOptions::new(&args, &settings);
     let signals = Signals::install()?;
     let run_id = format!(
         "run_{}_{}",
@@ -84,6 +117,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
         std::process::id()
     );
     let mut log = RunLog::create(&ws, &run_id)?;
+    let _pid_file = PidFile::write(&ws, &run_id)?;
     log.event(
         "run_started",
         json!({"agent": agent, "command": args.command, "pid": std::process::id()}),
@@ -92,6 +126,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
     let mut runner = Runner {
         ws: &ws,
         args: &args,
+        options: &options,
         signals: &signals,
         agent: &agent,
         log,
@@ -99,12 +134,16 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
     let began = Instant::now();
     let mut loop_state = LoopState {
         sessions: 0,
-        breaker: Breaker::new(args.breaker),
+        breaker: start_breaker(&ws, &agent, &args)?,
         rate_limits_in_row: 0,
+        honoured_pause: None,
     };
     let stop = loop {
         if let Some(reason) = stop_before_session(&ws, &args, &signals, &loop_state, began) {
             break reason;
+        }
+        if honour_pause(&mut runner, &mut loop_state.honoured_pause)? {
+            continue;
         }
         let now = clock::now()?;
         let session_ctx = Context::inner(Some(ws.root().to_path_buf()), now);
@@ -140,41 +179,50 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
         loop_state.sessions += 1;
         let session_id = brief["session"].as_str().unwrap_or_default().to_string();
         let task = brief["task"].as_str().unwrap_or_default().to_string();
-        eprintln!(
-            "orchestrator run: session {} of {agent} on task {task} ({})",
-            session_id, brief["progress"]["done"]
-        );
+        live_line::say(&format!(
+            "session {session_id}: {agent} on task {task}, {}/{} done",
+            brief["progress"]["done"], brief["progress"]["total"]
+        ));
         runner.log.event(
             "session_started",
             json!({"session": session_id, "task": task, "progress": brief["progress"]}),
         );
-        let outcome = drive(&mut runner, &session_id, &task, &brief_text)?;
-        if let Some(reason) = loop_state.breaker.record(outcome) {
+        let (outcome, final_output) = drive(&mut runner, &session_id, &task, &brief_text)?;
+        let tripped = loop_state.breaker.record(outcome);
+        save_breaker(&ws, &agent, &loop_state.breaker);
+        if let Some(reason) = tripped {
             break reason;
         }
         if outcome.rate_limited {
             loop_state.rate_limits_in_row += 1;
-            let wait = ws_run_settings(&ws)
-                .map(|s| s.backoff(loop_state.rate_limits_in_row))
-                .unwrap_or(Duration::from_secs(60));
-            eprintln!(
-                "orchestrator run: the agent reported a rate limit; waiting {} before the next session",
-                describe_wait(wait)
-            );
-            runner.log.event(
-                "backoff",
-                json!({"seconds": wait.as_secs_f64(), "in_row": loop_state.rate_limits_in_row}),
-            );
-            pause(&ws, &signals, wait);
+            back_off(&mut runner, loop_state.rate_limits_in_row, &final_output)?;
         } else {
             loop_state.rate_limits_in_row = 0;
             pause(&ws, &signals, args.sleep);
         }
     };
 
+    if matches!(stop, StopReason::NoProgress | StopReason::AgentFailures) {
+        let breaker = &loop_state.breaker;
+        runner.notify(
+            "breaker",
+            json!({"reason": stop.as_str(), "without_progress": breaker.without_progress,
+                   "failures": breaker.failures, "message": stop.describe()}),
+        );
+    }
+    if stop == StopReason::AllDone {
+        runner.notify(
+            "all_done",
+            json!({"sessions": loop_state.sessions, "message": stop.describe()}),
+        );
+    }
     runner.log.event(
         "stopped",
         json!({"reason": stop.as_str(), "sessions": loop_state.sessions, "exit": stop.exit_code()}),
+    );
+    runner.notify(
+        "stopped",
+        json!({"reason": stop.as_str(), "sessions": loop_state.sessions, "exit": stop.exit_code(), "message": stop.describe()}),
     );
     let json = json!({
         "run": run_id,
@@ -199,6 +247,9 @@ struct LoopState {
     sessions: u32,
     breaker: Breaker,
     rate_limits_in_row: u32,
+    /// The end of the last pause this loop waited out: with a fixed test clock, the same
+    /// record must not be waited for twice.
+    honoured_pause: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 fn stop_before_session(
@@ -209,10 +260,18 @@ fn stop_before_session(
     began: Instant,
 ) -> Option<StopReason> {
     if let Some(reason) = signals.received() {
+        // `orchestrator stop --now` writes the stop file, then signals: a stop, not a crash.
+        if reason == StopReason::Terminated && ws.stop_file().exists() {
+            return Some(StopReason::StopFile);
+        }
         return Some(reason);
     }
     if ws.stop_file().exists() {
         return Some(StopReason::StopFile);
+    }
+    // Counts carried over from an earlier run (a restart does not reset the breaker).
+    if let Some(reason) = state.breaker.tripped() {
+        return Some(reason);
     }
     if args.max_sessions.is_some_and(|max| state.sessions >= max) {
         return Some(StopReason::MaxSessions);
@@ -251,10 +310,14 @@ fn idle(ws: &Workspace, now: chrono::DateTime<chrono::Utc>) -> Result<Idle> {
 }
 
 /// Why the loop stopped the agent, which becomes the wrap's reason.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Stopping {
     ShutdownLevel,
     Signal(StopReason),
+    /// `--session-timeout`.
+    Timeout,
+    /// `--idle-timeout`.
+    Idle,
 }
 
 /// The agent has been asked to stop; SIGKILL follows at `kill_at`.
@@ -282,14 +345,22 @@ const LEASE_RENEWAL: Duration = Duration::from_secs(60);
 struct Runner<'a> {
     ws: &'a Workspace,
     args: &'a RunArgs,
+    options: &'a LoopOptions,
     signals: &'a Signals,
     agent: &'a str,
     log: RunLog,
 }
 
 /// Runs the agent on one session until it exits, then makes sure the session is wrapped.
-fn drive(runner: &mut Runner, session_id: &str, task: &str, brief: &str) -> Result<SessionOutcome> {
+/// Gives the outcome and the agent's final output (where a quota reset time is read).
+fn drive(
+    runner: &mut Runner,
+    session_id: &str,
+    task: &str,
+    brief: &str,
+) -> Result<(SessionOutcome, String)> {
     let (ws, args, signals, agent) = (runner.ws, runner.args, runner.signals, runner.agent);
+    let options = runner.options;
     let log = &mut runner.log;
     let started_session = ws.load_active(session_id)?;
     let placeholders = Placeholders {
@@ -348,17 +419,28 @@ fn drive(runner: &mut Runner, session_id: &str, task: &str, brief: &str) -> Resu
             } else {
                 libc::SIGTERM
             };
-            eprintln!(
-                "orchestrator run: {}; passing it to the agent, which has {} to finish",
+            live_line::say(&format!(
+                "{}; passing it to the agent, which has {} to finish",
                 reason.describe(),
                 describe_wait(args.grace)
-            );
+            ));
             process.signal(signal);
             log.event(
                 "signal_forwarded",
                 json!({"session": session_id, "signal": signal}),
             );
             stopping = Some(StopState::new(Stopping::Signal(reason), args.grace));
+        }
+        if stopping.is_none()
+            && let Some(why) = options.timed_out(watch_started.elapsed(), process.silent_for())
+        {
+            live_line::say(&timeout_message(why, options, args.grace));
+            process.signal(libc::SIGTERM);
+            log.event(
+                "agent_stopped",
+                json!({"session": session_id, "signal": libc::SIGTERM, "why": wrap_reason(why)}),
+            );
+            stopping = Some(StopState::new(why, args.grace));
         }
         if let Some(state) = stopping.as_mut()
             && !state.killed
@@ -380,17 +462,17 @@ fn drive(runner: &mut Runner, session_id: &str, task: &str, brief: &str) -> Resu
             }
             if level == Level::Shutdown && shutdown_seen.is_none() {
                 shutdown_seen = Some(Instant::now());
-                eprintln!(
-                    "orchestrator run: session {session_id} is at the shutdown level; the agent has {} to wrap",
+                live_line::say(&format!(
+                    "session {session_id} is at the shutdown level; the agent has {} to wrap",
                     describe_wait(args.grace)
-                );
+                ));
             }
             if stopping.is_none() && shutdown_seen.is_some_and(|seen| seen.elapsed() >= args.grace)
             {
-                eprintln!(
-                    "orchestrator run: the agent did not wrap within {}; stopping it",
+                live_line::say(&format!(
+                    "the agent did not wrap within {}; stopping it",
                     describe_wait(args.grace)
-                );
+                ));
                 process.signal(libc::SIGTERM);
                 log.event(
                     "agent_stopped",
@@ -411,9 +493,7 @@ fn drive(runner: &mut Runner, session_id: &str, task: &str, brief: &str) -> Resu
         std::thread::sleep(args.poll);
     }
     let (status, tail) = process.finish()?;
-    if display {
-        eprint!("\r\x1b[2K");
-    }
+    live_line::clear();
     let exit = describe_exit(status);
     log.event(
         "agent_exited",
@@ -432,8 +512,16 @@ fn drive(runner: &mut Runner, session_id: &str, task: &str, brief: &str) -> Resu
         Some(Stopping::Signal(reason)) => (
             "interrupted",
             format!(
-                "orchestrator run was {} and stopped the agent ({exit}).",
+                "The loop was {} and stopped the agent ({exit}).",
                 reason.describe()
+            ),
+        ),
+        Some(why @ (Stopping::Timeout | Stopping::Idle)) => (
+            wrap_reason(why),
+            format!(
+                "{} ({exit}).",
+                timeout_message(why, options, args.grace)
+                    .replace("; stopping it", "; the loop stopped it")
             ),
         ),
         None if rate_limited => (
@@ -449,7 +537,7 @@ fn drive(runner: &mut Runner, session_id: &str, task: &str, brief: &str) -> Resu
     let output = stopping.is_none().then_some(tail.as_str());
     let wrapped_by_us = finish_session(ws, session_id, reason, &summary, output)?;
     if wrapped_by_us {
-        eprintln!("orchestrator run: {summary} Wrapped it as `{reason}`.");
+        live_line::say(&format!("{summary} Wrapped it as `{reason}`."));
     }
 
     let stack = ws.load_stack()?;
@@ -467,8 +555,11 @@ fn drive(runner: &mut Runner, session_id: &str, task: &str, brief: &str) -> Resu
         .iter()
         .filter(|m| is_agent_work(m, session_id))
         .count();
-    // The loop's own stop is not the agent failing; a crash or a non-zero exit is.
-    let failed = stopping.is_none() && !status.success();
+    // The loop's own stop is not the agent failing; a crash, a non-zero exit or a hang is.
+    let failed = match stopping.map(|state| state.why) {
+        None => !status.success(),
+        Some(why) => matches!(why, Stopping::Timeout | Stopping::Idle),
+    };
     let outcome = SessionOutcome {
         progressed: units_moved || commits > 0,
         failed,
@@ -482,7 +573,7 @@ fn drive(runner: &mut Runner, session_id: &str, task: &str, brief: &str) -> Resu
             "progressed": outcome.progressed, "failed": failed, "rate_limited": rate_limited,
         }),
     );
-    Ok(outcome)
+    Ok((outcome, quota::final_output(&tail)))
 }
 
 /// The session if it is still live (the agent has not wrapped it).
@@ -501,8 +592,8 @@ fn watch_level(ws: &Workspace, session: &Session, display: bool, since: Instant)
     if display {
         let progress = &report.json["progress"];
         let usage = report.json["pct"].as_f64().unwrap_or(0.0);
-        eprint!(
-            "\r\x1b[2K{} {} {}/{} tokens {}% {} {}s",
+        live_line::show(&format!(
+            "{} {} {}/{} done, tokens {}%, {}, {}s",
             session.id,
             session.task,
             progress["done"],
@@ -510,7 +601,7 @@ fn watch_level(ws: &Workspace, session: &Session, display: bool, since: Instant)
             format_pct(usage),
             report.level,
             since.elapsed().as_secs()
-        );
+        ));
     }
     report.level
 }
@@ -576,10 +667,6 @@ fn renew_lease(ws: &Workspace, session_id: &str) -> Result<()> {
     ws.save_stack(&lock, &stack)?;
     undo.commit();
     Ok(())
-}
-
-fn ws_run_settings(ws: &Workspace) -> Option<crate::core::run::RunSettings> {
-    ws.load_stack().ok().map(|s| s.settings.run)
 }
 
 /// Sleeps, waking early for a signal or the stop file.

@@ -121,10 +121,15 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
     let recovered = wrap::recover(&ws, &lock, &mut stack, sessions, ctx.now)?;
     for report in &recovered {
         // The path comes from settings.handoff_dir: no control byte of it reaches the terminal.
+        // A stale session is wrapped as `recovered`; a half-done wrap keeps its own reason.
+        let how = if report.reason == crate::core::session::REASON_RECOVERED {
+            "its lease ran out".to_string()
+        } else {
+            format!("finished its `{}` wrap", report.reason)
+        };
         eprintln!(
-            "recovered session {} ({}): handoff {}",
+            "recovered session {} ({how}): handoff {}",
             report.session,
-            report.reason,
             strip_controls(&report.handoff.display().to_string())
         );
     }

@@ -43,7 +43,7 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
             session.id,
             wrapping_lines(session)
         );
-        ctx.emit_shaped(json, &text, shape(Quiet::FirstLine));
+        emit(ctx, &ws, json, &text, shape(Quiet::FirstLine));
         return Ok(code::OK);
     }
     if live.is_empty() && named.is_none() {
@@ -64,14 +64,14 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
                 )
             }
         };
-        ctx.emit_shaped(json, &text, shape(Quiet::FirstLine));
+        emit(ctx, &ws, json, &text, shape(Quiet::FirstLine));
         return Ok(code::OK);
     }
     if live.len() > 1 && named.is_none() {
         let (mut json, mut text, level) = list(ctx, &ws, &stack, &live);
         json["wrapping"] = json!(wrapping_json);
         text.push_str(&wrapping_text);
-        ctx.emit_shaped(json, &text, shape(Quiet::Keys(&["session="])));
+        emit(ctx, &ws, json, &text, shape(Quiet::Keys(&["session="])));
         return Ok(if args.exit_zero {
             code::OK
         } else {
@@ -110,7 +110,9 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
         }
     ));
     text.push_str(&wrapping_text);
-    ctx.emit_shaped(
+    emit(
+        ctx,
+        &ws,
         json,
         &text,
         shape(Quiet::Keys(super::checkpoint::MACHINE_KEYS)),
@@ -122,12 +124,40 @@ pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
     })
 }
 
+/// Prints the view with what the `run` loops of the workspace are told: a pending stop
+/// (`orchestrator stop`) and a quota pause.
+fn emit(ctx: &Context, ws: &Workspace, mut json: Value, text: &str, shape: Shape) {
+    let stop = ws.stop_file().exists();
+    let pause = ws.load_pause().filter(|p| p.until > ctx.now);
+    let mut text = text.to_string();
+    if stop {
+        text.push_str("stop:     pending: `run` loops stop after their current session (`orchestrator resume` cancels)\n");
+    }
+    if let Some(pause) = &pause {
+        text.push_str(&format!(
+            "paused:   until {} ({} reported a limit: {}); `orchestrator resume` ends it\n",
+            crate::clock::format(pause.until),
+            pause.agent,
+            pause.reason
+        ));
+    }
+    if let Value::Object(map) = &mut json {
+        map.insert("stop_pending".into(), json!(stop));
+        map.insert(
+            "paused_until".into(),
+            json!(pause.map(|p| crate::clock::format(p.until))),
+        );
+    }
+    ctx.emit_shaped(json, &text, shape);
+}
+
 /// What --quiet keeps of this view, and the labels shown bold on a terminal.
 fn shape(quiet: Quiet<'static>) -> Shape<'static> {
     Shape {
         quiet,
         labels: &[
-            "session:", "agent:", "task:", "started:", "lease:", "done:", "pending:",
+            "session:", "agent:", "task:", "started:", "lease:", "done:", "pending:", "stop:",
+            "paused:",
         ],
         ..Shape::default()
     }

@@ -67,9 +67,11 @@ impl StopReason {
             StopReason::Interrupted => "interrupted (SIGINT)",
             StopReason::Terminated => "terminated (SIGTERM)",
             StopReason::NoProgress => {
-                "circuit breaker: sessions in a row made no progress (no units done, no commits)"
+                "circuit breaker: sessions in a row made no progress (no units done, no commits); read the last handoffs, fix the cause, then `orchestrator run --reset-breaker` (the count survives restarts)"
             }
-            StopReason::AgentFailures => "circuit breaker: the agent failed sessions in a row",
+            StopReason::AgentFailures => {
+                "circuit breaker: the agent failed (non-zero exit, timeout) sessions in a row; read its output in the run log and the last handoffs, fix the cause, then `orchestrator run --reset-breaker` (the count survives restarts)"
+            }
         }
     }
 }
@@ -84,20 +86,38 @@ pub struct SessionOutcome {
     pub rate_limited: bool,
 }
 
-/// Trips after `limit` sessions in a row without progress, or `limit` agent failures in a row.
+/// Trips after `no_progress_limit` sessions in a row without progress, or `failures_limit`
+/// agent failures in a row. The counts so far come in from the last run (they survive restarts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Breaker {
-    pub limit: u32,
+    pub no_progress_limit: u32,
+    pub failures_limit: u32,
     pub without_progress: u32,
     pub failures: u32,
 }
 
 impl Breaker {
     pub fn new(limit: u32) -> Self {
+        Breaker::with_limits(limit, limit)
+    }
+
+    pub fn with_limits(no_progress_limit: u32, failures_limit: u32) -> Self {
         Breaker {
-            limit,
+            no_progress_limit,
+            failures_limit,
             without_progress: 0,
             failures: 0,
+        }
+    }
+
+    /// Whether the counts carried over from an earlier run already reach a limit.
+    pub fn tripped(&self) -> Option<StopReason> {
+        if self.failures >= self.failures_limit {
+            Some(StopReason::AgentFailures)
+        } else if self.without_progress >= self.no_progress_limit {
+            Some(StopReason::NoProgress)
+        } else {
+            None
         }
     }
 
@@ -112,15 +132,29 @@ impl Breaker {
         } else {
             self.without_progress + 1
         };
-        if self.failures >= self.limit {
-            Some(StopReason::AgentFailures)
-        } else if self.without_progress >= self.limit {
-            Some(StopReason::NoProgress)
-        } else {
-            None
-        }
+        self.tripped()
     }
 }
+
+/// The default rate-limit patterns, matched in any case against the agent's final output:
+/// - Claude Code: "You've hit your session limit · resets 3:45pm", "Claude usage limit reached",
+///   "5-hour limit reached ∙ resets 12pm", "API Error: Rate limit reached", "spend limit reached"
+///   (code.claude.com/docs/en/errors, "Usage limits"; anthropics/claude-code #2490, #7641, #79136);
+/// - Codex: "You've hit your usage limit. ... try again at 3:28 PM" (codex-rs/protocol/src/error.rs,
+///   UsageLimitReachedError), "exceeded retry limit, last status: 429 Too Many Requests";
+/// - Gemini CLI: "You have exhausted your capacity on this model", "You exceeded your current
+///   quota", "Resource exhausted" (packages/core/src/utils/googleQuotaErrors.ts and its tests).
+pub const DEFAULT_PATTERNS: [&str; 9] = [
+    "rate limit",
+    "rate_limit",
+    "usage limit",
+    "hit your",
+    "limit reached",
+    "too many requests",
+    "exhausted your",
+    "exceeded your current quota",
+    "resource exhausted",
+];
 
 /// `settings.run`: how the loop recognises a rate limit and how long it waits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -133,6 +167,15 @@ pub struct RunSettings {
     /// The first wait after a rate limit; doubled for each one in a row.
     pub backoff_seconds: u64,
     pub max_backoff_seconds: u64,
+    /// The longest one session may run before the agent is stopped (a duration like `2h`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_timeout: Option<String>,
+    /// How long the agent may print nothing before it is stopped (a duration like `20m`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
+    /// A command (program and arguments, no shell) told of the loop's events.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub on_event: Vec<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -141,14 +184,12 @@ impl Default for RunSettings {
     fn default() -> Self {
         RunSettings {
             rate_limit_exit_codes: Vec::new(),
-            rate_limit_patterns: vec![
-                "rate limit".into(),
-                "rate_limit".into(),
-                "usage limit".into(),
-                "too many requests".into(),
-            ],
+            rate_limit_patterns: DEFAULT_PATTERNS.iter().map(|p| p.to_string()).collect(),
             backoff_seconds: 60,
             max_backoff_seconds: 3600,
+            session_timeout: None,
+            idle_timeout: None,
+            on_event: Vec::new(),
             extra: Map::new(),
         }
     }
@@ -157,6 +198,24 @@ impl Default for RunSettings {
 impl RunSettings {
     pub fn is_default(&self) -> bool {
         *self == RunSettings::default()
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, value) in [
+            ("session_timeout", &self.session_timeout),
+            ("idle_timeout", &self.idle_timeout),
+        ] {
+            if let Some(text) = value {
+                parse_duration(text).map_err(|e| format!("settings.run.{key}: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `settings.run.session_timeout` and `idle_timeout`, checked by `validate`.
+    pub fn timeouts(&self) -> (Option<Duration>, Option<Duration>) {
+        let parse = |v: &Option<String>| v.as_deref().and_then(|t| parse_duration(t).ok());
+        (parse(&self.session_timeout), parse(&self.idle_timeout))
     }
 
     /// Whether an agent's exit code or the tail of its output reports a rate limit.
@@ -169,7 +228,9 @@ impl RunSettings {
         if exit_code == Some(0) {
             return false;
         }
-        let tail = output_tail.to_lowercase();
+        // Only the final lines: work output further up may quote the words (a source file the
+        // agent printed), the agent's own error is last.
+        let tail = crate::core::quota::final_output(output_tail).to_lowercase();
         self.rate_limit_patterns
             .iter()
             .any(|p| !p.is_empty() && tail.contains(&p.to_lowercase()))
@@ -309,6 +370,15 @@ mod tests {
             b.record(failed_but_progressed),
             Some(StopReason::AgentFailures)
         );
+
+        let mut b = Breaker::with_limits(5, 1);
+        assert_eq!(b.record(idle), None, "separate thresholds");
+        assert_eq!(b.record(failed), Some(StopReason::AgentFailures));
+        let carried = Breaker {
+            without_progress: 2,
+            ..Breaker::with_limits(2, 9)
+        };
+        assert_eq!(carried.tripped(), Some(StopReason::NoProgress));
 
         let mut b = Breaker::new(1);
         let limited = SessionOutcome {

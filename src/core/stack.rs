@@ -703,6 +703,7 @@ impl TaskStack {
             meters::check_compact_at("settings.budget.compact_at", at).map_err(Invalid)?;
         }
         meters::validate(&self.settings.meters, &self.settings.agents).map_err(Invalid)?;
+        self.settings.run.validate().map_err(Invalid)?;
         if self.settings.lease_minutes == 0 {
             return Err(Invalid("settings.lease_minutes must be at least 1".into()));
         }

@@ -203,6 +203,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result
 }
 
+/// Removes `path` if it is there (for commands outside the store).
+pub fn remove_file_if_exists(path: &Path) -> Result<()> {
+    remove_if_exists(path)
+}
+
 pub(super) fn remove_if_exists(path: &Path) -> Result<()> {
     match fs::remove_file(path) {
         Ok(()) => sync_dir(path.parent().unwrap_or(Path::new("."))),

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod file;
+pub mod run_state;
 pub mod undo;
 
 use crate::core::ids::check_session_id;
@@ -41,6 +42,9 @@ pub fn never_committed(settings: &Settings) -> Vec<String> {
         format!("{STATE_DIR}/cache/"),
         format!("{STATE_DIR}/runs/"),
         format!("{STATE_DIR}/STOP"),
+        // The quota pause and the breaker's counts belong to this machine's loops, not a clone.
+        format!("{STATE_DIR}/PAUSE"),
+        format!("{STATE_DIR}/breaker/"),
         format!("{STATE_DIR}/{GIT_OWNERS_DIR}/"),
         format!(".*{TEMP_MARKER}*"),
         // Claude Code applies the allow rules of this file without workspace trust only while

@@ -28,4 +28,5 @@ mod sessions;
 mod task_editing;
 mod tasks;
 mod transcripts;
+mod unattended;
 mod wrap;

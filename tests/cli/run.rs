@@ -14,7 +14,7 @@ use crate::common::*;
 /// and a write descriptor opened here is inherited by any process another test thread spawns
 /// at that moment; executing the script while that copy is open fails with ETXTBSY ("Text file
 /// busy", rust-lang/rust#114554). A single-threaded `sh` has no such sibling.
-fn agent(ws: &Ws, name: &str, body: &str) -> PathBuf {
+pub fn agent(ws: &Ws, name: &str, body: &str) -> PathBuf {
     let path = ws.file(name);
     let mut writer = Command::new("sh")
         .args(["-c", "cat > \"$1\" && chmod 755 \"$1\"", "sh"])
@@ -29,7 +29,7 @@ fn agent(ws: &Ws, name: &str, body: &str) -> PathBuf {
 }
 
 /// The binary's directory first on PATH, so agents can call `orchestrator`.
-fn run_command(ws: &Ws, args: &[&str]) -> Command {
+pub fn run_command(ws: &Ws, args: &[&str]) -> Command {
     let mut cmd = ws.command(args);
     let bin_dir = Path::new(BIN).parent().unwrap();
     cmd.env(
@@ -43,7 +43,7 @@ fn run_command(ws: &Ws, args: &[&str]) -> Command {
     cmd
 }
 
-fn run(ws: &Ws, args: &[&str]) -> Output {
+pub fn run(ws: &Ws, args: &[&str]) -> Output {
     run_command(ws, args).output().unwrap()
 }
 
@@ -59,7 +59,7 @@ fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn git_workspace(tasks: &[(&str, u64)]) -> Ws {
+pub fn git_workspace(tasks: &[(&str, u64)]) -> Ws {
     let ws = Ws::new();
     for (id, total) in tasks {
         ws.ok(&[
@@ -89,7 +89,7 @@ fn git_workspace(tasks: &[(&str, u64)]) -> Ws {
     ws
 }
 
-fn archived(ws: &Ws) -> Vec<Value> {
+pub fn archived(ws: &Ws) -> Vec<Value> {
     ws.files_in(".orchestrator/sessions/archive")
         .iter()
         .map(|name| {
@@ -99,7 +99,7 @@ fn archived(ws: &Ws) -> Vec<Value> {
         .collect()
 }
 
-fn final_line(out: &Output) -> String {
+pub fn final_line(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .next()
@@ -107,7 +107,7 @@ fn final_line(out: &Output) -> String {
         .to_string()
 }
 
-fn stderr(out: &Output) -> String {
+pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -401,7 +401,7 @@ fn stop_file_max_sessions_and_max_duration_end_the_loop_with_their_codes() {
     agent(
         &ws,
         "step.sh",
-        "sleep 0.2\norchestrator checkpoint step --advance 1 >/dev/null",
+        "sleep 0.2\norchestrator checkpoint step --advance 1 >/dev/null\ntrue",
     );
     let out = run(
         &ws,
@@ -483,7 +483,7 @@ fn a_rate_limited_agent_is_backed_off_with_the_wait_printed_and_does_not_trip_th
     assert_eq!(out.status.code(), Some(20), "{}", stderr(&out));
     let err = stderr(&out);
     assert_eq!(
-        err.matches("reported a rate limit; waiting 0ms").count(),
+        err.matches("reported a rate limit without a reset time; pausing every loop of this workspace for 0ms").count(),
         3,
         "{err}"
     );
@@ -512,7 +512,7 @@ fn a_rate_limited_agent_is_backed_off_with_the_wait_printed_and_does_not_trip_th
     assert!(stderr(&out).contains("rate limit"));
 }
 
-fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -520,7 +520,7 @@ fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
-fn spawn_run(ws: &Ws, args: &[&str]) -> Child {
+pub fn spawn_run(ws: &Ws, args: &[&str]) -> Child {
     run_command(ws, args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
