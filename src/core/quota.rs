@@ -3,12 +3,15 @@
 //!
 //! Time zones: a time followed by `(UTC)`, `UTC`, `GMT` or a `+hh:mm` offset is read in that
 //! zone; a time with no zone (Codex prints local time; Claude Code's documented examples show
-//! none) is read in the machine's local offset; a named zone such as `(Europe/Paris)` is
-//! resolved only when it is the machine's own zone (the caller says which), otherwise the reset
-//! is unknown and the loop falls back to the doubling backoff. No time zone database is bundled:
-//! the loop and the agent run on one machine, whose zone is the one the agents print.
+//! none) is read in the machine's local offset; a named IANA zone such as `(Europe/Paris)` is
+//! read in that zone, with its daylight saving time on the date of the reset, from the IANA
+//! database that `chrono-tz` embeds. An unknown name leaves the reset unknown, and the loop
+//! falls back to the doubling backoff.
 
-use chrono::{DateTime, Datelike, Duration, FixedOffset, NaiveDate, NaiveTime, TimeZone, Utc};
+use chrono::{
+    DateTime, Datelike, Duration, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc,
+};
+use chrono_tz::Tz;
 
 /// The machine's zone, as the caller knows it.
 #[derive(Debug, Clone)]
@@ -172,13 +175,12 @@ fn clock_time(line: &str, now: DateTime<Utc>, zone: &LocalZone) -> Option<DateTi
         _ => return None,
     };
     at += used;
-    let offset = match words.get(at) {
-        None => zone.offset,
-        Some(word) => zone_offset(word, zone)?,
+    let place = match words.get(at) {
+        None => Place::Offset(zone.offset),
+        Some(word) => place_of(word, zone)?,
     };
-    let local_now = now.with_timezone(&offset);
-    let today = local_now.date_naive();
-    let candidate = |d: NaiveDate| offset.from_local_datetime(&d.and_time(time)).single();
+    let today = place.date_at(now);
+    let candidate = |d: NaiveDate| place.instant(d.and_time(time));
     let target = match date {
         DateSpec::Full(d) => candidate(d)?,
         DateSpec::MonthDay { month, day, year } => {
@@ -205,7 +207,38 @@ fn clock_time(line: &str, now: DateTime<Utc>, zone: &LocalZone) -> Option<DateTi
             if t <= now { t + Duration::days(1) } else { t }
         }
     };
-    Some(target.with_timezone(&Utc))
+    Some(target)
+}
+
+/// Where a printed clock time is read: a fixed offset, or a named zone whose offset depends on
+/// the date (daylight saving time).
+enum Place {
+    Offset(FixedOffset),
+    Named(Tz),
+}
+
+impl Place {
+    fn date_at(&self, now: DateTime<Utc>) -> NaiveDate {
+        match self {
+            Place::Offset(offset) => now.with_timezone(offset).date_naive(),
+            Place::Named(tz) => now.with_timezone(tz).date_naive(),
+        }
+    }
+
+    /// The instant of a local time here; the earlier one when a clock change repeats it, none
+    /// when a clock change skips it.
+    fn instant(&self, local: NaiveDateTime) -> Option<DateTime<Utc>> {
+        match self {
+            Place::Offset(offset) => offset
+                .from_local_datetime(&local)
+                .earliest()
+                .map(|t| t.with_timezone(&Utc)),
+            Place::Named(tz) => tz
+                .from_local_datetime(&local)
+                .earliest()
+                .map(|t| t.with_timezone(&Utc)),
+        }
+    }
 }
 
 enum DateSpec {
@@ -259,11 +292,12 @@ fn parse_time(word: &str) -> Option<NaiveTime> {
     NaiveTime::from_hms_opt(hour, minute, 0)
 }
 
-/// `(utc)`, `utc`, `gmt`, `+02:00`, or the machine's own named zone; None for another name.
-fn zone_offset(word: &str, zone: &LocalZone) -> Option<FixedOffset> {
+/// `(utc)`, `utc`, `gmt`, `+02:00`, or an IANA zone name (`(europe/paris)`: the text is
+/// lowercased, so the name is matched without case); None for a zone name we do not know.
+fn place_of(word: &str, zone: &LocalZone) -> Option<Place> {
     let name = word.trim_start_matches('(').trim_end_matches(')');
     if matches!(name, "utc" | "gmt" | "etc/utc" | "z") {
-        return FixedOffset::east_opt(0);
+        return FixedOffset::east_opt(0).map(Place::Offset);
     }
     if let Some(sign) = name.chars().next().filter(|c| *c == '+' || *c == '-') {
         let digits: String = name[1..].chars().filter(char::is_ascii_digit).collect();
@@ -276,20 +310,23 @@ fn zone_offset(word: &str, zone: &LocalZone) -> Option<FixedOffset> {
             _ => return None,
         };
         let secs = (h * 3600 + m * 60) * if sign == '-' { -1 } else { 1 };
-        return FixedOffset::east_opt(secs);
+        return FixedOffset::east_opt(secs).map(Place::Offset);
+    }
+    if let Ok(tz) = Tz::from_str_insensitive(name) {
+        return Some(Place::Named(tz));
     }
     if zone
         .name
         .as_deref()
         .is_some_and(|own| own.eq_ignore_ascii_case(name))
     {
-        return Some(zone.offset);
+        return Some(Place::Offset(zone.offset));
     }
     if name.contains('/') || word.starts_with('(') {
         return None;
     }
     // Words after the time that are no zone (`/upgrade ...` is on its own line; this is prose).
-    Some(zone.offset)
+    Some(Place::Offset(zone.offset))
 }
 
 #[cfg(test)]
@@ -321,11 +358,29 @@ mod tests {
             at("You've hit your session limit · resets 5pm (UTC)").as_deref(),
             Some("2025-11-06T17:00:00Z")
         );
-        // anthropics/claude-code #2490: "Your limit will reset at 3pm (America/Bogota)": not the
-        // machine's zone, so unknown.
+        // anthropics/claude-code #2490: "Your limit will reset at 3pm (America/Bogota)": another
+        // zone than the machine's, read in that zone (UTC-5; 3pm there has passed, so tomorrow).
         assert_eq!(
-            at("Claude usage limit reached. Your limit will reset at 3pm (America/Bogota)."),
+            at("Claude usage limit reached. Your limit will reset at 3pm (America/Bogota).")
+                .as_deref(),
+            Some("2025-11-06T20:00:00Z")
+        );
+        // A zone name nobody knows leaves the reset unknown.
+        assert_eq!(
+            at("Your limit will reset at 3pm (Mars/Olympus_Mons)."),
             None
+        );
+        // Daylight saving time on the reset's date: Paris is UTC+2 in July, whatever the
+        // machine's zone.
+        let july: DateTime<Utc> = "2026-07-01T08:00:00Z".parse().unwrap();
+        let t = reset_time(
+            "You've hit your session limit · resets 5pm (Europe/Paris)",
+            july,
+            &LocalZone::utc(),
+        );
+        assert_eq!(
+            t.map(crate::clock::format).as_deref(),
+            Some("2026-07-01T15:00:00Z")
         );
         // #21562 with a date; the machine's zone is resolved by name.
         let paris = LocalZone {

@@ -583,3 +583,38 @@ fn stop_now_never_signals_a_process_that_took_a_dead_loops_pid() {
     stranger.kill().unwrap();
     stranger.wait().unwrap();
 }
+
+/// The issue's own example: a named zone that is not the machine's (the test runs with TZ=UTC),
+/// read with the IANA database, in daylight saving time or not as on the reset's date.
+#[test]
+fn a_reset_time_in_a_named_zone_is_read_in_that_zone() {
+    let ws = git_workspace(&[("alpha", 5)]);
+    set_run_settings(&ws, json!({"max_backoff_seconds": 86400}));
+    // Claude Code's error reference wording (code.claude.com/docs/en/errors, "Usage limits"),
+    // with the zone in parentheses as anthropics/claude-code #21562 shows it.
+    agent(
+        &ws,
+        "claude.sh",
+        "cat >/dev/null\necho \"You've hit your session limit · resets 5pm (Europe/Paris)\" >&2\nexit 1",
+    );
+    let out = run_command(
+        &ws,
+        &[
+            "run",
+            "--max-sessions",
+            "2",
+            "--poll",
+            "50ms",
+            "--",
+            "./claude.sh",
+        ],
+    )
+    .env("TZ", "UTC")
+    .env("ORCHESTRATOR_SLEEP_LOG", ws.file("sleeps.log"))
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(20), "{}", stderr(&out));
+    // T0 is 2025-11-06 00:13:55 UTC; 5pm in Paris (CET, UTC+1) is 16:00 UTC: 15h46m05s.
+    assert_eq!(sleeps(&ws), vec![56765.0]);
+    assert!(stderr(&out).contains("resets at 2025-11-06T16:00:00Z"));
+}
