@@ -13,36 +13,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use crate::common::*;
-use crate::hooks::starting;
+use crate::hooks::{append, assistant, starting};
 
 const TASK: &str = "integrate_sessions_101_140";
 const CLAUDE_SESSION: &str = "abc123";
 const SHUTDOWN_ALERT: &str = "Context is at 86% (172k/200k), past the shutdown threshold; the task's handoff is written by `orchestrator wrap`.";
 
 // --- fixtures --------------------------------------------------------------------------------
-
-/// A main-chain assistant record as Claude Code writes it to its transcript, filling the
-/// context to `fill` (input + cache creation + cache read; research notes issue10-formats.md).
-fn assistant(id: &str, fill: u64) -> Value {
-    json!({"type": "assistant", "isSidechain": false, "message": {
-        "id": id, "model": "claude-sonnet-4-5", "role": "assistant",
-        "content": [{"type": "text", "text": "working"}],
-        "usage": {"input_tokens": 2, "cache_creation_input_tokens": 1000,
-                  "cache_read_input_tokens": fill - 1002, "output_tokens": 50}}})
-}
-
-fn append(path: &Path, record: &Value) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut line = serde_json::to_vec(record).unwrap();
-    line.push(b'\n');
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap()
-        .write_all(&line)
-        .unwrap();
-}
 
 fn transcript_at(ws: &Ws, fill: u64) -> PathBuf {
     let path = ws

@@ -16,7 +16,7 @@ const CLAUDE_SESSION: &str = "3f1c2a9e-7b4d-4e1a-9c55-0d2b8e6f1a77";
 
 /// A main-chain assistant record whose context fill (input + cache creation + cache read) is
 /// `fill`, as Claude Code writes it.
-fn assistant(id: &str, fill: u64) -> Value {
+pub fn assistant(id: &str, fill: u64) -> Value {
     json!({"type": "assistant", "isSidechain": false, "message": {
         "id": id, "model": "claude-sonnet-4-5", "role": "assistant",
         "content": [{"type": "text", "text": "working"}],
@@ -24,7 +24,7 @@ fn assistant(id: &str, fill: u64) -> Value {
                   "cache_read_input_tokens": fill - 1002, "output_tokens": 50}}})
 }
 
-fn append(path: &Path, record: &Value) {
+pub fn append(path: &Path, record: &Value) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let mut line = serde_json::to_vec(record).unwrap();
     line.push(b'\n');
