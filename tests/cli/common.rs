@@ -233,3 +233,22 @@ impl Ws {
         }
     }
 }
+
+/// Runs the real git in the workspace, with no global or system config; its stdout, after
+/// asserting that it succeeded.
+pub fn git_stdout(ws: &Ws, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(ws.path())
+        .env("HOME", ws.path())
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}

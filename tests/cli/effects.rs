@@ -2,23 +2,9 @@
 
 use crate::common::*;
 use rusqlite::Connection;
-use std::process::Command;
 
 fn git(ws: &Ws, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(ws.path())
-        .env("HOME", ws.path())
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    String::from_utf8(git_stdout(ws, args)).unwrap()
 }
 
 /// A seed workspace inside a git repository with a first commit.

@@ -3,10 +3,11 @@
 
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 
 use crate::common::*;
+use crate::run::agent;
 
 const SESSION: &str = "session_20251106_001355";
 
@@ -217,21 +218,6 @@ fn the_handoff_lists_the_changed_files_and_the_agents_commits_without_our_bookke
         message.starts_with("Session Wrap: ingest\n\nSummary: Parsed the inbox.\n\n"),
         "{message}"
     );
-}
-
-/// Writes an executable agent script from a child `sh` (see tests/cli/run.rs `agent` for why).
-fn agent(ws: &Ws, name: &str, body: &str) -> PathBuf {
-    let path = ws.file(name);
-    let mut writer = Command::new("sh")
-        .args(["-c", "cat > \"$1\" && chmod 755 \"$1\"", "sh"])
-        .arg(&path)
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let script = format!("#!/bin/sh\n{body}\n");
-    std::io::Write::write_all(&mut writer.stdin.take().unwrap(), script.as_bytes()).unwrap();
-    assert!(writer.wait().unwrap().success(), "cannot write {name}");
-    path
 }
 
 #[test]
