@@ -19,8 +19,10 @@ fn set_run_settings(ws: &Ws, settings: Value) {
 }
 
 /// `run` with its waits recorded in `sleeps.log` instead of slept.
+/// `run` with its waits recorded instead of slept, on a machine whose zone is UTC.
 fn run_logged(ws: &Ws, args: &[&str]) -> std::process::Output {
     run_command(ws, args)
+        .env("TZ", "UTC")
         .env("ORCHESTRATOR_SLEEP_LOG", ws.file("sleeps.log"))
         .output()
         .unwrap()
@@ -597,7 +599,7 @@ fn a_reset_time_in_a_named_zone_is_read_in_that_zone() {
         "claude.sh",
         "cat >/dev/null\necho \"You've hit your session limit · resets 5pm (Europe/Paris)\" >&2\nexit 1",
     );
-    let out = run_command(
+    let out = run_logged(
         &ws,
         &[
             "run",
@@ -608,11 +610,7 @@ fn a_reset_time_in_a_named_zone_is_read_in_that_zone() {
             "--",
             "./claude.sh",
         ],
-    )
-    .env("TZ", "UTC")
-    .env("ORCHESTRATOR_SLEEP_LOG", ws.file("sleeps.log"))
-    .output()
-    .unwrap();
+    );
     assert_eq!(out.status.code(), Some(20), "{}", stderr(&out));
     // T0 is 2025-11-06 00:13:55 UTC; 5pm in Paris (CET, UTC+1) is 16:00 UTC: 15h46m05s.
     assert_eq!(sleeps(&ws), vec![56765.0]);
