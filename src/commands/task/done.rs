@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use super::{find, live_holder, task_json};
+use super::{find, task_json, tell_holder};
 use crate::commands::Context;
 use crate::commands::output::{Quiet, Shape};
 use crate::core::stack::Status;
@@ -25,13 +25,7 @@ pub fn run(ctx: &Context, args: TaskDoneArgs) -> Result<u8> {
     task.set_status(Status::Done);
     let mut json = json!({"task": task_json(task)});
     let mut text = format!("Marked {} done ({})", task.id, task.progress);
-    // The claim stays: the session's next checkpoint sees its task closed and says to wrap.
-    if let Some(session) = live_holder(ctx, task) {
-        text.push_str(&format!(
-            "\nSession {session} holds it: its next checkpoint tells it the task is done and to wrap."
-        ));
-        json["held_by"] = json!(session);
-    }
+    tell_holder(ctx, task, &mut text, &mut json);
     ws.save_stack(&lock, &stack)?;
     let quiet = Shape {
         quiet: Quiet::Nothing,

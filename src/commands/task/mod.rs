@@ -158,6 +158,19 @@ fn find<'a>(ws: &Workspace, stack: &'a mut TaskStack, id: &str) -> Result<&'a mu
         .ok_or_else(|| Failure::user(format!("{}: no task `{id}`", path.display())))
 }
 
+/// Tells, in the text and as `held_by`, which live session holds a task just closed: the claim
+/// stays, and that session's next checkpoint says the task is closed and to wrap.
+fn tell_holder(ctx: &Context, task: &Task, text: &mut String, json: &mut Value) {
+    let Some(session) = live_holder(ctx, task) else {
+        return;
+    };
+    text.push_str(&format!(
+        "\nSession {session} holds it: its next checkpoint tells it the task is {} and to wrap.",
+        task.status
+    ));
+    json["held_by"] = json!(session);
+}
+
 /// The session whose live claim holds the task, if one does.
 fn live_holder(ctx: &Context, task: &Task) -> Option<String> {
     task.claim

@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use super::{ContextArgs, check_title, find, live_holder, task_json};
+use super::{ContextArgs, check_title, find, task_json, tell_holder};
 use crate::commands::Context;
 use crate::commands::output::{Quiet, Shape};
 use crate::core::ids::check_task_id;
@@ -159,21 +159,14 @@ pub fn run(ctx: &Context, args: TaskSetArgs) -> Result<u8> {
             cycle.join(" -> ")
         )));
     }
-    let holder = live_holder(ctx, &task);
     let mut json = json!({"task": task_json(&task), "changed": changed});
     let mut text = if changed.is_empty() {
         format!("Task {} unchanged", task.id)
     } else {
         format!("Updated {}: {}", task.id, changed.join(" "))
     };
-    if args.status.is_some_and(|s| !s.is_open())
-        && let Some(session) = holder
-    {
-        text.push_str(&format!(
-            "\nSession {session} holds it: its next checkpoint tells it the task is {} and to wrap.",
-            task.status
-        ));
-        json["held_by"] = json!(session);
+    if args.status.is_some_and(|s| !s.is_open()) {
+        tell_holder(ctx, &task, &mut text, &mut json);
     }
     // save_stack validates: a total below progress or a priority of 0 is refused unwritten.
     ws.save_stack(&lock, &stack)?;
