@@ -793,7 +793,19 @@ fn append(path: &Path, bytes: &[u8]) {
 fn workspace(root: &Path, home: &Path, transcript: Option<&Path>) {
     fs::create_dir_all(root).unwrap();
     run(root, home, &["init"]);
-    run(root, home, &["task", "add", "t", "--total", "1000000"]);
+    run(
+        root,
+        home,
+        &[
+            "task",
+            "add",
+            "t",
+            "--title",
+            "Bench task",
+            "--total",
+            "1000000",
+        ],
+    );
     git(root, home, &["init", "-q"]);
     git(root, home, &["add", "-A"]);
     git(

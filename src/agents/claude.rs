@@ -31,6 +31,9 @@
 use std::borrow::Cow;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+
+use memchr::memmem;
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -144,6 +147,9 @@ pub(super) fn recognises(text: &str) -> bool {
 
 /// Applies one Claude Code line; returns false if it could not be decoded.
 pub(super) fn apply_line(body: &[u8], state: &mut TranscriptState, main: Main) -> bool {
+    if !may_count(body) {
+        return true;
+    }
     let Ok(text) = std::str::from_utf8(body) else {
         return false;
     };
@@ -209,6 +215,19 @@ pub(super) fn apply_line(body: &[u8], state: &mut TranscriptState, main: Main) -
         _ => {}
     }
     true
+}
+
+/// Whether a line can move a figure: only a record with a `usage` key or a compaction boundary
+/// does. Most of a transcript's bytes are tool results and prompts, which are passed over
+/// unparsed (so a garbled one is not counted in `skipped_lines`: it could not have counted).
+/// Inside a JSON string a quote is escaped, so `"usage"` with its quotes only matches a key,
+/// or a rare string that is exactly that word: then the line is parsed and ignored as before.
+fn may_count(body: &[u8]) -> bool {
+    static USAGE: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"\"usage\""));
+    static BOUNDARY: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"compact_boundary\""));
+    USAGE.find(body).is_some() || BOUNDARY.find(body).is_some()
 }
 
 /// Adds a response's total to the cumulative once per `key`, the larger usage winning; returns
