@@ -43,4 +43,16 @@ pub struct GlobalArgs {
     /// cut to errors unless RUST_LOG says otherwise. `--json` output is unchanged.
     #[arg(short = 'q', long, global = true)]
     pub quiet: bool,
+    /// The fleet store's PostgreSQL URL (`file`: the files), else settings.store
+    ///
+    /// Takes the place of settings.store.postgres.url_env. The URL carries the password: prefer
+    /// the environment variable to the command line, which other users can see.
+    #[arg(
+        long,
+        global = true,
+        env = "ORCHESTRATOR_STORE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub store: Option<String>,
 }

@@ -5,6 +5,7 @@ mod checkpoint;
 mod completions;
 mod config;
 mod demo;
+mod fleet;
 mod hook;
 mod init;
 mod log;
@@ -34,6 +35,7 @@ use crate::store::Workspace;
 use checkpoint::CheckpointArgs;
 use completions::CompletionsArgs;
 use config::ConfigCommand;
+use fleet::FleetCommand;
 use hook::HookCommand;
 use init::InitArgs;
 use log::LogArgs;
@@ -69,6 +71,8 @@ pub enum Command {
     Resume(ResumeArgs),
     #[command(subcommand)]
     Hook(HookCommand),
+    #[command(subcommand)]
+    Fleet(FleetCommand),
     Completions(CompletionsArgs),
     Man(ManArgs),
 }
@@ -90,6 +94,8 @@ pub struct Context {
     /// Styles on stdout: decided once, here, by [`Context::color_for`]; never under `--json`.
     pub color: bool,
     pub now: DateTime<Utc>,
+    /// `--store URL` (or `ORCHESTRATOR_STORE`): the fleet store, over settings.store.
+    pub store: Option<String>,
 }
 
 impl Context {
@@ -116,6 +122,7 @@ impl Context {
             quiet: false,
             color: false,
             now,
+            store: None,
         }
     }
 
@@ -182,7 +189,22 @@ pub fn run(cli: Cli) -> Result<u8> {
         quiet: cli.global.quiet,
         color: !json && Context::color_for(&std::io::stdout()),
         now,
+        store: cli.global.store,
     };
+    let postgres = ctx
+        .store
+        .as_deref()
+        .is_some_and(|store| !store.is_empty() && store != "file");
+    if postgres
+        && !matches!(
+            cli.command,
+            Command::Fleet(_) | Command::Completions(_) | Command::Man(_)
+        )
+    {
+        return Err(Failure::user(
+            "--store (or ORCHESTRATOR_STORE) names a PostgreSQL store, which only `orchestrator fleet` commands use so far; the others act on the workspace's files: unset it for them",
+        ));
+    }
     match cli.command {
         Command::Init(args) => init::run(&ctx, args),
         Command::Task(cmd) => task::run(&ctx, cmd),
@@ -198,6 +220,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Run(args) => run::run(&ctx, args),
         Command::Stop(args) => stop::run(&ctx, args),
         Command::Resume(args) => resume::run(&ctx, args),
+        Command::Fleet(cmd) => fleet::run(&ctx, cmd),
         Command::Completions(args) => completions::run(&ctx, args),
         Command::Man(args) => man::run(&ctx, args),
     }

@@ -96,6 +96,9 @@ pub struct Settings {
     pub agents: Named<AgentSettings>,
     #[serde(skip_serializing_if = "RunSettings::is_default")]
     pub run: RunSettings,
+    /// Where the state lives when it is not the files: the fleet store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreSettings>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -111,9 +114,30 @@ impl Default for Settings {
             meters: Named::default(),
             agents: Named::default(),
             run: RunSettings::default(),
+            store: None,
             extra: Map::new(),
         }
     }
+}
+
+/// `settings.store`: `{"postgres": {"url_env": "ORCHESTRATOR_PG_URL", "timeout_seconds": 10}}`.
+/// The URL itself, which carries the password, is read from that environment variable and never
+/// written to the stack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresSettings>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PostgresSettings {
+    pub url_env: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 pub const HANDOFF_DIR_SETTING: &str = "settings.handoff_dir";

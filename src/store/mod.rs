@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod file;
+pub mod postgres;
 pub mod run_state;
 pub mod undo;
 

@@ -7,7 +7,8 @@ use orchestrator::core::meters::{
 };
 use orchestrator::core::run::RunSettings;
 use orchestrator::core::stack::{
-    BudgetSettings, DatabaseSettings, GitSettings, MetricSpec, Settings, TaskStack,
+    BudgetSettings, DatabaseSettings, GitSettings, MetricSpec, PostgresSettings, Settings,
+    StoreSettings, TaskStack,
 };
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -112,6 +113,14 @@ fn every_setting() -> Settings {
             on_event: vec!["notify-send".into()],
             extra: Map::new(),
         },
+        store: Some(StoreSettings {
+            postgres: Some(PostgresSettings {
+                url_env: "FLEET_URL".into(),
+                timeout_seconds: Some(3),
+                extra: Map::new(),
+            }),
+            extra: Map::new(),
+        }),
         extra: Map::new(),
     }
 }
@@ -121,15 +130,17 @@ fn minimal_sections() -> Value {
     json!({"version": 1, "settings": {
         "database": {"path": "d.db", "metrics": [{"name": "m", "query": "SELECT 1"}]},
         "meters": {NAME: {"limit": 10}},
-        "agents": {NAME: {}}
+        "agents": {NAME: {}},
+        "store": {"postgres": {"url_env": "FLEET_URL"}}
     }})
 }
 
-const REQUIRED: [&str; 4] = [
+const REQUIRED: [&str; 5] = [
     "settings.database.path",
     "settings.database.metrics[].name",
     "settings.database.metrics[].query",
     "settings.meters.<name>.limit",
+    "settings.store.postgres.url_env",
 ];
 
 /// Dotted keys of the leaves under `value`: `a.b`, `a.list[].c`, `meters.<name>.limit`.
@@ -355,7 +366,7 @@ fn every_command_option_and_variable_is_in_the_commands_reference() {
         let args: Vec<&str> = path.iter().map(String::as_str).collect();
         let text = help(&args);
         for var in text.split("[env: ").skip(1) {
-            let var = var.split('=').next().unwrap();
+            let var = var.split(['=', ']']).next().unwrap();
             assert!(
                 commands_md.contains(var),
                 "docs/commands.md: variable {var} is missing"

@@ -1,0 +1,196 @@
+//! A throwaway PostgreSQL cluster per test: `initdb` and `pg_ctl` from the machine's PostgreSQL
+//! (Debian: /usr/lib/postgresql/<version>/bin, which `.ci/run` installs), in a temp dir,
+//! listening only on a unix socket in that dir, stopped when dropped. As root (CI), the server
+//! runs as the `postgres` user, since `initdb` refuses to run as root.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use tempfile::TempDir;
+
+pub struct PgCluster {
+    dir: TempDir,
+    bin: PathBuf,
+    as_postgres: bool,
+}
+
+/// The port only names the socket file (`.s.PGSQL.<port>`); nothing listens on TCP.
+const PORT: u16 = 5432;
+
+impl PgCluster {
+    /// A started cluster, or `None` (printing SKIPPED) where PostgreSQL is not installed and
+    /// this is not CI; under `CI` a missing PostgreSQL fails the test.
+    pub fn start() -> Option<PgCluster> {
+        let Some(bin) = find_bindir() else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "PostgreSQL's initdb is not installed; .ci/run installs the postgresql package"
+            );
+            eprintln!("SKIPPED: PostgreSQL's initdb and pg_ctl are not installed");
+            return None;
+        };
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let as_postgres = unsafe { libc::geteuid() } == 0;
+        let dir = tempfile::Builder::new().prefix("pg").tempdir().unwrap();
+        if as_postgres {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success(), "chown of the cluster dir to postgres");
+        }
+        let cluster = PgCluster {
+            dir,
+            bin,
+            as_postgres,
+        };
+        let data = cluster.data();
+        cluster.pg(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        cluster.start_server();
+        Some(cluster)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn socket_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The URL of database `postgres` as the superuser, over the unix socket.
+    pub fn url(&self) -> String {
+        let host = self.socket_dir().to_str().unwrap().replace('/', "%2F");
+        format!("postgresql://postgres@{host}:{PORT}/postgres")
+    }
+
+    /// Stops the server (fast shutdown: sessions are cut, as when a server restarts).
+    pub fn stop(&self) {
+        self.pg(
+            "pg_ctl",
+            &[
+                "-D",
+                self.data().to_str().unwrap(),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ],
+        );
+    }
+
+    pub fn start_server(&self) {
+        let options = format!(
+            "-c listen_addresses='' -c unix_socket_directories='{}' -p {PORT} -c fsync=off -c max_connections=60",
+            self.socket_dir().display()
+        );
+        let log = self.dir.path().join("server.log");
+        self.pg(
+            "pg_ctl",
+            &[
+                "-D",
+                self.data().to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-o",
+                &options,
+                "-w",
+                "start",
+            ],
+        );
+    }
+
+    /// Runs SQL through psql when it is there; tests that need it say so.
+    pub fn psql(&self, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(self.url())
+            .args(["-c", sql])
+            .output()
+            .expect("psql runs");
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    fn pg(&self, tool: &str, args: &[&str]) {
+        let program = self.bin.join(tool);
+        let mut cmd = if self.as_postgres {
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", "postgres", "--"]).arg(&program);
+            cmd
+        } else {
+            Command::new(&program)
+        };
+        let out = cmd.args(args).output().expect("the PostgreSQL tool runs");
+        assert!(
+            out.status.success(),
+            "{tool} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let mut cmd = if self.as_postgres {
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", "postgres", "--"])
+                .arg(self.bin.join("pg_ctl"));
+            cmd
+        } else {
+            Command::new(self.bin.join("pg_ctl"))
+        };
+        let _ = cmd
+            .args([
+                "-D",
+                self.data().to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ])
+            .output();
+    }
+}
+
+/// Debian's layout first (the highest version), then whatever `initdb` is on PATH.
+fn find_bindir() -> Option<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, bin)) = versions.pop() {
+        return Some(bin);
+    }
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .find(|dir| dir.join("initdb").exists() && dir.join("pg_ctl").exists())
+    })
+}
