@@ -7,7 +7,8 @@ use orchestrator::core::meters::{
 };
 use orchestrator::core::run::RunSettings;
 use orchestrator::core::stack::{
-    BudgetSettings, DatabaseSettings, GitSettings, MetricSpec, Settings, TaskStack,
+    BudgetSettings, DatabaseSettings, GitSettings, Integrate, MetricSpec, ParallelSettings,
+    Settings, TaskStack,
 };
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -110,6 +111,11 @@ fn every_setting() -> Settings {
             session_timeout: Some("2h".into()),
             idle_timeout: Some("20m".into()),
             on_event: vec!["notify-send".into()],
+            extra: Map::new(),
+        },
+        parallel: ParallelSettings {
+            worktrees: true,
+            integrate: Integrate::Merge,
             extra: Map::new(),
         },
         extra: Map::new(),
@@ -225,6 +231,14 @@ fn every_setting_the_code_reads_is_documented_with_its_default() {
         &mut run,
     );
     defaults.extend(run);
+    // So is `parallel`.
+    let mut parallel = BTreeMap::new();
+    leaves(
+        "settings.parallel",
+        &serde_json::to_value(ParallelSettings::default()).unwrap(),
+        &mut parallel,
+    );
+    defaults.extend(parallel);
     // An agent's hook behaviours are left out of the file while they have their defaults.
     defaults.insert(
         "settings.agents.<name>.on_session_start".into(),

@@ -153,6 +153,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
             budget: args.budget,
             transcript: None,
             transcript_origin: None,
+            worktree: false,
         };
         let (brief, brief_text) = match open_session(&session_ctx, start) {
             Ok(opened) => opened,
