@@ -461,3 +461,119 @@ fn worktree_list_shows_the_owner_and_prune_removes_only_integrated_ones() {
     assert!(!b_dir.exists());
     assert_eq!(git(&ws, &["branch", "--list", "orchestrator/t2"]), "");
 }
+
+#[test]
+fn run_workers_4_does_20_tasks_once_each_in_worktrees_and_leaves_none_behind() {
+    let tasks: Vec<String> = (0..20).map(|i| format!("task_{i:02}")).collect();
+    let ids: Vec<&str> = tasks.iter().map(String::as_str).collect();
+    let ws = repo(&ids);
+    crate::run::agent(
+        &ws,
+        "work.sh",
+        r#"set -e
+[ "$(pwd -P)" = "$(cd "$ORCHESTRATOR_WORKTREE" && pwd -P)" ] || exit 9
+f="out_$ORCHESTRATOR_TASK.txt"
+echo "$ORCHESTRATOR_TASK by $ORCHESTRATOR_AGENT" >> "$f"
+git add "$f"
+git commit -qm "work $ORCHESTRATOR_TASK"
+orchestrator checkpoint "did it" --progress 1 --tokens 10 >/dev/null
+orchestrator wrap --done >/dev/null"#,
+    );
+    git(&ws, &["add", "work.sh"]);
+    git(&ws, &["commit", "-qm", "the agent"]);
+    let out = crate::run::run(
+        &ws,
+        &["run", "--workers", "4", "--poll", "50ms", "--", "./work.sh"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        crate::run::stderr(&out)
+    );
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("run=")).count(), 1);
+    assert!(
+        stdout.contains("workers=4 stop=all_done sessions=20 exit=0"),
+        "{stdout}"
+    );
+    let log = git(&ws, &["log", "--format=%s", "main"]);
+    let agents: std::collections::BTreeSet<String> = ids
+        .iter()
+        .map(|id| {
+            assert_eq!(ws.task(id)["status"], "done", "{id}");
+            let text = ws.read(&format!("out_{id}.txt"));
+            assert_eq!(text.lines().count(), 1, "{id} done once: {text}");
+            assert_eq!(
+                log.lines().filter(|l| *l == format!("work {id}")).count(),
+                1,
+                "{id}: {log}"
+            );
+            text.split(" by ").nth(1).unwrap().trim().to_string()
+        })
+        .collect();
+    assert!(agents.iter().all(|a| a.starts_with("agent-")), "{agents:?}");
+    assert_eq!(git(&ws, &["worktree", "list"]).lines().count(), 1);
+    assert_eq!(git(&ws, &["branch", "--list", "orchestrator/*"]), "");
+    assert_eq!(ws.files_in(".orchestrator/worktrees"), Vec::<String>::new());
+    assert_eq!(git(&ws, &["status", "--porcelain"]), "");
+}
+
+#[test]
+fn ctrl_c_stops_every_worker_and_each_session_is_wrapped() {
+    let ws = repo(&["t1", "t2", "t3"]);
+    crate::run::agent(
+        &ws,
+        "slow.sh",
+        "touch \"$ORCHESTRATOR_DIR/started_$ORCHESTRATOR_TASK\"\nsleep 60",
+    );
+    let child = crate::run::spawn_run(
+        &ws,
+        &[
+            "run",
+            "--workers",
+            "2",
+            "--grace",
+            "5s",
+            "--poll",
+            "50ms",
+            "--",
+            "./slow.sh",
+        ],
+    );
+    crate::run::wait_for("both agents to start", || {
+        ws.path()
+            .read_dir()
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("started_")
+            })
+            .count()
+            == 2
+    });
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", crate::run::stderr(&out));
+    let last = crate::run::final_line(&out);
+    assert!(
+        last.contains("workers=2 stop=interrupted sessions=2"),
+        "{last}"
+    );
+    let sessions = crate::run::archived(&ws);
+    assert_eq!(sessions.len(), 2);
+    assert!(
+        sessions
+            .iter()
+            .all(|s| s["wrap"]["reason"] == "interrupted")
+    );
+    assert!(ws.files_in(".orchestrator/sessions/active").is_empty());
+    assert_eq!(ws.files_in(".orchestrator/worktrees"), Vec::<String>::new());
+}
