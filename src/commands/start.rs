@@ -174,7 +174,21 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
 
     let use_worktree = args.worktree || stack.settings.parallel.worktrees;
     let worktree = if use_worktree {
-        Some(wrap::worktree::ensure(ws.root(), &task_id)?)
+        let wt = wrap::worktree::ensure(ws.root(), &task_id)?;
+        let carried = agents::claude_settings::carry_into_worktree(ws.root(), &wt.workdir)
+            .and_then(|written| match written {
+                Some(_) => wrap::worktree::our_files(&wt)
+                    .iter()
+                    .try_for_each(|rel| wrap::worktree::exclude_everywhere(ws.root(), rel)),
+                None => Ok(()),
+            });
+        if let Err(err) = carried {
+            tracing::warn!(
+                "cannot give the worktree {} the project's Claude Code settings: {err:#}",
+                wt.workdir.display()
+            );
+        }
+        Some(wt)
     } else {
         None
     };

@@ -956,7 +956,7 @@ fn cleanup_step(
             json!({"result": "kept", "reason": format!("integration {result}"), "path": wt.path}),
         );
     }
-    let left = worktree::uncommitted(&wt.path)?;
+    let left = worktree::uncommitted(&wt.path, &worktree::our_files(wt))?;
     if !left.is_empty() {
         save_record(ws, lock, session, wt, None).ok();
         return Ok(
@@ -1176,7 +1176,7 @@ pub fn integrate_resolved(
     );
     let own = [PathBuf::from(crate::store::STACK_FILE)];
     with_request_in(ws, stack, ws.root(), Some(&own), &message, vcs::commit_all)?;
-    let left = worktree::uncommitted(&wt.path)?;
+    let left = worktree::uncommitted(&wt.path, &worktree::our_files(wt))?;
     let branch_deleted = if left.is_empty() {
         let deleted = worktree::remove(ws.root(), task_id, wt, true, branch_tip)?;
         crate::store::file::remove_if_exists(&worktree::record_path(ws.root(), task_id))?;

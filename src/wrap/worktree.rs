@@ -456,9 +456,10 @@ fn remove_worktree(repo: &Repository, name: &str, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Whether anything in the worktree is left uncommitted (ignored files aside): such a
-/// worktree is kept, not removed. Its paths, at most a few.
-pub fn uncommitted(path: &Path) -> Result<Vec<String>> {
+/// Whether anything in the worktree is left uncommitted (ignored files, and `ours`: paths
+/// relative to the worktree that orchestrator put there, aside): such a worktree is kept, not
+/// removed. Its paths, at most a few.
+pub fn uncommitted(path: &Path, ours: &[String]) -> Result<Vec<String>> {
     if !path.exists() {
         return Ok(Vec::new());
     }
@@ -466,15 +467,56 @@ pub fn uncommitted(path: &Path) -> Result<Vec<String>> {
     let mut options = git2::StatusOptions::new();
     options
         .include_untracked(true)
-        .recurse_untracked_dirs(false)
+        .recurse_untracked_dirs(true)
         .include_ignored(false)
         .exclude_submodules(true);
     let statuses = repo.statuses(Some(&mut options))?;
     Ok(statuses
         .iter()
         .filter_map(|s| s.path().map(str::to_string))
+        .filter(|p| !ours.contains(p))
         .take(MAX_LISTED_CONFLICTS)
         .collect())
+}
+
+/// Keeps `rel` (relative to the repository root) out of `git add -A` in every work tree of the
+/// repository, the main one and the worktrees, through the shared `info/exclude` (gitignore
+/// reference: "$GIT_DIR/info/exclude"; linked worktrees read the common one). Used for the
+/// settings file orchestrator copies into a worktree, which must never reach a commit.
+pub fn exclude_everywhere(main_dir: &Path, rel: &str) -> Result<()> {
+    let repo = open(main_dir)?;
+    let path = repo.commondir().join("info").join("exclude");
+    let line = format!("/{rel}");
+    let text = fs::read_to_string(&path).unwrap_or_default();
+    if text.lines().any(|l| l.trim() == line) {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut new = text;
+    if !new.is_empty() && !new.ends_with('\n') {
+        new.push('\n');
+    }
+    new.push_str(&format!(
+        "# orchestrator: copied into session worktrees, never committed\n{line}\n"
+    ));
+    crate::store::file::write_atomic(&path, new.as_bytes())
+}
+
+/// The paths orchestrator puts in a worktree, relative to its root.
+pub fn our_files(wt: &SessionWorktree) -> Vec<String> {
+    let prefix = wt
+        .workdir
+        .strip_prefix(&wt.path)
+        .ok()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(|p| format!("{}/", p.to_string_lossy()))
+        .unwrap_or_default();
+    vec![format!(
+        "{prefix}{}",
+        crate::agents::claude_settings::LOCAL_FILE
+    )]
 }
 
 /// Whether the branch still holds commits the base branch does not.

@@ -577,3 +577,74 @@ fn ctrl_c_stops_every_worker_and_each_session_is_wrapped() {
     assert!(ws.files_in(".orchestrator/sessions/active").is_empty());
     assert_eq!(ws.files_in(".orchestrator/worktrees"), Vec::<String>::new());
 }
+
+/// A stand-in for Claude Code that records where it ran, its arguments and the local settings
+/// it would read there (`.claude/settings.local.json` of its working directory).
+const FAKE_CLAUDE: &str = r#"#!/bin/sh
+{ echo "cwd=$(pwd -P)"; echo "args=$*"; echo "worktree=$ORCHESTRATOR_WORKTREE"; } > "$ORCHESTRATOR_DIR/claude_seen"
+cp .claude/settings.local.json "$ORCHESTRATOR_DIR/claude_local_settings.json" 2>/dev/null
+echo "claude was here" > work.txt
+"#;
+
+#[test]
+fn claude_started_in_a_worktree_gets_the_projects_hooks_and_permission() {
+    let ws = repo(&["t1"]);
+    ws.ok(&["hook", "install", "claude"]);
+    ws.ok(&["config", "set", "parallel.worktrees", "true"]);
+    let bin = tempfile::tempdir().unwrap();
+    let claude = bin.path().join("claude");
+    std::fs::write(&claude, FAKE_CLAUDE).unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(&claude)
+        .status()
+        .unwrap();
+    let mut cmd = crate::run::run_command(
+        &ws,
+        &[
+            "run",
+            "--max-sessions",
+            "1",
+            "--poll",
+            "50ms",
+            "--",
+            "claude",
+            "-p",
+            "{brief}",
+        ],
+    );
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let path = format!("{}:{path}", Path::new(BIN).parent().unwrap().display());
+    cmd.env("PATH", path);
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(20), "{}", crate::run::stderr(&out));
+    let seen = ws.read("claude_seen");
+    let worktree = ws
+        .path()
+        .canonicalize()
+        .unwrap()
+        .join(".orchestrator/worktrees/t1");
+    assert!(
+        seen.contains(&format!("cwd={}\n", worktree.display())),
+        "{seen}"
+    );
+    assert!(seen.contains("args=-p session="), "{seen}");
+    let local: Value = serde_json::from_str(&ws.read("claude_local_settings.json")).unwrap();
+    let allow = local["permissions"]["allow"].to_string();
+    assert!(allow.contains("Bash(orchestrator"), "{local}");
+    for event in ["SessionStart", "PostToolUse", "SessionEnd"] {
+        assert!(
+            local["hooks"][event].to_string().contains("hook claude"),
+            "{event}: {local}"
+        );
+    }
+    // The copy never reaches a commit, and the worktree went once integrated.
+    assert_eq!(ws.read("work.txt"), "claude was here\n");
+    let committed = git(&ws, &["log", "--name-only", "--format=", "main"]);
+    assert!(!committed.contains("settings.local.json"), "{committed}");
+    assert!(!worktree.exists());
+}

@@ -81,7 +81,7 @@ fn describe(ws: &Workspace, record: &WorktreeRecord, live: bool) -> Value {
         "agent": record.agent,
         "state": state,
         "unintegrated": worktree::unintegrated(ws.root(), wt).unwrap_or(true),
-        "uncommitted": worktree::uncommitted(&wt.path).unwrap_or_default(),
+        "uncommitted": worktree::uncommitted(&wt.path, &worktree::our_files(wt)).unwrap_or_default(),
         "conflict": record.conflict.as_ref().map(|c| &c.paths),
     })
 }

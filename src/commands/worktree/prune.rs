@@ -28,7 +28,7 @@ pub fn run(ctx: &Context, _args: WorktreePruneArgs) -> Result<u8> {
             )
         } else if worktree::unintegrated(ws.root(), wt)? {
             Some(format!("{} has commits {} lacks", wt.branch, wt.base))
-        } else if !worktree::uncommitted(&wt.path)?.is_empty() {
+        } else if !worktree::uncommitted(&wt.path, &worktree::our_files(wt))?.is_empty() {
             Some("it holds uncommitted files".to_string())
         } else {
             None
