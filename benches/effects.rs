@@ -135,6 +135,7 @@ fn bench_commit(dir: &Path, home: &Path) {
             exclude_globs: &globs,
             max_file_bytes: 50 * 1024 * 1024,
             owner_dir: None,
+            only: None,
         };
         let started = Instant::now();
         let outcome = commit_all(&request).unwrap();

@@ -459,6 +459,78 @@ pub fn installed_hooks(settings: &Value) -> Vec<(&'static str, Option<bool>)> {
         .collect()
 }
 
+// ---------------------------------------------------------------------------
+// Session worktrees
+
+/// Gives a session's worktree the project's Claude Code settings the main work tree has, so an
+/// agent started there behaves as it does in the main tree. Two things would be missing:
+///
+/// - `.claude/settings.local.json` (our Bash permission, the user's own local settings) is
+///   never committed, so a checkout of the branch lacks it. Claude Code's own worktrees copy it
+///   in for the same reason (worktrees reference, code.claude.com/docs/en/worktrees:
+///   `.worktreeinclude` "copies gitignored files such as `.claude/settings.local.json`"); it is
+///   copied here, and being untracked it applies "without the trust step" in a folder Claude
+///   Code has never trusted (permissions reference, research note issue10-hooks.md §3.6).
+/// - the hooks of `.claude/settings.json` when that file is not committed as it is (the branch
+///   has another version or none): Claude Code "reads it only from the folder you start in"
+///   (settings reference, §3 of the note). They are added to the worktree's local file, which
+///   is merged with every other settings file; "hook entries merge across settings levels" and
+///   a handler defined in more than one file "runs once" (hooks reference, §2.6).
+///
+/// The main tree's project permissions are not carried: they are trust-gated there too.
+/// Returns the file written, if any.
+pub fn carry_into_worktree(main: &Path, workdir: &Path) -> Result<Option<PathBuf>> {
+    let local = SettingsFile::read(&main.join(LOCAL_FILE))?;
+    let shared_path = main.join(SHARED_FILE);
+    let shared = SettingsFile::read(&shared_path)?;
+    let shared_here = fs::read(workdir.join(SHARED_FILE)).ok();
+    let carry_hooks =
+        shared.existed() && shared_here.as_deref() != fs::read(&shared_path).ok().as_deref();
+    if !local.existed() && !carry_hooks {
+        return Ok(None);
+    }
+    let mut value = local.value;
+    if !value.is_object() {
+        return Err(anyhow!(
+            "{}: top level is not a JSON object",
+            local.path.display()
+        ));
+    }
+    if carry_hooks && let Some(Value::Object(events)) = shared.value.get("hooks") {
+        let hooks = value
+            .as_object_mut()
+            .expect("checked above")
+            .entry("hooks")
+            .or_insert_with(|| json!({}));
+        if !hooks.is_object() {
+            *hooks = json!({});
+        }
+        let hooks = hooks.as_object_mut().expect("made an object above");
+        for (event, groups) in events {
+            let Value::Array(groups) = groups else {
+                continue;
+            };
+            let into = hooks.entry(event.clone()).or_insert_with(|| json!([]));
+            if let Value::Array(into) = into {
+                for group in groups {
+                    if !into.contains(group) {
+                        into.push(group.clone());
+                    }
+                }
+            }
+        }
+    }
+    let target = workdir.join(LOCAL_FILE);
+    if let Some(dir) = target.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut text = serde_json::to_string_pretty(&value)
+        .with_context(|| format!("cannot serialize {}", target.display()))?;
+    text.push('\n');
+    store::file::write_atomic(&target, text.as_bytes())?;
+    Ok(Some(target))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

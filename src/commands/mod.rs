@@ -18,6 +18,7 @@ mod start;
 mod status;
 mod stop;
 mod task;
+mod worktree;
 mod wrap;
 
 use anyhow::Result;
@@ -47,6 +48,7 @@ use start::StartArgs;
 use status::StatusArgs;
 use stop::StopArgs;
 use task::TaskCommand;
+use worktree::WorktreeCommand;
 use wrap::WrapArgs;
 
 /// The subcommands. A command's arguments, and its help text, live in its own file.
@@ -73,6 +75,8 @@ pub enum Command {
     Hook(HookCommand),
     #[command(subcommand)]
     Fleet(FleetCommand),
+    #[command(subcommand)]
+    Worktree(WorktreeCommand),
     Completions(CompletionsArgs),
     Man(ManArgs),
 }
@@ -217,6 +221,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Config(cmd) => config::run(&ctx, cmd),
         Command::Demo => demo::run(&ctx),
         Command::Hook(cmd) => hook::run(&ctx, cmd),
+        Command::Worktree(cmd) => worktree::run(&ctx, cmd),
         Command::Run(args) => run::run(&ctx, args),
         Command::Stop(args) => stop::run(&ctx, args),
         Command::Resume(args) => resume::run(&ctx, args),

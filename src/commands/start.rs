@@ -42,6 +42,10 @@ pub struct StartArgs {
     /// The agent's transcript file, to read token usage from
     #[arg(long, value_name = "PATH")]
     pub transcript: Option<PathBuf>,
+    /// Work in a git worktree of the session's own, on the branch orchestrator/<task-id>,
+    /// integrated into the current branch at wrap (default: settings.parallel.worktrees)
+    #[arg(long)]
+    pub worktree: bool,
     /// Where `transcript` came from when not the command line (a hook's input).
     #[arg(skip)]
     pub transcript_origin: Option<TranscriptOrigin>,
@@ -70,6 +74,7 @@ const BRIEF_LABELS: &[&str] = &[
     "Last session:",
     "Last handoff:",
     "Git:",
+    "Worktree:",
     "Budget:",
     "Usage:",
     "Meter:",
@@ -167,6 +172,42 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
         }
     };
 
+    let use_worktree = args.worktree || stack.settings.parallel.worktrees;
+    let worktree = if use_worktree {
+        let wt = wrap::worktree::ensure(ws.root(), &task_id)?;
+        let carried = agents::claude_settings::carry_into_worktree(ws.root(), &wt.workdir)
+            .and_then(|written| match written {
+                Some(_) => wrap::worktree::our_files(&wt)
+                    .iter()
+                    .try_for_each(|rel| wrap::worktree::exclude_everywhere(ws.root(), rel)),
+                None => Ok(()),
+            });
+        if let Err(err) = carried {
+            tracing::warn!(
+                "cannot give the worktree {} the project's Claude Code settings: {err:#}",
+                wt.workdir.display()
+            );
+        }
+        Some(wt)
+    } else {
+        None
+    };
+    let sharing: Vec<String> = if use_worktree {
+        Vec::new()
+    } else {
+        ws.active_sessions()?
+            .into_iter()
+            .filter(|s| s.worktree.is_none() && !s.is_wrapping() && !s.is_stale(ctx.now))
+            .map(|s| format!("{} ({})", s.id, s.agent))
+            .collect()
+    };
+    if !sharing.is_empty() && vcs::in_repository(ws.root()).unwrap_or(false) {
+        eprintln!(
+            "warning: another session works in this same tree ({}): each wrap commits only its own bookkeeping while others are live, and the work tree's changes wait for the last one; give each session its own worktree with `start --worktree` (or settings.parallel.worktrees)",
+            sharing.join(", ")
+        );
+    }
+
     let id = new_session_id(ctx.now, |id| ws.session_id_taken(id));
     let expires = ctx.now + Session::lease(stack.settings.lease_minutes);
     let host = host_name();
@@ -216,7 +257,12 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
         transcript_origin,
         meters: Default::default(),
         progress_at_start: task.progress,
-        git_head_at_start: vcs::head_oid(ws.root()).unwrap_or_else(|err| {
+        git_head_at_start: vcs::head_oid(
+            worktree
+                .as_ref()
+                .map_or(ws.root(), |wt| wt.workdir.as_path()),
+        )
+        .unwrap_or_else(|err| {
             tracing::warn!("cannot read git HEAD: {err:#}");
             None
         }),
@@ -224,6 +270,7 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
         checkpoints: Vec::new(),
         issues: Vec::new(),
         wrap: None,
+        worktree: worktree.clone(),
         compactions: Vec::new(),
         extra: Map::new(),
     };
@@ -244,6 +291,9 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
     undo.before_replace(&ws.stack_path())?;
     ws.save_active(&lock, &session)?;
     ws.save_stack(&lock, &stack)?;
+    if let Some(wt) = &worktree {
+        wrap::save_record(&ws, &lock, &session, wt, None)?;
+    }
     undo.commit();
     drop(lock);
 
@@ -330,16 +380,20 @@ pub(super) fn brief(
             .collect(),
         last_session: last_session(ws, task, &bookkeeping),
         last_handoff: last_handoff.clone(),
-        git: vcs::work_tree_state(ws.root(), &bookkeeping, MAX_LISTED)
-            .unwrap_or_else(|err| {
-                tracing::warn!("cannot read the git state: {err:#}");
-                None
-            })
-            .map(|state| GitState {
-                branch: state.branch,
-                uncommitted: state.uncommitted,
-                listed: state.listed,
-            }),
+        git: vcs::work_tree_state(
+            &wrap::session_workdir(ws, session),
+            &bookkeeping,
+            MAX_LISTED,
+        )
+        .unwrap_or_else(|err| {
+            tracing::warn!("cannot read the git state: {err:#}");
+            None
+        })
+        .map(|state| GitState {
+            branch: state.branch,
+            uncommitted: state.uncommitted,
+            listed: state.listed,
+        }),
         budget_lines,
         blocked: blocked
             .iter()
@@ -347,7 +401,16 @@ pub(super) fn brief(
             .collect(),
     };
     // The brief also reaches the agent through the hook and `run`, not only through `emit`.
-    let text = strip_controls(&core_brief::render(&facts)).into_owned();
+    let mut text = core_brief::render(&facts);
+    if let Some(wt) = &session.worktree {
+        text.push_str(&format!(
+            "Worktree:        {} (branch {}): work and commit there; `orchestrator wrap` brings it onto {}\n",
+            wt.workdir.display(),
+            wt.branch,
+            wt.base
+        ));
+    }
+    let text = strip_controls(&text).into_owned();
     let json = json!({
         "session": session.id,
         "agent": session.agent,
@@ -365,6 +428,7 @@ pub(super) fn brief(
         "compaction_warning": compaction_warning,
         "recovered": recovered.iter().map(|r| json!({"session": r.session, "handoff": r.handoff})).collect::<Vec<_>>(),
         "brief": text,
+        "worktree": session.worktree.as_ref().map(|wt| json!({"path": wt.workdir, "branch": wt.branch, "base": wt.base})),
     });
     (json, text)
 }

@@ -171,6 +171,8 @@ pub fn describe(report: &WrapReport) -> (Value, String) {
         "metrics": report.metrics,
         "commit": report.commit,
         "steps": report.steps,
+        "integrate": report.integrate,
+        "worktree": report.worktree.as_ref().map(|wt| json!({"path": wt.workdir, "branch": wt.branch, "base": wt.base})),
         "resumed": report.resumed,
         "progress": report.progress,
         "status": report.status,
@@ -198,6 +200,39 @@ pub fn describe(report: &WrapReport) -> (Value, String) {
             (None, Some(value)) => text.push_str(&format!("metric {}: {value}\n", metric.name)),
             (None, None) => {}
         }
+    }
+    if let (Some(integrate), Some(wt)) = (&report.integrate, &report.worktree) {
+        let line = match integrate["result"].as_str() {
+            Some("integrated") => format!("integrated {} onto {}", wt.branch, wt.base),
+            Some("nothing") => format!("{} had nothing {} lacks", wt.branch, wt.base),
+            Some("branch") => format!(
+                "left the work on {} for a pull request (settings.parallel.integrate = branch)",
+                wt.branch
+            ),
+            Some("conflict") => format!(
+                "merge conflict: task {} is blocked; {}",
+                report.task,
+                crate::wrap::conflict_reason(
+                    &report.task,
+                    wt,
+                    &integrate["paths"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|p| p.as_str().map(str::to_string))
+                        .collect::<Vec<_>>()
+                )
+            ),
+            _ => format!(
+                "not integrated: {}",
+                integrate["reason"]
+                    .as_str()
+                    .or(integrate["error"].as_str())
+                    .unwrap_or("unknown")
+            ),
+        };
+        text.push_str(&line);
+        text.push('\n');
     }
     // A commit skipped for the repository's state (a merge...) needs the user: say why.
     if report.commit["state"].is_string()

@@ -55,8 +55,24 @@ pub struct Session {
     pub compactions: Vec<Compaction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wrap: Option<WrapJournal>,
+    /// The session's own git worktree, when it works in one (`start --worktree`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<SessionWorktree>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// Where a session in its own worktree works and where its work goes back to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SessionWorktree {
+    /// The worktree's root, absolute.
+    pub path: PathBuf,
+    /// The agent's directory: the workspace's place inside the worktree.
+    pub workdir: PathBuf,
+    /// `orchestrator/<task-id>`.
+    pub branch: String,
+    /// The branch it was made from and is integrated into (short name).
+    pub base: String,
 }
 
 /// One compaction of the agent's context.
@@ -181,6 +197,15 @@ pub struct WrapSteps {
     pub archive: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<Value>,
+    /// A worktree session: its changes committed on its branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch_commit: Option<Value>,
+    /// A worktree session: its branch brought onto the base branch (or why not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrate: Option<Value>,
+    /// A worktree session: its worktree (and merged branch) removed, or kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup: Option<Value>,
 }
 
 impl WrapJournal {
@@ -349,6 +374,7 @@ mod tests {
             checkpoints: vec![],
             issues: vec![],
             wrap: None,
+            worktree: None,
             compactions: Vec::new(),
             extra: Map::new(),
         };

@@ -99,8 +99,60 @@ pub struct Settings {
     /// Where the state lives when it is not the files: the fleet store.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreSettings>,
+    #[serde(skip_serializing_if = "ParallelSettings::is_default")]
+    pub parallel: ParallelSettings,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// Parallel sessions: a git worktree per session and how its branch comes back at wrap.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ParallelSettings {
+    /// Every session gets its own worktree, as `start --worktree` does.
+    pub worktrees: bool,
+    pub integrate: Integrate,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Default for ParallelSettings {
+    fn default() -> Self {
+        ParallelSettings {
+            worktrees: false,
+            integrate: Integrate::Rebase,
+            extra: Map::new(),
+        }
+    }
+}
+
+impl ParallelSettings {
+    pub fn is_default(&self) -> bool {
+        *self == ParallelSettings::default()
+    }
+}
+
+/// How a session's branch is brought onto the base branch at wrap.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Integrate {
+    /// Its commits replayed on the base branch's tip (a fast-forward when nothing moved).
+    #[default]
+    Rebase,
+    /// A merge commit (a fast-forward when the base branch has not moved).
+    Merge,
+    /// Left on its branch, for a pull request.
+    Branch,
+}
+
+impl Integrate {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Integrate::Rebase => "rebase",
+            Integrate::Merge => "merge",
+            Integrate::Branch => "branch",
+        }
+    }
 }
 
 impl Default for Settings {
@@ -115,6 +167,7 @@ impl Default for Settings {
             agents: Named::default(),
             run: RunSettings::default(),
             store: None,
+            parallel: ParallelSettings::default(),
             extra: Map::new(),
         }
     }

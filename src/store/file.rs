@@ -208,7 +208,7 @@ pub fn remove_file_if_exists(path: &Path) -> Result<()> {
     remove_if_exists(path)
 }
 
-pub(super) fn remove_if_exists(path: &Path) -> Result<()> {
+pub fn remove_if_exists(path: &Path) -> Result<()> {
     match fs::remove_file(path) {
         Ok(()) => sync_dir(path.parent().unwrap_or(Path::new("."))),
         Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),

@@ -47,6 +47,8 @@ pub fn never_committed(settings: &Settings) -> Vec<String> {
         format!("{STATE_DIR}/PAUSE"),
         format!("{STATE_DIR}/breaker/"),
         format!("{STATE_DIR}/{GIT_OWNERS_DIR}/"),
+        // Sessions' own worktrees: their work comes back through their branches.
+        format!("{STATE_DIR}/{}/", crate::wrap::worktree::WORKTREES_DIR),
         format!(".*{TEMP_MARKER}*"),
         // Claude Code applies the allow rules of this file without workspace trust only while
         // git does not track it (see `agents::claude_settings`); our wrap commit must not.
@@ -101,6 +103,9 @@ impl Workspace {
     pub fn find(dir: Option<&Path>) -> Result<Self> {
         if let Some(dir) = dir {
             let root = absolute(dir)?;
+            if let Some(main) = Self::main_of_worktree(&root) {
+                return Ok(main);
+            }
             if !root.join(STACK_FILE).is_file() {
                 return Err(Failure::user(format!(
                     "{} has no {STACK_FILE}; run `orchestrator init` there first",
@@ -120,7 +125,12 @@ impl Workspace {
     }
 
     /// The nearest directory holding `task_stack.json`: `start` or one of its parents.
+    /// Inside a session's worktree (`<main>/.orchestrator/worktrees/<task>/...`), the main
+    /// workspace: the stack and sessions live there only, never in the worktree's checkout.
     pub fn find_from(start: &Path) -> Option<Self> {
+        if let Some(main) = Self::main_of_worktree(start) {
+            return Some(main);
+        }
         start
             .ancestors()
             .find(|dir| dir.join(STACK_FILE).is_file())
@@ -128,6 +138,29 @@ impl Workspace {
                 root: root.to_path_buf(),
                 found_above: root != start,
             })
+    }
+
+    /// The main workspace of a session worktree `dir` is in (or is), found from the path: the
+    /// worktrees live under the main workspace's state directory.
+    fn main_of_worktree(dir: &Path) -> Option<Self> {
+        dir.ancestors().find_map(|candidate| {
+            let worktrees = candidate.parent()?;
+            let state = worktrees.parent()?;
+            let main = state.parent()?;
+            (worktrees.file_name()? == crate::wrap::worktree::WORKTREES_DIR
+                && state.file_name()? == STATE_DIR
+                && candidate.join(".git").is_file()
+                && main.join(STACK_FILE).is_file())
+            .then(|| Workspace {
+                root: main.to_path_buf(),
+                found_above: false,
+            })
+        })
+    }
+
+    /// Where a session's worktrees and their records are.
+    pub fn worktrees_dir(&self) -> PathBuf {
+        self.state_dir().join(crate::wrap::worktree::WORKTREES_DIR)
     }
 
     pub fn root(&self) -> &Path {

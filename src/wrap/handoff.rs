@@ -439,6 +439,7 @@ mod tests {
             ],
             issues: vec!["inbox had\ntwo duplicates".into()],
             wrap: None,
+            worktree: None,
             compactions: Vec::new(),
             extra: Map::new(),
         }

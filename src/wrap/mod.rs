@@ -12,13 +12,16 @@ use std::path::{Path, PathBuf};
 pub mod backup;
 pub mod handoff;
 pub mod vcs;
+pub mod worktree;
 
 use crate::core::session::{
-    ChangedFile, MetricValue, REASON_RECOVERED, Session, SessionChanges, WrapJournal, WrapSteps,
+    ChangedFile, MetricValue, REASON_RECOVERED, Session, SessionChanges, SessionWorktree,
+    WrapJournal, WrapSteps,
 };
-use crate::core::stack::{OpenKind, Status, TaskStack};
+use crate::core::stack::{Integrate, OpenKind, Status, TaskStack};
 use crate::core::text::one_line;
 use crate::store::{Workspace, WorkspaceLock};
+use git2::Oid;
 use handoff::{HandoffInput, thousands};
 
 /// Test-only: exit abruptly right after the named step is recorded, as a crash would.
@@ -44,6 +47,9 @@ pub struct WrapReport {
     pub backup: Value,
     pub metrics: Vec<MetricValue>,
     pub commit: Value,
+    /// A worktree session's integration (see `integrate_step`).
+    pub integrate: Option<Value>,
+    pub worktree: Option<SessionWorktree>,
     /// The steps this call performed (fewer than all when it finished a cut-off wrap).
     pub steps: Vec<&'static str>,
     pub resumed: bool,
@@ -191,6 +197,41 @@ fn finish_wrap(
         performed.push("metrics");
     }
 
+    if let Some(wt) = session.worktree.clone() {
+        if journal.steps.branch_commit.is_none() || is_pending(journal.steps.branch_commit.as_ref())
+        {
+            journal.steps.branch_commit = Some(json!({"result": "pending"}));
+            save(&mut session, &journal, "branch-commit-pending")?;
+            let result = match branch_commit_step(ws, stack, &session, &journal, &wt) {
+                Ok(value) => value,
+                Err(err) if recovering || by_start => {
+                    tracing::warn!("commit on {} failed: {err:#}", wt.branch);
+                    json!({"result": "failed", "error": format!("{err:#}")})
+                }
+                Err(err) => return Err(err),
+            };
+            journal.steps.branch_commit = Some(result);
+            // Measured now, before the integration moves the branch onto others' work.
+            let (changes, _) = measure_changes(ws, &session, stack, false);
+            journal.changes = changes;
+            save(&mut session, &journal, "branch-commit")?;
+            performed.push("branch_commit");
+        }
+        if journal.steps.integrate.is_none() || is_pending(journal.steps.integrate.as_ref()) {
+            let result = match integrate_step(ws, stack, &mut session, &mut journal, &wt, lock) {
+                Ok(value) => value,
+                Err(err) if recovering || by_start => {
+                    tracing::warn!("integrating {} failed: {err:#}", wt.branch);
+                    json!({"result": "failed", "error": format!("{err:#}")})
+                }
+                Err(err) => return Err(err),
+            };
+            journal.steps.integrate = Some(result);
+            save(&mut session, &journal, "integrate")?;
+            performed.push("integrate");
+        }
+    }
+
     let task = stack.task(&session.task).cloned();
     let (mut progress, mut status, title) = match &task {
         Some(t) => (t.progress, t.status, t.title.clone()),
@@ -204,13 +245,37 @@ fn finish_wrap(
     } else if status == Status::Pending {
         status = Status::InProgress;
     }
+    let conflict = journal
+        .steps
+        .integrate
+        .as_ref()
+        .filter(|i| i["result"] == "conflict")
+        .map(|i| {
+            i["paths"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.as_str().map(str::to_string))
+                .collect::<Vec<_>>()
+        });
+    let status_after_conflict = status;
+    if conflict.is_some() {
+        status = Status::Blocked;
+    }
     let handoff_rel =
         Path::new(&stack.settings.handoff_dir).join(format!("handoff_{}.md", session.id));
     let handoff_path = ws.root().join(&handoff_rel);
 
     if journal.steps.handoff.is_none() {
-        let (changes, change_notes) = measure_changes(ws, &session, stack, journal.commit_enabled);
+        let (changes, mut change_notes) = if session.worktree.is_some() {
+            (journal.changes.take(), Vec::new())
+        } else {
+            measure_changes(ws, &session, stack, journal.commit_enabled)
+        };
         journal.changes = changes;
+        if let Some(wt) = &session.worktree {
+            change_notes.extend(integration_lines(&session, &journal, wt));
+        }
         journal.progress = Some(progress);
         let last_with_content = task.as_ref().and_then(|t| t.last_handoff.clone());
         let input = HandoffInput {
@@ -239,6 +304,9 @@ fn finish_wrap(
             Some(task) => {
                 task.progress = progress;
                 task.status = status;
+                if let (Some(paths), Some(wt)) = (&conflict, &session.worktree) {
+                    task.blocked_reason = Some(conflict_reason(&session.task, wt, paths));
+                }
                 // A session that moved nothing leaves the pointer on the last handoff with content.
                 if !journal.changed_nothing(&session, progress) {
                     task.last_handoff = Some(handoff_rel.to_string_lossy().into_owned());
@@ -253,6 +321,18 @@ fn finish_wrap(
                     task.claim = None;
                 }
                 ws.save_stack(lock, stack)?;
+                if let (Some(paths), Some(wt)) = (&conflict, &session.worktree) {
+                    save_record(
+                        ws,
+                        lock,
+                        &session,
+                        wt,
+                        Some(worktree::Conflict {
+                            paths: paths.clone(),
+                            status_after: status_after_conflict,
+                        }),
+                    )?;
+                }
             }
             None => tracing::warn!(
                 "task `{}` is no longer in the stack; nothing to update",
@@ -277,7 +357,7 @@ fn finish_wrap(
         let message = handoff::commit_message(&session, &journal, &stack.settings.budget, progress);
         journal.steps.commit = Some(json!({"result": "pending"}));
         save(&mut session, &journal, "commit-pending")?;
-        let result = match commit_step(ws, stack, &session, &journal, &message) {
+        let result = match commit_step(ws, stack, &session, &journal, &message, &handoff_rel) {
             Ok(value) => value,
             // As with the backup: a recovery records the failure rather than block `start`.
             Err(err) if recovering || by_start => {
@@ -291,6 +371,15 @@ fn finish_wrap(
         performed.push("commit");
     }
 
+    if let Some(wt) = &session.worktree
+        && journal.steps.cleanup.is_none()
+    {
+        let result = cleanup_step(ws, lock, &session, &journal, wt)?;
+        journal.steps.cleanup = Some(result);
+        save(&mut session, &journal, "cleanup")?;
+        performed.push("cleanup");
+    }
+
     ws.remove_active(lock, &session.id)?;
     Ok(WrapReport {
         session: session.id.clone(),
@@ -300,6 +389,8 @@ fn finish_wrap(
         backup: journal.steps.backup.clone().unwrap_or(Value::Null),
         metrics: journal.steps.metrics.clone().unwrap_or_default(),
         commit: journal.steps.commit.clone().unwrap_or(Value::Null),
+        integrate: journal.steps.integrate.clone(),
+        worktree: session.worktree.clone(),
         steps: performed,
         resumed,
         progress,
@@ -486,7 +577,10 @@ fn measure_changes(
     commit_enabled: bool,
 ) -> (Option<SessionChanges>, Vec<String>) {
     let since = session.git_head_at_start.as_deref();
-    let plan = match with_request(ws, stack, "", |req| vcs::plan_commit(req, since)) {
+    let workdir = session_workdir(ws, session);
+    let plan = match with_request_in(ws, stack, &workdir, None, "", |req| {
+        vcs::plan_commit(req, since)
+    }) {
         Ok(Some(plan)) => plan,
         Ok(None) => {
             return (
@@ -519,7 +613,7 @@ fn measure_changes(
             });
         }
     }
-    match vcs::messages_since(ws.root(), since) {
+    match vcs::messages_since(&workdir, since) {
         Ok(messages) => {
             let agents: Vec<&String> = messages
                 .iter()
@@ -599,16 +693,46 @@ fn with_request<T>(
     message: &str,
     f: impl FnOnce(&vcs::CommitRequest) -> T,
 ) -> T {
-    let (exclude, exclude_globs) = excluded(stack);
+    with_request_in(ws, stack, ws.root(), None, message, f)
+}
+
+/// Runs `f` with the commit request for `workdir` (the workspace, or its place in a session's
+/// worktree, where the bookkeeping is left out too: it is committed by the main workspace only,
+/// so branches never conflict over it), committing `only` those paths when given.
+fn with_request_in<T>(
+    ws: &Workspace,
+    stack: &TaskStack,
+    workdir: &Path,
+    only: Option<&[PathBuf]>,
+    message: &str,
+    f: impl FnOnce(&vcs::CommitRequest) -> T,
+) -> T {
+    let (mut exclude, exclude_globs) = excluded(stack);
+    if workdir != ws.root() {
+        exclude.extend([
+            PathBuf::from(crate::store::STACK_FILE),
+            PathBuf::from(stack.settings.handoff_dir.trim_end_matches('/')),
+            PathBuf::from(crate::store::STATE_DIR),
+        ]);
+    }
     let owner_dir = ws.git_owners_dir();
     f(&vcs::CommitRequest {
-        workdir: ws.root(),
+        workdir,
         message,
         exclude: &exclude,
         exclude_globs: &exclude_globs,
         max_file_bytes: stack.settings.git.max_file_mb.saturating_mul(1024 * 1024),
         owner_dir: Some(&owner_dir),
+        only,
     })
+}
+
+/// Where the session's agent works: its worktree, or the workspace.
+pub fn session_workdir(ws: &Workspace, session: &Session) -> PathBuf {
+    match &session.worktree {
+        Some(wt) => wt.workdir.clone(),
+        None => ws.root().to_path_buf(),
+    }
 }
 
 fn commit_step(
@@ -617,6 +741,7 @@ fn commit_step(
     session: &Session,
     journal: &WrapJournal,
     message: &str,
+    handoff_rel: &Path,
 ) -> Result<Value> {
     if !journal.commit_enabled {
         return Ok(
@@ -633,8 +758,308 @@ fn commit_step(
     )? {
         return Ok(json!({"result": "committed", "oid": oid, "found_existing": true}));
     }
-    let outcome = with_request(ws, stack, message, vcs::commit_all)?;
+    // A worktree session's work came back through its branch; other live sessions in this work
+    // tree have changes of their own in it: either way only this session's bookkeeping is its
+    // own to commit here.
+    let sharing = if session.worktree.is_some() {
+        Vec::new()
+    } else {
+        sharing_sessions(ws, session)
+    };
+    if session.worktree.is_none() && sharing.is_empty() {
+        let outcome = with_request(ws, stack, message, vcs::commit_all)?;
+        return Ok(commit_json(outcome));
+    }
+    let own = bookkeeping_paths(ws, session, handoff_rel);
+    let outcome = with_request_in(ws, stack, ws.root(), Some(&own), message, vcs::commit_all)?;
+    let mut value = commit_json(outcome);
+    if !sharing.is_empty() {
+        value["deferred"] =
+            json!({"reason": "other live sessions share the work tree", "sessions": sharing});
+    }
+    Ok(value)
+}
+
+/// This session's own files in the workspace: the stack, its handoff, its archived record.
+fn bookkeeping_paths(ws: &Workspace, session: &Session, handoff_rel: &Path) -> Vec<PathBuf> {
+    vec![
+        PathBuf::from(crate::store::STACK_FILE),
+        handoff_rel.to_path_buf(),
+        ws.archive_path(&session.id)
+            .strip_prefix(ws.root())
+            .map(Path::to_path_buf)
+            .unwrap_or_default(),
+    ]
+}
+
+/// The other live sessions working in the workspace's own work tree (not in worktrees of
+/// their own): their uncommitted changes there are not this session's to commit.
+pub fn sharing_sessions(ws: &Workspace, session: &Session) -> Vec<String> {
+    let now = crate::clock::now().unwrap_or_else(|_| chrono::Utc::now());
+    ws.active_sessions()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| {
+            s.id != session.id && s.worktree.is_none() && !s.is_wrapping() && !s.is_stale(now)
+        })
+        .map(|s| s.id)
+        .collect()
+}
+
+/// The subject of the commit of a worktree session's changes on its branch.
+pub const WORK_SUBJECT_PREFIX: &str = "Session Work: ";
+
+/// Commits what the agent left uncommitted in its worktree, on its branch.
+fn branch_commit_step(
+    ws: &Workspace,
+    stack: &TaskStack,
+    session: &Session,
+    journal: &WrapJournal,
+    wt: &SessionWorktree,
+) -> Result<Value> {
+    if !journal.commit_enabled {
+        return Ok(
+            json!({"result": "skipped", "reason": "commit disabled (--no-commit or settings.git.commit_on_wrap)"}),
+        );
+    }
+    if !wt.workdir.exists() {
+        return Ok(
+            json!({"result": "skipped", "reason": format!("the worktree {} is gone", wt.path.display())}),
+        );
+    }
+    if let Some(oid) = vcs::find_commit_with_trailer(
+        &wt.workdir,
+        session.git_head_at_start.as_deref(),
+        WORK_SUBJECT_PREFIX,
+        "Orchestrator-Session",
+        &session.id,
+    )? {
+        return Ok(json!({"result": "committed", "oid": oid, "found_existing": true}));
+    }
+    let summary = journal
+        .summary
+        .as_deref()
+        .and_then(|s| s.lines().map(one_line).find(|l| !l.is_empty()))
+        .map_or(String::new(), |line| format!("Summary: {line}\n\n"));
+    let message = format!(
+        "{WORK_SUBJECT_PREFIX}{task}\n\n{summary}Orchestrator-Session: {id}\nOrchestrator-Task: {task}\n",
+        task = session.task,
+        id = session.id,
+    );
+    let message = crate::core::text::strip_controls(&message).into_owned();
+    let outcome = with_request_in(ws, stack, &wt.workdir, None, &message, vcs::commit_all)?;
     Ok(commit_json(outcome))
+}
+
+/// Brings the session's branch onto the base branch as `settings.parallel.integrate` says.
+/// The plan is recorded (`pending`, with the base branch's old and new tips) before anything
+/// moves, so a wrap killed in the middle finishes the same move instead of making another.
+fn integrate_step(
+    ws: &Workspace,
+    stack: &TaskStack,
+    session: &mut Session,
+    journal: &mut WrapJournal,
+    wt: &SessionWorktree,
+    lock: &WorkspaceLock,
+) -> Result<Value> {
+    let committed = journal.steps.branch_commit.as_ref();
+    match committed.and_then(|c| c["result"].as_str()) {
+        Some("committed" | "nothing_to_commit") => {}
+        _ => {
+            let why = committed
+                .and_then(|c| c["reason"].as_str().or(c["error"].as_str()))
+                .unwrap_or("the session's changes were not committed on its branch");
+            return Ok(
+                json!({"result": "skipped", "reason": format!("{why}; the work stays on {} in {}", wt.branch, wt.path.display())}),
+            );
+        }
+    }
+    let mode = stack.settings.parallel.integrate;
+    if mode == Integrate::Branch {
+        return Ok(json!({"result": "branch", "branch": wt.branch, "base": wt.base}));
+    }
+    let main = ws.root();
+    if let Some(pending) = journal.steps.integrate.clone()
+        && let (Some(from), Some(to)) = (pending["from"].as_str(), pending["to"].as_str())
+    {
+        let (from, to) = (Oid::from_str(from)?, Oid::from_str(to)?);
+        if worktree::apply(main, wt, from, to)? {
+            return Ok(integrated(mode, wt, to, &pending));
+        }
+    }
+    let message = format!(
+        "Merge {} into {}\n\nOrchestrator-Session: {}\nOrchestrator-Task: {}\n",
+        wt.branch, wt.base, session.id, session.task
+    );
+    // The base branch moves only under the workspace lock, which is held: a second try only
+    // follows a user's own commit made meanwhile.
+    for _ in 0..3 {
+        match worktree::plan(main, wt, mode, &message)? {
+            worktree::Plan::Nothing => {
+                return Ok(json!({"result": "nothing", "mode": mode.as_str(), "base": wt.base}));
+            }
+            worktree::Plan::Conflict(paths) => {
+                return Ok(
+                    json!({"result": "conflict", "mode": mode.as_str(), "base": wt.base, "branch": wt.branch, "paths": paths}),
+                );
+            }
+            worktree::Plan::Move {
+                from,
+                to,
+                branch_tip,
+                commits,
+                fast_forward,
+            } => {
+                let pending = json!({"result": "pending", "mode": mode.as_str(), "from": from.to_string(), "to": to.to_string(), "branch_tip": branch_tip.to_string(), "commits": commits, "fast_forward": fast_forward});
+                journal.steps.integrate = Some(pending.clone());
+                session.wrap = Some(journal.clone());
+                ws.save_active(lock, session)?;
+                session.wrap = None;
+                crash_point("integrate-pending");
+                if worktree::apply(main, wt, from, to)? {
+                    return Ok(integrated(mode, wt, to, &pending));
+                }
+            }
+        }
+    }
+    anyhow::bail!(
+        "the base branch {} keeps moving; run `orchestrator wrap` again",
+        wt.base
+    )
+}
+
+fn integrated(mode: Integrate, wt: &SessionWorktree, to: Oid, pending: &Value) -> Value {
+    json!({"result": "integrated", "mode": mode.as_str(), "base": wt.base, "head": to.to_string(),
+           "branch_tip": pending["branch_tip"], "commits": pending["commits"],
+           "fast_forward": pending["fast_forward"]})
+}
+
+/// A worktree whose branch is integrated (or left for a pull request) has done its job: it
+/// goes, and the branch too once the base branch holds it. One with anything uncommitted in
+/// it, or whose integration did not happen, is kept.
+fn cleanup_step(
+    ws: &Workspace,
+    lock: &WorkspaceLock,
+    session: &Session,
+    journal: &WrapJournal,
+    wt: &SessionWorktree,
+) -> Result<Value> {
+    let result = journal
+        .steps
+        .integrate
+        .as_ref()
+        .and_then(|i| i["result"].as_str())
+        .unwrap_or_default();
+    if !matches!(result, "integrated" | "nothing" | "branch") {
+        save_record(ws, lock, session, wt, None).ok();
+        return Ok(
+            json!({"result": "kept", "reason": format!("integration {result}"), "path": wt.path}),
+        );
+    }
+    let left = worktree::uncommitted(&wt.path, &worktree::our_files(wt))?;
+    if !left.is_empty() {
+        save_record(ws, lock, session, wt, None).ok();
+        return Ok(
+            json!({"result": "kept", "reason": "uncommitted files in the worktree", "files": left, "path": wt.path}),
+        );
+    }
+    let integrated_tip = journal
+        .steps
+        .integrate
+        .as_ref()
+        .and_then(|i| i["branch_tip"].as_str())
+        .and_then(|tip| Oid::from_str(tip).ok());
+    let branch_deleted = worktree::remove(
+        ws.root(),
+        &session.task,
+        wt,
+        result != "branch",
+        integrated_tip,
+    )?;
+    crate::store::file::remove_if_exists(&worktree::record_path(ws.root(), &session.task))?;
+    Ok(json!({"result": "removed", "branch_deleted": branch_deleted}))
+}
+
+/// Writes the worktree's record (owner, and the conflict when there is one).
+pub fn save_record(
+    ws: &Workspace,
+    _lock: &WorkspaceLock,
+    session: &Session,
+    wt: &SessionWorktree,
+    conflict: Option<worktree::Conflict>,
+) -> Result<()> {
+    let existing = worktree::read_record(ws.root(), &session.task)?;
+    let record = worktree::WorktreeRecord {
+        task: session.task.clone(),
+        worktree: wt.clone(),
+        session: session.id.clone(),
+        agent: session.agent.clone(),
+        conflict: conflict.or(existing.and_then(|r| r.conflict)),
+    };
+    crate::store::file::write_json(&worktree::record_path(ws.root(), &session.task), &record)
+}
+
+/// Why a task whose integration conflicted is blocked, and what to do about it.
+pub fn conflict_reason(task: &str, wt: &SessionWorktree, paths: &[String]) -> String {
+    format!(
+        "merge-conflict: {} conflicts with {} in {}; resolve it in {} (`git rebase {}` there, fix \
+         the files, `git add` them, `git rebase --continue`), then run `orchestrator worktree \
+         integrate {task}`",
+        wt.branch,
+        wt.base,
+        paths.join(", "),
+        wt.workdir.display(),
+        wt.base
+    )
+}
+
+/// The handoff's lines about the worktree and its integration.
+fn integration_lines(
+    session: &Session,
+    journal: &WrapJournal,
+    wt: &SessionWorktree,
+) -> Vec<String> {
+    let Some(integrate) = &journal.steps.integrate else {
+        return Vec::new();
+    };
+    let line = match integrate["result"].as_str() {
+        Some("integrated") => format!(
+            "**Integrated:** {} onto {} ({}), {} commit(s)",
+            wt.branch,
+            wt.base,
+            integrate["mode"].as_str().unwrap_or_default(),
+            integrate["commits"]
+        ),
+        Some("nothing") => format!(
+            "**Integrated:** nothing on {} that {} lacks",
+            wt.branch, wt.base
+        ),
+        Some("branch") => format!(
+            "**Left on its branch:** {} (settings.parallel.integrate = branch): open a pull request, or merge it into {}",
+            wt.branch, wt.base
+        ),
+        Some("conflict") => {
+            let paths: Vec<String> = integrate["paths"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.as_str().map(str::to_string))
+                .collect();
+            format!(
+                "**Merge conflict, nothing lost:** {}. The task is blocked until it is resolved; {} keeps the work.",
+                conflict_reason(&session.task, wt, &paths),
+                wt.branch
+            )
+        }
+        _ => format!(
+            "**Not integrated:** {}",
+            integrate["reason"]
+                .as_str()
+                .or(integrate["error"].as_str())
+                .unwrap_or("unknown")
+        ),
+    };
+    vec![line]
 }
 
 /// Commits the work tree as a wrap would, with `message` (used by `checkpoint --commit`).
@@ -659,4 +1084,110 @@ pub fn commit_json(outcome: vcs::CommitOutcome) -> Value {
             serde_json::to_value(other).unwrap_or(Value::Null)
         }
     }
+}
+
+/// What [`integrate_resolved`] did.
+pub struct Resolved {
+    pub task: String,
+    pub head: Option<String>,
+    pub status: Status,
+    pub branch_deleted: bool,
+}
+
+/// Finishes the integration of a task's worktree after its conflict was resolved by hand:
+/// commits what is left uncommitted there on its branch, brings the branch onto the base
+/// branch, gives the task back the status its wrap meant it to have, commits that on the base
+/// branch and removes the worktree (and the merged branch). Refused, changing nothing in
+/// git, while it still conflicts or the worktree is mid-rebase/merge.
+pub fn integrate_resolved(
+    ws: &Workspace,
+    lock: &WorkspaceLock,
+    stack: &mut TaskStack,
+    record: &worktree::WorktreeRecord,
+) -> Result<Resolved> {
+    let wt = &record.worktree;
+    let task_id = &record.task;
+    if wt.workdir.exists() {
+        let message = format!(
+            "{WORK_SUBJECT_PREFIX}{task_id}\n\nThe conflict resolved by hand.\n\nOrchestrator-Task: {task_id}\n"
+        );
+        let outcome = with_request_in(ws, stack, &wt.workdir, None, &message, vcs::commit_all)?;
+        if let vcs::CommitOutcome::Skipped { reason, .. } = &outcome {
+            return Err(crate::error::Failure::user(format!(
+                "{}: {reason}",
+                wt.workdir.display()
+            )));
+        }
+    }
+    let mode = match stack.settings.parallel.integrate {
+        Integrate::Branch => Integrate::Rebase,
+        mode => mode,
+    };
+    let message = format!(
+        "Merge {} into {}\n\nOrchestrator-Task: {task_id}\n",
+        wt.branch, wt.base
+    );
+    let mut head = None;
+    let mut branch_tip = None;
+    for attempt in 0..3 {
+        match worktree::plan(ws.root(), wt, mode, &message)? {
+            worktree::Plan::Nothing => break,
+            worktree::Plan::Conflict(paths) => {
+                return Err(crate::error::Failure::user(format!(
+                    "{} still conflicts with {} in {}; {}",
+                    wt.branch,
+                    wt.base,
+                    paths.join(", "),
+                    conflict_reason(task_id, wt, &paths)
+                        .split_once("; ")
+                        .map_or("", |(_, how)| how)
+                )));
+            }
+            worktree::Plan::Move {
+                from,
+                to,
+                branch_tip: tip,
+                ..
+            } => {
+                if worktree::apply(ws.root(), wt, from, to)? {
+                    head = Some(to.to_string());
+                    branch_tip = Some(tip);
+                    break;
+                }
+                if attempt == 2 {
+                    anyhow::bail!("the base branch {} keeps moving; try again", wt.base);
+                }
+            }
+        }
+    }
+    let status = record
+        .conflict
+        .as_ref()
+        .map_or(Status::InProgress, |c| c.status_after);
+    if let Some(task) = stack.task_mut(task_id)
+        && task.status == Status::Blocked
+    {
+        task.set_status(status);
+        ws.save_stack(lock, stack)?;
+    }
+    let message = format!(
+        "Integrate: {task_id}\n\n{} brought onto {} after a conflict was resolved.\n\nOrchestrator-Task: {task_id}\n",
+        wt.branch, wt.base
+    );
+    let own = [PathBuf::from(crate::store::STACK_FILE)];
+    with_request_in(ws, stack, ws.root(), Some(&own), &message, vcs::commit_all)?;
+    let left = worktree::uncommitted(&wt.path, &worktree::our_files(wt))?;
+    let branch_deleted = if left.is_empty() {
+        let deleted = worktree::remove(ws.root(), task_id, wt, true, branch_tip)?;
+        crate::store::file::remove_if_exists(&worktree::record_path(ws.root(), task_id))?;
+        deleted
+    } else {
+        false
+    };
+    Ok(Resolved {
+        task: task_id.clone(),
+        head,
+        status,
+        branch_deleted,
+    })
 }

@@ -132,6 +132,10 @@ pub struct CommitRequest<'a> {
     /// locks left by a killed commit can be told from other processes' and removed.
     /// None: no record, and no lock is ever removed.
     pub owner_dir: Option<&'a Path>,
+    /// When set, only these files or directories (relative to `workdir`) are committed; every
+    /// other change stays as it is, unreported. A wrap in a work tree other live sessions
+    /// share commits only what is its own (its bookkeeping).
+    pub only: Option<&'a [PathBuf]>,
 }
 
 /// Stage everything `git add -A` would take over the whole repository
@@ -842,7 +846,12 @@ fn resolve_paths(repo: &Repository, req: &CommitRequest) -> Result<(PathBuf, Exc
     let root = fs::canonicalize(root).with_context(|| format!("resolving {}", root.display()))?;
     let workdir = fs::canonicalize(req.workdir)
         .with_context(|| format!("resolving {}", req.workdir.display()))?;
-    let excluder = Excluder::new(&root, &workdir, req.exclude, req.exclude_globs);
+    let mut excluder = Excluder::new(&root, &workdir, req.exclude, req.exclude_globs);
+    excluder.only = req.only.map(|only| {
+        only.iter()
+            .filter_map(|p| repo_relative(&root, &normalize(&workdir.join(p))))
+            .collect()
+    });
     Ok((root, excluder))
 }
 
@@ -956,7 +965,7 @@ impl<'a> Stager<'a> {
     /// Whether `path` is to be staged; the reasons it is not are recorded.
     fn decide(&mut self, path: &Path, index: &Index, hook: &mut dyn FnMut(&Path)) -> bool {
         let key = path_key(path);
-        if self.problem_paths.contains(&key) {
+        if self.problem_paths.contains(&key) || self.excluder.outside_only(&key) {
             return false;
         }
         if self.excluder.is_excluded(&key) {
@@ -1172,13 +1181,17 @@ fn reset_excluded_changes(
         let Some(path) = new.path().or(old.path()) else {
             continue;
         };
-        if !ex.is_excluded(&path.to_string_lossy()) {
+        let key = path.to_string_lossy();
+        let excluded = ex.is_excluded(&key);
+        if !excluded && !ex.outside_only(&key) {
             continue;
         }
         reset.changed = true;
         if old.exists() {
             debug!("excluded {}: staged change reset to HEAD", path.display());
-            reset.tracked.push(path_key(path));
+            if excluded {
+                reset.tracked.push(path_key(path));
+            }
             index.add(&IndexEntry {
                 ctime: IndexTime::new(0, 0),
                 mtime: IndexTime::new(0, 0),
@@ -1221,6 +1234,8 @@ struct Excluder {
     globs: Vec<(String, bool)>,
     /// Repository-relative workdir ("" when it is the root).
     workdir_prefix: Option<String>,
+    /// See [`CommitRequest::only`], repository-relative.
+    only: Option<Vec<String>>,
 }
 
 impl Excluder {
@@ -1247,11 +1262,25 @@ impl Excluder {
             paths,
             globs,
             workdir_prefix: repo_relative(root, workdir),
+            only: None,
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.paths.is_empty() && self.globs.is_empty()
+        self.paths.is_empty() && self.globs.is_empty() && self.only.is_none()
+    }
+
+    /// Left out because the commit takes only some paths and this is none of them.
+    fn outside_only(&self, path: &str) -> bool {
+        let Some(only) = &self.only else {
+            return false;
+        };
+        let path = path.trim_end_matches('/');
+        !only.iter().any(|prefix| {
+            path == prefix
+                || (path.starts_with(prefix.as_str())
+                    && path.as_bytes().get(prefix.len()) == Some(&b'/'))
+        })
     }
 
     /// `path`: repository-relative, `/`-separated.
@@ -1737,6 +1766,7 @@ mod tests {
             exclude_globs,
             max_file_bytes,
             owner_dir: None,
+            only: None,
         }
     }
 

@@ -7,8 +7,8 @@ use orchestrator::core::meters::{
 };
 use orchestrator::core::run::RunSettings;
 use orchestrator::core::stack::{
-    BudgetSettings, DatabaseSettings, GitSettings, MetricSpec, PostgresSettings, Settings,
-    StoreSettings, TaskStack,
+    BudgetSettings, DatabaseSettings, GitSettings, Integrate, MetricSpec, ParallelSettings,
+    PostgresSettings, Settings, StoreSettings, TaskStack,
 };
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -121,6 +121,11 @@ fn every_setting() -> Settings {
             }),
             extra: Map::new(),
         }),
+        parallel: ParallelSettings {
+            worktrees: true,
+            integrate: Integrate::Merge,
+            extra: Map::new(),
+        },
         extra: Map::new(),
     }
 }
@@ -236,6 +241,14 @@ fn every_setting_the_code_reads_is_documented_with_its_default() {
         &mut run,
     );
     defaults.extend(run);
+    // So is `parallel`.
+    let mut parallel = BTreeMap::new();
+    leaves(
+        "settings.parallel",
+        &serde_json::to_value(ParallelSettings::default()).unwrap(),
+        &mut parallel,
+    );
+    defaults.extend(parallel);
     // An agent's hook behaviours are left out of the file while they have their defaults.
     defaults.insert(
         "settings.agents.<name>.on_session_start".into(),

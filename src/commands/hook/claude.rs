@@ -224,6 +224,7 @@ fn session_start(
         budget: None,
         transcript: event.transcript_path.clone(),
         transcript_origin: Some(TranscriptOrigin::Hook),
+        worktree: false,
     };
     match open_session(ctx, start) {
         Ok((_, text)) => Ok(Some(text)),

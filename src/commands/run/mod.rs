@@ -7,6 +7,7 @@ use clap::Args;
 use serde_json::{Value, json};
 use std::fs::{File, OpenOptions};
 use std::io::{IsTerminal, Write};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -90,6 +91,10 @@ pub struct RunArgs {
     /// Token budget for each session (default: settings.budget.tokens)
     #[arg(long, value_name = "N")]
     pub budget: Option<u64>,
+    /// Run this many loops in parallel, each session in its own git worktree, loop k as agent
+    /// NAME-k; one summary line when all have stopped
+    #[arg(long, value_name = "N", default_value = "1", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub workers: u32,
     /// The agent command and its arguments, run without a shell; `{brief}`, `{session}` and
     /// `{task}` in them are filled in
     #[arg(last = true, required = true, value_name = "CMD")]
@@ -116,30 +121,119 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
         ctx.now.format("%Y%m%d_%H%M%S"),
         std::process::id()
     );
-    let mut log = RunLog::create(&ws, &run_id)?;
     let _pid_file = PidFile::write(&ws, &run_id)?;
+    let worktrees = args.workers > 1;
+    if !worktrees {
+        let end = run_loop(&ws, &args, &options, &signals, &agent, &run_id, false)?;
+        let json = json!({
+            "run": run_id,
+            "stop": end.stop.as_str(),
+            "sessions": end.sessions,
+            "exit": end.stop.exit_code(),
+            "log": end.log,
+            "message": end.stop.describe(),
+        });
+        let text = format!(
+            "run={run_id} stop={} sessions={} exit={}\nStopped: {}.\n",
+            end.stop.as_str(),
+            end.sessions,
+            end.stop.exit_code(),
+            end.stop.describe()
+        );
+        ctx.emit(json, &text);
+        return Ok(end.stop.exit_code());
+    }
+    // N loops in this process, each its own agent NAME-k, its own log and worktrees; they share
+    // the signal flags, so Ctrl-C stops every agent and each session is wrapped.
+    let results: Vec<Result<LoopEnd>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..=args.workers)
+            .map(|k| {
+                let (ws, args, options, signals) = (&ws, &args, &options, &signals);
+                let agent = format!("{agent}-{k}");
+                let run_id = format!("{run_id}_w{k}");
+                scope.spawn(move || run_loop(ws, args, options, signals, &agent, &run_id, true))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a worker loop panicked")))
+            })
+            .collect()
+    });
+    let mut ends = Vec::new();
+    for result in results {
+        ends.push(result?);
+    }
+    // The run's stop is the most telling of its loops': the highest exit code.
+    let worst = ends
+        .iter()
+        .max_by_key(|e| e.stop.exit_code())
+        .map(|e| e.stop)
+        .unwrap_or(StopReason::AllDone);
+    let sessions: u32 = ends.iter().map(|e| e.sessions).sum();
+    let json = json!({
+        "run": run_id,
+        "workers": args.workers,
+        "stop": worst.as_str(),
+        "sessions": sessions,
+        "exit": worst.exit_code(),
+        "logs": ends.iter().map(|e| &e.log).collect::<Vec<_>>(),
+        "loops": ends.iter().map(|e| json!({"agent": e.agent, "stop": e.stop.as_str(), "sessions": e.sessions})).collect::<Vec<_>>(),
+        "message": worst.describe(),
+    });
+    let text = format!(
+        "run={run_id} workers={} stop={} sessions={sessions} exit={}\nStopped: {}.\n",
+        args.workers,
+        worst.as_str(),
+        worst.exit_code(),
+        worst.describe()
+    );
+    ctx.emit(json, &text);
+    Ok(worst.exit_code())
+}
+
+/// How one loop ended.
+struct LoopEnd {
+    agent: String,
+    stop: StopReason,
+    sessions: u32,
+    log: std::path::PathBuf,
+}
+
+/// One loop: sessions of `agent` until a stop condition; `worktrees`: each in its own worktree.
+fn run_loop(
+    ws: &Workspace,
+    args: &RunArgs,
+    options: &LoopOptions,
+    signals: &Signals,
+    agent: &str,
+    run_id: &str,
+    worktrees: bool,
+) -> Result<LoopEnd> {
+    let mut log = RunLog::create(ws, run_id)?;
     log.event(
         "run_started",
         json!({"agent": agent, "command": args.command, "pid": std::process::id()}),
     );
-
     let mut runner = Runner {
-        ws: &ws,
-        args: &args,
-        options: &options,
-        signals: &signals,
-        agent: &agent,
+        ws,
+        args,
+        options,
+        signals,
+        agent,
         log,
     };
     let began = Instant::now();
     let mut loop_state = LoopState {
         sessions: 0,
-        breaker: start_breaker(&ws, &agent, &args)?,
+        breaker: start_breaker(ws, agent, args)?,
         rate_limits_in_row: 0,
         honoured_pause: None,
     };
     let stop = loop {
-        if let Some(reason) = stop_before_session(&ws, &args, &signals, &loop_state, began) {
+        if let Some(reason) = stop_before_session(ws, args, signals, &loop_state, began) {
             break reason;
         }
         if honour_pause(&mut runner, &mut loop_state.honoured_pause)? {
@@ -149,22 +243,23 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
         let session_ctx = Context::inner(Some(ws.root().to_path_buf()), now);
         let start = StartArgs {
             task: None,
-            agent: agent.clone(),
+            agent: agent.to_string(),
             budget: args.budget,
             transcript: None,
             transcript_origin: None,
+            worktree: worktrees,
         };
         let (brief, brief_text) = match open_session(&session_ctx, start) {
             Ok(opened) => opened,
             Err(err) if crate::error::exit_code(&err) == code::NOTHING_TO_DO => {
-                match idle(&ws, now)? {
+                match idle(ws, now)? {
                     Idle::AllDone => break StopReason::AllDone,
                     Idle::Blocked => break StopReason::NothingReady,
                     Idle::OthersWorking => {
                         runner
                             .log
                             .event("waiting", json!({"why": format!("{err:#}")}));
-                        pause(&ws, &signals, args.sleep.max(Duration::from_secs(1)));
+                        pause(ws, signals, args.sleep.max(Duration::from_secs(1)));
                         continue;
                     }
                 }
@@ -189,7 +284,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
         );
         let (outcome, final_output) = drive(&mut runner, &session_id, &task, &brief_text)?;
         let tripped = loop_state.breaker.record(outcome);
-        save_breaker(&ws, &agent, &loop_state.breaker);
+        save_breaker(ws, agent, &loop_state.breaker);
         if let Some(reason) = tripped {
             break reason;
         }
@@ -198,7 +293,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
             back_off(&mut runner, loop_state.rate_limits_in_row, &final_output)?;
         } else {
             loop_state.rate_limits_in_row = 0;
-            pause(&ws, &signals, args.sleep);
+            pause(ws, signals, args.sleep);
         }
     };
 
@@ -224,23 +319,12 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
         "stopped",
         json!({"reason": stop.as_str(), "sessions": loop_state.sessions, "exit": stop.exit_code(), "message": stop.describe()}),
     );
-    let json = json!({
-        "run": run_id,
-        "stop": stop.as_str(),
-        "sessions": loop_state.sessions,
-        "exit": stop.exit_code(),
-        "log": runner.log.path,
-        "message": stop.describe(),
-    });
-    let text = format!(
-        "run={run_id} stop={} sessions={} exit={}\nStopped: {}.\n",
-        stop.as_str(),
-        loop_state.sessions,
-        stop.exit_code(),
-        stop.describe()
-    );
-    ctx.emit(json, &text);
-    Ok(stop.exit_code())
+    Ok(LoopEnd {
+        agent: agent.to_string(),
+        stop,
+        sessions: loop_state.sessions,
+        log: runner.log.path.clone(),
+    })
 }
 
 struct LoopState {
@@ -373,15 +457,24 @@ fn drive(
         .split_first()
         .context("the agent command is empty")?;
     let argv: Vec<String> = rest.iter().map(|a| expand(a, &placeholders)).collect();
-    let env = [
+    let mut env = vec![
         ("ORCHESTRATOR_SESSION", session_id.to_string()),
         ("ORCHESTRATOR_TASK", task.to_string()),
         ("ORCHESTRATOR_DIR", ws.root().display().to_string()),
         ("ORCHESTRATOR_AGENT", agent.to_string()),
         ("ORCHESTRATOR_RUN", log.run_id.clone()),
     ];
-    let program = expand(program, &placeholders);
-    let mut process = match AgentProcess::spawn(&program, &argv, &env, ws.root(), brief.to_string())
+    // A session in its own worktree: the agent works there, and is told so.
+    let workdir = crate::wrap::session_workdir(ws, &started_session);
+    if started_session.worktree.is_some() {
+        env.push(("ORCHESTRATOR_WORKTREE", workdir.display().to_string()));
+    }
+    let mut program = expand(program, &placeholders);
+    // A relative path to the program means the workspace's, wherever the agent works.
+    if program.contains('/') && Path::new(&program).is_relative() {
+        program = ws.root().join(&program).display().to_string();
+    }
+    let mut process = match AgentProcess::spawn(&program, &argv, &env, &workdir, brief.to_string())
     {
         Ok(process) => process,
         Err(err) => {

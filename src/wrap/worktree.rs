@@ -1,0 +1,559 @@
+//! A git worktree per session (through libgit2): made at `start`, brought back at `wrap`.
+//!
+//! A session's worktree is `<workspace>/.orchestrator/worktrees/<task-id>` on the branch
+//! `orchestrator/<task-id>`, made from the tip of the branch the main work tree is on (the base
+//! branch). Inside the state directory, which every commit leaves out, it is never swept into
+//! the base tree's commits, it goes where the workspace goes, and its path alone says which
+//! workspace it belongs to (see `store::Workspace::find_from`).
+//!
+//! Integration is computed in memory (libgit2's cherry-pick and merge of commits write objects,
+//! never a work tree), so a conflict leaves nothing to abort: the branch, the worktree and the
+//! base branch stay exactly as they were. Only a clean result moves the base branch, in two
+//! idempotent moves a killed wrap repeats safely: the main work tree's files, then the ref
+//! (compared and swapped, so a base branch moved meanwhile is never overwritten).
+
+use anyhow::{Context, Result, anyhow, bail};
+use git2::build::CheckoutBuilder;
+use git2::{
+    BranchType, Commit, ErrorCode, Index, Oid, Repository, Signature, WorktreeAddOptions,
+    WorktreePruneOptions,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::core::session::SessionWorktree;
+use crate::core::stack::Integrate;
+
+/// Under the state directory: the worktrees and a record beside each.
+pub const WORKTREES_DIR: &str = "worktrees";
+/// Every session branch is `orchestrator/<task-id>`.
+pub const BRANCH_PREFIX: &str = "orchestrator/";
+/// At most this many conflicting paths are named.
+const MAX_LISTED_CONFLICTS: usize = 50;
+
+/// The worktree directory of `task` in the workspace at `ws_root`.
+pub fn worktree_path(ws_root: &Path, task: &str) -> PathBuf {
+    ws_root
+        .join(crate::store::STATE_DIR)
+        .join(WORKTREES_DIR)
+        .join(task)
+}
+
+/// The record kept beside a worktree (`<task-id>.json`): who owns it and what became of it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorktreeRecord {
+    pub task: String,
+    #[serde(flatten)]
+    pub worktree: SessionWorktree,
+    /// The session working in it now, or the last one.
+    pub session: String,
+    pub agent: String,
+    /// Set when the wrap's integration conflicted: what stopped it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict: Option<Conflict>,
+}
+
+/// An integration that stopped on a conflict, and what the task becomes once it is resolved.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Conflict {
+    pub paths: Vec<String>,
+    /// The task's status the wrap would have set (`done` after `wrap --done`).
+    pub status_after: crate::core::stack::Status,
+}
+
+pub fn record_path(ws_root: &Path, task: &str) -> PathBuf {
+    ws_root
+        .join(crate::store::STATE_DIR)
+        .join(WORKTREES_DIR)
+        .join(format!("{task}.json"))
+}
+
+pub fn read_record(ws_root: &Path, task: &str) -> Result<Option<WorktreeRecord>> {
+    let path = record_path(ws_root, task);
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .with_context(|| format!("{}: not a worktree record", path.display())),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Every record in the workspace, by task id.
+pub fn records(ws_root: &Path) -> Result<Vec<WorktreeRecord>> {
+    let dir = ws_root.join(crate::store::STATE_DIR).join(WORKTREES_DIR);
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err).with_context(|| format!("cannot list {}", dir.display())),
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(task) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+            continue;
+        };
+        if let Some(record) = read_record(ws_root, task)? {
+            found.push(record);
+        }
+    }
+    found.sort_by(|a, b| a.task.cmp(&b.task));
+    Ok(found)
+}
+
+/// The admin name git keeps the worktree under (`.git/worktrees/<name>`).
+fn admin_name(task: &str) -> String {
+    format!("orchestrator-{task}")
+}
+
+/// Opens (reusing) or makes the worktree of `task` for the workspace at `ws_root`. The branch
+/// is reused when it exists (a resumed task), else made from the base branch's tip.
+pub fn ensure(ws_root: &Path, task: &str) -> Result<SessionWorktree> {
+    let repo = Repository::discover(ws_root).map_err(|err| {
+        crate::error::Failure::user(format!(
+            "a worktree needs the workspace to be in a git repository: {}",
+            err.message()
+        ))
+    })?;
+    let root = repo
+        .workdir()
+        .ok_or_else(|| anyhow!("{} is a bare git repository", repo.path().display()))?;
+    let root = fs::canonicalize(root).with_context(|| format!("resolving {}", root.display()))?;
+    if repo.is_worktree() {
+        return Err(crate::error::Failure::user(format!(
+            "the workspace {} is itself in a linked git worktree; start sessions with worktrees from the main one",
+            ws_root.display()
+        )));
+    }
+    let head = repo.head().map_err(|err| {
+        crate::error::Failure::user(format!(
+            "a worktree needs a commit to start from: {}",
+            err.message()
+        ))
+    })?;
+    if !head.is_branch() {
+        return Err(crate::error::Failure::user(
+            "HEAD is detached: a worktree is made from, and integrated into, the branch the main work tree is on; check out a branch first",
+        ));
+    }
+    let base = head.shorthand().unwrap_or_default().to_string();
+    let base_tip = head.peel_to_commit().context("resolving HEAD")?;
+    let branch = format!("{BRANCH_PREFIX}{task}");
+    if !git2::Reference::is_valid_name(&format!("refs/heads/{branch}")) {
+        return Err(crate::error::Failure::user(format!(
+            "task id `{task}` does not make a valid git branch name ({branch})"
+        )));
+    }
+    let ws_canonical =
+        fs::canonicalize(ws_root).with_context(|| format!("resolving {}", ws_root.display()))?;
+    let prefix = ws_canonical
+        .strip_prefix(&root)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let path = worktree_path(&ws_canonical, task);
+    let info = SessionWorktree {
+        workdir: if prefix.as_os_str().is_empty() {
+            path.clone()
+        } else {
+            path.join(&prefix)
+        },
+        path: path.clone(),
+        branch: branch.clone(),
+        base,
+    };
+    let name = admin_name(task);
+    if let Ok(existing) = repo.find_worktree(&name) {
+        // Reused only when its record says it was made whole; a start killed midway left
+        // a checkout that may be missing files, which would read as deletions.
+        if existing.validate().is_ok()
+            && path.join(".git").exists()
+            && record_path(&ws_canonical, task).exists()
+        {
+            return Ok(info);
+        }
+        remove_worktree(&repo, &name, &path)?;
+    } else if path.exists() {
+        fs::remove_dir_all(&path)
+            .with_context(|| format!("removing the half-made worktree {}", path.display()))?;
+    }
+    let branch_ref = match repo.find_branch(&branch, BranchType::Local) {
+        Ok(found) => found,
+        Err(err) if err.code() == ErrorCode::NotFound => repo
+            .branch(&branch, &base_tip, false)
+            .with_context(|| format!("creating the branch {branch}"))?,
+        Err(err) => return Err(err).with_context(|| format!("reading the branch {branch}")),
+    };
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let mut options = WorktreeAddOptions::new();
+    options.reference(Some(branch_ref.get()));
+    repo.worktree(&name, &path, Some(&options))
+        .with_context(|| format!("creating the worktree {}", path.display()))?;
+    Ok(info)
+}
+
+/// The tip of a branch (None when it does not exist).
+fn branch_tip<'r>(repo: &'r Repository, branch: &str) -> Result<Option<Commit<'r>>> {
+    match repo.find_branch(branch, BranchType::Local) {
+        Ok(found) => Ok(Some(
+            found
+                .get()
+                .peel_to_commit()
+                .with_context(|| format!("resolving {branch}"))?,
+        )),
+        Err(err) if err.code() == ErrorCode::NotFound => Ok(None),
+        Err(err) => Err(err).with_context(|| format!("reading the branch {branch}")),
+    }
+}
+
+/// What integrating a branch would do, computed without touching any work tree or ref.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    /// The base branch already holds everything on the branch.
+    Nothing,
+    /// These paths conflict: nothing was changed.
+    Conflict(Vec<String>),
+    /// Move the base branch from `from` to `to` (a descendant of `from`).
+    Move {
+        from: Oid,
+        to: Oid,
+        /// The session branch's tip that was integrated.
+        branch_tip: Oid,
+        /// Commits brought onto the base branch.
+        commits: usize,
+        fast_forward: bool,
+    },
+}
+
+/// Plans bringing `wt.branch` onto `wt.base` in the repository of `main_dir`. `merge_message`
+/// is the message of a merge commit, when `mode` is merge and one is needed.
+pub fn plan(
+    main_dir: &Path,
+    wt: &SessionWorktree,
+    mode: Integrate,
+    merge_message: &str,
+) -> Result<Plan> {
+    let repo = open(main_dir)?;
+    let base = branch_tip(&repo, &wt.base)?
+        .ok_or_else(|| anyhow!("the base branch {} no longer exists", wt.base))?;
+    let Some(tip) = branch_tip(&repo, &wt.branch)? else {
+        return Ok(Plan::Nothing);
+    };
+    if tip.id() == base.id() || repo.graph_descendant_of(base.id(), tip.id())? {
+        return Ok(Plan::Nothing);
+    }
+    let merge_base = repo
+        .merge_base(base.id(), tip.id())
+        .context("finding where the branch left the base branch")?;
+    let mut picks = Vec::new();
+    let mut current = tip.clone();
+    while current.id() != merge_base {
+        picks.push(current.clone());
+        current = current.parent(0).context("walking the session branch")?;
+    }
+    if merge_base == base.id() {
+        return Ok(Plan::Move {
+            from: base.id(),
+            to: tip.id(),
+            branch_tip: tip.id(),
+            commits: picks.len(),
+            fast_forward: true,
+        });
+    }
+    let signature = signature(&repo)?;
+    let to = match mode {
+        Integrate::Merge => {
+            let mut index = repo
+                .merge_commits(&base, &tip, None)
+                .context("merging the session branch")?;
+            if index.has_conflicts() {
+                return Ok(Plan::Conflict(conflicts(&index)?));
+            }
+            let tree = repo.find_tree(index.write_tree_to(&repo)?)?;
+            repo.commit(
+                None,
+                &signature,
+                &signature,
+                merge_message,
+                &tree,
+                &[&base, &tip],
+            )?
+        }
+        Integrate::Rebase | Integrate::Branch => {
+            let mut onto = base.clone();
+            for pick in picks.iter().rev() {
+                let mainline = if pick.parent_count() > 1 { 1 } else { 0 };
+                let mut index = repo
+                    .cherrypick_commit(pick, &onto, mainline, None)
+                    .with_context(|| format!("replaying commit {}", pick.id()))?;
+                if index.has_conflicts() {
+                    return Ok(Plan::Conflict(conflicts(&index)?));
+                }
+                let tree = repo.find_tree(index.write_tree_to(&repo)?)?;
+                // Already on the base branch (an empty pick): dropped, as `git rebase` does.
+                if tree.id() == onto.tree_id() {
+                    continue;
+                }
+                let message = String::from_utf8_lossy(pick.message_raw_bytes()).into_owned();
+                let oid =
+                    repo.commit(None, &pick.author(), &signature, &message, &tree, &[&onto])?;
+                onto = repo.find_commit(oid)?;
+            }
+            onto.id()
+        }
+    };
+    if to == base.id() {
+        return Ok(Plan::Nothing);
+    }
+    Ok(Plan::Move {
+        from: base.id(),
+        to,
+        branch_tip: tip.id(),
+        commits: picks.len(),
+        fast_forward: false,
+    })
+}
+
+/// Moves the base branch from `from` to `to`: the main work tree's files first (when it is on
+/// the base branch), then the ref, compared and swapped. Run again after a kill it finishes
+/// the move; `Ok(false)` when the base branch is neither at `from` nor at `to` (someone moved
+/// it: plan again).
+pub fn apply(main_dir: &Path, wt: &SessionWorktree, from: Oid, to: Oid) -> Result<bool> {
+    let repo = open(main_dir)?;
+    let base_ref = format!("refs/heads/{}", wt.base);
+    let current = repo
+        .refname_to_id(&base_ref)
+        .with_context(|| format!("reading {base_ref}"))?;
+    if current != to {
+        if current != from {
+            return Ok(false);
+        }
+        let on_base = repo
+            .find_reference("HEAD")
+            .ok()
+            .and_then(|head| head.symbolic_target().map(|t| t == base_ref))
+            .unwrap_or(false);
+        if on_base {
+            update_work_tree(&repo, from, to)?;
+        }
+        super::crash_point("integrate-checkout");
+        let summary = format!("orchestrator: integrate {}", wt.branch);
+        repo.reference_matching(&base_ref, to, true, from, &summary)
+            .with_context(|| format!("moving {base_ref} to {to}"))?;
+    }
+    Ok(true)
+}
+
+/// Brings the main work tree and index from `from`'s tree to `to`'s, touching only the paths
+/// that differ. A file there that is neither as `from` nor as `to` has it (the user changed
+/// it) is never overwritten: the move is refused. One already as `to` has it (a move cut off
+/// halfway) is simply taken.
+fn update_work_tree(repo: &Repository, from: Oid, to: Oid) -> Result<()> {
+    let root = repo
+        .workdir()
+        .ok_or_else(|| anyhow!("the repository has no work tree"))?
+        .to_path_buf();
+    let old = repo.find_commit(from)?.tree()?;
+    let new_commit = repo.find_commit(to)?;
+    let new = new_commit.tree()?;
+    let diff = repo.diff_tree_to_tree(Some(&old), Some(&new), None)?;
+    let mut builder = CheckoutBuilder::new();
+    let mut changed_there = Vec::new();
+    let mut paths = 0;
+    for delta in diff.deltas() {
+        for (path, file_from, file_to) in [
+            (delta.old_file().path(), delta.old_file(), delta.new_file()),
+            (delta.new_file().path(), delta.old_file(), delta.new_file()),
+        ] {
+            let Some(path) = path else { continue };
+            let on_disk = root.join(path);
+            let here = match fs::symlink_metadata(&on_disk) {
+                Ok(meta) if meta.is_file() => {
+                    Some(Oid::hash_file(git2::ObjectType::Blob, &on_disk)?)
+                }
+                Ok(_) => Some(Oid::zero()),
+                Err(_) => None,
+            };
+            let as_in = |file: git2::DiffFile<'_>| match here {
+                None => !file.exists(),
+                Some(id) => file.exists() && file.id() == id,
+            };
+            if !as_in(file_from) && !as_in(file_to) {
+                changed_there.push(path.to_string_lossy().into_owned());
+            }
+            builder.path(path);
+            paths += 1;
+        }
+    }
+    if !changed_there.is_empty() {
+        changed_there.dedup();
+        bail!(
+            "cannot bring the integrated work into the main work tree: {} changed there \
+             (commit or stash them, then run the command again)",
+            changed_there.join(", ")
+        );
+    }
+    if paths == 0 {
+        return Ok(());
+    }
+    builder.force();
+    repo.checkout_tree(new_commit.as_object(), Some(&mut builder))
+        .context("updating the main work tree")
+}
+
+/// Removes the worktree (its files and git's record of it) and, when `delete_branch` and the
+/// base branch holds everything on it (or the branch is still at `integrated_tip`, which a
+/// rebase brought onto the base branch as new commits), the branch. Nothing there: nothing
+/// to do.
+pub fn remove(
+    main_dir: &Path,
+    task: &str,
+    wt: &SessionWorktree,
+    delete_branch: bool,
+    integrated_tip: Option<Oid>,
+) -> Result<bool> {
+    let repo = open(main_dir)?;
+    remove_worktree(&repo, &admin_name(task), &wt.path)?;
+    if !delete_branch {
+        return Ok(false);
+    }
+    let Some(tip) = branch_tip(&repo, &wt.branch)? else {
+        return Ok(true);
+    };
+    let base = branch_tip(&repo, &wt.base)?;
+    let merged = integrated_tip == Some(tip.id())
+        || base.is_some_and(|base| {
+            base.id() == tip.id()
+                || repo
+                    .graph_descendant_of(base.id(), tip.id())
+                    .unwrap_or(false)
+        });
+    if !merged {
+        return Ok(false);
+    }
+    let mut branch = repo.find_branch(&wt.branch, BranchType::Local)?;
+    branch
+        .delete()
+        .with_context(|| format!("deleting the branch {}", wt.branch))?;
+    Ok(true)
+}
+
+fn remove_worktree(repo: &Repository, name: &str, path: &Path) -> Result<()> {
+    if path.exists() {
+        fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    if let Ok(worktree) = repo.find_worktree(name) {
+        let mut options = WorktreePruneOptions::new();
+        options.valid(true).working_tree(false).locked(false);
+        worktree
+            .prune(Some(&mut options))
+            .with_context(|| format!("pruning git's record of the worktree {name}"))?;
+    }
+    Ok(())
+}
+
+/// Whether anything in the worktree is left uncommitted (ignored files, and `ours`: paths
+/// relative to the worktree that orchestrator put there, aside): such a worktree is kept, not
+/// removed. Its paths, at most a few.
+pub fn uncommitted(path: &Path, ours: &[String]) -> Result<Vec<String>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let repo = Repository::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut options = git2::StatusOptions::new();
+    options
+        .include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .include_ignored(false)
+        .exclude_submodules(true);
+    let statuses = repo.statuses(Some(&mut options))?;
+    Ok(statuses
+        .iter()
+        .filter_map(|s| s.path().map(str::to_string))
+        .filter(|p| !ours.contains(p))
+        .take(MAX_LISTED_CONFLICTS)
+        .collect())
+}
+
+/// Keeps `rel` (relative to the repository root) out of `git add -A` in every work tree of the
+/// repository, the main one and the worktrees, through the shared `info/exclude` (gitignore
+/// reference: "$GIT_DIR/info/exclude"; linked worktrees read the common one). Used for the
+/// settings file orchestrator copies into a worktree, which must never reach a commit.
+pub fn exclude_everywhere(main_dir: &Path, rel: &str) -> Result<()> {
+    let repo = open(main_dir)?;
+    let path = repo.commondir().join("info").join("exclude");
+    let line = format!("/{rel}");
+    let text = fs::read_to_string(&path).unwrap_or_default();
+    if text.lines().any(|l| l.trim() == line) {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut new = text;
+    if !new.is_empty() && !new.ends_with('\n') {
+        new.push('\n');
+    }
+    new.push_str(&format!(
+        "# orchestrator: copied into session worktrees, never committed\n{line}\n"
+    ));
+    crate::store::file::write_atomic(&path, new.as_bytes())
+}
+
+/// The paths orchestrator puts in a worktree, relative to its root.
+pub fn our_files(wt: &SessionWorktree) -> Vec<String> {
+    let prefix = wt
+        .workdir
+        .strip_prefix(&wt.path)
+        .ok()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(|p| format!("{}/", p.to_string_lossy()))
+        .unwrap_or_default();
+    vec![format!(
+        "{prefix}{}",
+        crate::agents::claude_settings::LOCAL_FILE
+    )]
+}
+
+/// Whether the branch still holds commits the base branch does not.
+pub fn unintegrated(main_dir: &Path, wt: &SessionWorktree) -> Result<bool> {
+    let repo = open(main_dir)?;
+    let (Some(tip), Some(base)) = (branch_tip(&repo, &wt.branch)?, branch_tip(&repo, &wt.base)?)
+    else {
+        return Ok(false);
+    };
+    Ok(tip.id() != base.id() && !repo.graph_descendant_of(base.id(), tip.id())?)
+}
+
+fn open(dir: &Path) -> Result<Repository> {
+    Repository::discover(dir)
+        .with_context(|| format!("opening the git repository at {}", dir.display()))
+}
+
+fn signature(repo: &Repository) -> Result<Signature<'static>> {
+    match repo.signature() {
+        Ok(sig) => Ok(sig.to_owned()),
+        Err(_) => Ok(Signature::now(
+            super::vcs::FALLBACK_NAME,
+            super::vcs::FALLBACK_EMAIL,
+        )?),
+    }
+}
+
+fn conflicts(index: &Index) -> Result<Vec<String>> {
+    let mut paths = BTreeSet::new();
+    for conflict in index.conflicts().context("reading the conflicts")? {
+        let conflict = conflict.context("reading the conflicts")?;
+        if let Some(entry) = conflict.our.or(conflict.their).or(conflict.ancestor) {
+            paths.insert(String::from_utf8_lossy(&entry.path).into_owned());
+        }
+    }
+    if paths.is_empty() {
+        bail!("the integration conflicts, but git names no path");
+    }
+    Ok(paths.into_iter().take(MAX_LISTED_CONFLICTS).collect())
+}
