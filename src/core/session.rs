@@ -55,8 +55,16 @@ pub struct Session {
     pub compactions: Vec<Compaction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wrap: Option<WrapJournal>,
+    /// The fencing token of the session's claim on its task: every write under the claim
+    /// carries it. 0 for a session started before tokens existed (its task's token is 0 too).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fence: u64,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One compaction of the agent's context.
@@ -350,6 +358,7 @@ mod tests {
             issues: vec![],
             wrap: None,
             compactions: Vec::new(),
+            fence: 0,
             extra: Map::new(),
         };
         let event = CheckpointEvent {

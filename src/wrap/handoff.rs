@@ -440,6 +440,7 @@ mod tests {
             issues: vec!["inbox had\ntwo duplicates".into()],
             wrap: None,
             compactions: Vec::new(),
+            fence: 0,
             extra: Map::new(),
         }
     }
