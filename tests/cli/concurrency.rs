@@ -195,8 +195,11 @@ fn kill_9_during_folds_loses_no_acknowledged_checkpoint() {
         let mut cmd = ws.command(&["checkpoint", &format!("to {target}"), "--progress", &target]);
         cmd.env("ORCHESTRATOR_TEST_FOLD_BYTES", "0");
         let mut child = cmd.spawn().unwrap();
+        // Every third one runs to its end, so that checkpoints get through however slow the
+        // machine is; the others are killed at a random instant.
+        let spared = attempts % 3 == 0;
         std::thread::sleep(Duration::from_micros(rng.next(40_000)));
-        if child.try_wait().unwrap().is_none() {
+        if !spared && child.try_wait().unwrap().is_none() {
             child.kill().unwrap();
             kills += 1;
         }
