@@ -78,7 +78,8 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
         .ok()
         .map(|session| Measured::read(&ws, &session));
     let lock = ws.lock()?;
-    let mut stack = ws.load_stack()?;
+    // A view: the checkpoint goes to the journal, the stack is not written back from here.
+    let mut stack = ws.load_view()?;
     let mut session = select_session(&ws, named, agent, false)?;
     let meters = record_usage(&ws, &stack, &session, &args.usage)?;
     let lease = Session::lease(stack.settings.lease_minutes);
