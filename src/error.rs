@@ -10,6 +10,8 @@ pub mod code {
     // 2 is clap's usage error.
     pub const NOTHING_TO_DO: u8 = 3;
     pub const BUSY: u8 = 4;
+    /// A write under a claim the session no longer holds (a stale fencing token).
+    pub const LOST: u8 = 5;
 }
 
 #[derive(Debug)]
@@ -41,6 +43,17 @@ impl Failure {
     pub fn busy(message: impl Into<String>) -> anyhow::Error {
         Failure {
             code: code::BUSY,
+            message: message.into(),
+        }
+        .into()
+    }
+}
+
+impl Failure {
+    /// The session lost its task (its claim's token is stale): exit 5, nothing changed.
+    pub fn lost(message: impl Into<String>) -> anyhow::Error {
+        Failure {
+            code: code::LOST,
             message: message.into(),
         }
         .into()

@@ -13,7 +13,7 @@ use crate::core::meters::MeterSource;
 use crate::core::session::{
     CheckpointEvent, Session, TokenReading, TranscriptOrigin, renewed_lease,
 };
-use crate::core::stack::{Checkpoint, OpenKind, Status, TaskStack};
+use crate::core::stack::{Checkpoint, CheckpointWrite, TaskStack};
 use crate::core::text::one_line;
 use crate::error::{Failure, code};
 use crate::meters::{Measured, Tokens, report};
@@ -78,12 +78,13 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
         .ok()
         .map(|session| Measured::read(&ws, &session));
     let lock = ws.lock()?;
-    let mut stack = ws.load_stack()?;
+    // A view: the checkpoint goes to the journal, the stack is not written back from here.
+    let mut stack = ws.load_view()?;
     let mut session = select_session(&ws, named, agent, false)?;
     let meters = record_usage(&ws, &stack, &session, &args.usage)?;
     let lease = Session::lease(stack.settings.lease_minutes);
     let stack_path = ws.stack_path();
-    let task = stack.task_mut(&session.task).ok_or_else(|| {
+    let task = stack.task(&session.task).ok_or_else(|| {
         Failure::user(format!(
             "{}: task `{}` of session {} is no longer in the stack",
             stack_path.display(),
@@ -91,14 +92,8 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
             session.id
         ))
     })?;
-    if let Some(claim) = &task.claim
-        && claim.session != session.id
-    {
-        return Err(Failure::user(format!(
-            "task `{}` is now held by {}; session {} lost its claim (its lease ran out)",
-            task.id, claim.session, session.id
-        )));
-    }
+    task.check_token(&session.id, session.fence)
+        .map_err(|lost| Failure::lost(format!("{lost}; {LOST_HINT}")))?;
 
     if let Some(unknown) = args
         .resolve
@@ -110,18 +105,12 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
             task.id, task.id
         )));
     }
-    for n in &args.resolve {
-        task.resolve_open_item(*n);
-    }
     let issues: Vec<String> = args
         .issues
         .iter()
         .map(|i| i.trim().to_string())
         .filter(|i| !i.is_empty())
         .collect();
-    for issue in &issues {
-        task.add_open_item(OpenKind::Issue, issue, ctx.now, &session.id);
-    }
 
     let total = task.progress.total;
     let current = task.progress.done;
@@ -152,10 +141,6 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
         }
         (None, None) => task.progress.done,
     };
-    task.progress.done = done;
-    if task.status == Status::Pending {
-        task.status = Status::InProgress;
-    }
     let measured = match early {
         Some(measured) if measured.is_of(&session) => measured,
         // Rebound to another transcript meanwhile: that read is bounded too.
@@ -175,12 +160,17 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
         tokens: recorded_tokens,
         extra: Map::new(),
     };
-    task.record_checkpoint(checkpoint.clone());
     let expires = renewed_lease(session.lease_expires, ctx.now, lease);
-    if let Some(claim) = task.claim.as_mut() {
-        claim.lease_expires = claim.lease_expires.max(expires);
-    }
-    let progress = task.progress;
+    let write = CheckpointWrite {
+        task: session.task.clone(),
+        session: session.id.clone(),
+        token: session.fence,
+        progress: done,
+        checkpoint: checkpoint.clone(),
+        resolved: args.resolve.clone(),
+        issues: issues.clone(),
+        lease_expires: expires,
+    };
     let event = CheckpointEvent {
         seq: session.checkpoints.len(),
         checkpoint,
@@ -201,16 +191,28 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
         lease_expires: expires,
     };
 
-    // The session's log first: a crash between the two writes loses the stack's copy of this
-    // checkpoint, never the full record. A failure (a full disk, a read-only directory) undoes
-    // the append: exit 1 leaves no checkpoint that a retry would record a second time.
+    // Two fsynced appends (the session's log, the stack's journal) instead of a rewrite of the
+    // stack. A failure (a full disk, a read-only directory) undoes them: exit 1 leaves no
+    // checkpoint that a retry would record a second time.
     let mut undo = Undo::new();
-    ws.append_checkpoint(&lock, &mut undo, &session.id, &event)?;
-    undo.before_replace(&ws.stack_path())?;
-    ws.save_stack(&lock, &stack)?;
+    ws.append_checkpoint(&lock, &mut undo, &mut stack, &write, &event)?;
     undo.commit();
     measured.save();
-    let commit = (args.commit || stack.settings.git.commit_on_checkpoint).then(|| {
+    let progress = stack
+        .task(&session.task)
+        .map_or(session.progress_at_start, |t| t.progress);
+    // Acknowledged already: a fold that fails is reported, and the next writer folds. A commit
+    // takes the stack as it stands, so it is folded first.
+    let commits = args.commit || stack.settings.git.commit_on_checkpoint;
+    let folded = if commits {
+        ws.fold_journal(&lock)
+    } else {
+        ws.fold_journal_if_large(&lock)
+    };
+    if let Err(err) = folded {
+        tracing::warn!("checkpoint recorded, but folding the journal failed: {err:#}");
+    }
+    let commit = commits.then(|| {
         let message = wrap::handoff::checkpoint_commit_message(&session, message, progress);
         // The checkpoint is recorded whatever happens here: a failed commit is reported, not fatal.
         match wrap::commit_workspace(&ws, &stack, &message) {
@@ -280,6 +282,10 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
         level.exit_code()
     })
 }
+
+/// What an agent that lost its task should do.
+const LOST_HINT: &str =
+    "stop working on it: run `orchestrator start` for a new session (exit 5: the task was lost)";
 
 /// The lines of a usage report that `--quiet` keeps: the level line and one line per meter.
 pub(super) const MACHINE_KEYS: &[&str] = &["level=", "meter="];

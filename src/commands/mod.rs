@@ -264,9 +264,21 @@ pub fn select_session(
             return Ok(session);
         }
         if ws.archive_path(id).exists() {
-            return Err(Failure::user(format!(
-                "session {id} was already wrapped; start a new one"
-            )));
+            // Recovered because its lease ran out: its claim is gone, and its agent lost the
+            // task (exit 5), as a write under a stale token does.
+            let recovered = ws.load_session(&ws.archive_path(id)).ok().filter(|s| {
+                s.wrap
+                    .as_ref()
+                    .is_some_and(|w| w.reason == crate::core::session::REASON_RECOVERED)
+            });
+            let message = format!("session {id} was already wrapped; start a new one");
+            return Err(match recovered {
+                Some(record) => Failure::lost(format!(
+                    "{message} (its lease ran out and it was recovered: it lost task `{}`)",
+                    record.task
+                )),
+                None => Failure::user(message),
+            });
         }
         return Err(Failure::user(format!(
             "no session {id} in {}",

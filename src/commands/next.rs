@@ -11,7 +11,7 @@ use crate::error::code;
 
 pub fn run(ctx: &Context) -> Result<u8> {
     let ws = ctx.workspace()?;
-    let stack = ws.load_stack()?;
+    let stack = ws.load_view()?;
     let selection = select_next(&stack, ctx.now);
     let others: Vec<_> = selection
         .others

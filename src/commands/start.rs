@@ -272,18 +272,23 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
         wrap: None,
         worktree: worktree.clone(),
         compactions: Vec::new(),
+        fence: 0,
         extra: Map::new(),
     };
-    task.status = Status::InProgress;
-    task.claim = Some(Claim {
+    let mut session = session;
+    let claim = Claim {
         session: id.clone(),
         agent: agent.clone(),
         host,
         pid,
         lease_expires: expires,
         extra: Map::new(),
-    });
-    let task = task.clone();
+    };
+    session.fence = ws.claim(&lock, &mut stack, &task_id, claim)?.fence;
+    let task = stack
+        .task(&task_id)
+        .expect("the chosen task exists")
+        .clone();
     // A stack that cannot be saved (a full disk) must not leave a session record behind that
     // claims nothing. Recoveries done above are finished wraps of other sessions and stay.
     let mut undo = Undo::new();

@@ -25,7 +25,7 @@ pub struct StatusArgs {
 
 pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
     let ws = ctx.workspace()?;
-    let stack = ws.load_stack()?;
+    let stack = ws.load_view()?;
     meters::warn_about_compaction(&ws, &stack);
     // A wrap cut off halfway (a full disk, a kill) is neither live nor gone: shown with its steps.
     let (wrapping, live): (Vec<Session>, Vec<Session>) = ws

@@ -144,6 +144,11 @@ pub(super) fn wrap_session(ctx: &Context, args: WrapArgs) -> Result<WrapReport> 
         }
     };
     undo.commit();
+    // The wrap's stack step wrote the journal's records into the stack it committed; what is
+    // left of the journal is retired. The wrap is done whatever happens here.
+    if let Err(err) = ws.fold_journal(&lock) {
+        tracing::warn!("wrapped, but folding the checkpoint journal failed: {err:#}");
+    }
     drop(lock);
     Ok(report)
 }

@@ -1,6 +1,7 @@
 //! Which task comes next. This is decided here, in code, never by the agent.
 
 use chrono::{DateTime, Utc};
+use std::collections::HashMap;
 use std::fmt;
 
 use super::stack::{Status, Task, TaskStack};
@@ -56,6 +57,15 @@ impl NotReady {
 
 /// Whether a task could be started now, and if not, why.
 pub fn readiness(stack: &TaskStack, task: &Task, now: DateTime<Utc>) -> Result<(), NotReady> {
+    readiness_by(|id| stack.task(id), task, now)
+}
+
+/// [`readiness`] with the dependencies looked up by `find`.
+fn readiness_by<'a>(
+    find: impl Fn(&str) -> Option<&'a Task>,
+    task: &Task,
+    now: DateTime<Utc>,
+) -> Result<(), NotReady> {
     match task.status {
         Status::Done | Status::Skipped => return Err(NotReady::Finished(task.status)),
         Status::Blocked => return Err(NotReady::Blocked(task.blocked_reason.clone())),
@@ -64,7 +74,7 @@ pub fn readiness(stack: &TaskStack, task: &Task, now: DateTime<Utc>) -> Result<(
     let waiting: Vec<(String, Status)> = task
         .depends_on
         .iter()
-        .filter_map(|dep| stack.task(dep))
+        .filter_map(|dep| find(dep))
         .filter(|dep| dep.status != Status::Done)
         .map(|dep| (dep.id.clone(), dep.status))
         .collect();
@@ -88,10 +98,12 @@ pub struct Selection<'a> {
 
 /// The ready task with the lowest priority number; ties go to in-progress, then file order.
 pub fn select_next(stack: &TaskStack, now: DateTime<Utc>) -> Selection<'_> {
+    // One lookup table, not a scan of the stack per dependency.
+    let by_id: HashMap<&str, &Task> = stack.tasks.iter().map(|t| (t.id.as_str(), t)).collect();
     let verdicts: Vec<(&Task, Result<(), NotReady>)> = stack
         .tasks
         .iter()
-        .map(|task| (task, readiness(stack, task, now)))
+        .map(|task| (task, readiness_by(|id| by_id.get(id).copied(), task, now)))
         .collect();
     let chosen = verdicts
         .iter()

@@ -58,6 +58,10 @@ pub struct Session {
     /// The session's own git worktree, when it works in one (`start --worktree`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worktree: Option<SessionWorktree>,
+    /// The fencing token of the session's claim on its task: every write under the claim
+    /// carries it. 0 for a session started before tokens existed (its task's token is 0 too).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fence: u64,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -73,6 +77,10 @@ pub struct SessionWorktree {
     pub branch: String,
     /// The branch it was made from and is integrated into (short name).
     pub base: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One compaction of the agent's context.
@@ -376,6 +384,7 @@ mod tests {
             wrap: None,
             worktree: None,
             compactions: Vec::new(),
+            fence: 0,
             extra: Map::new(),
         };
         let event = CheckpointEvent {

@@ -15,8 +15,9 @@ use super::meters::{self, AgentSettings, MeterSettings, Named, check_thresholds}
 use super::run::RunSettings;
 
 pub const STACK_VERSION: u64 = 1;
-/// The stack keeps only the latest checkpoints per task; the session record keeps them all.
-pub const RECENT_CHECKPOINTS: usize = 50;
+/// The stack keeps only the latest checkpoints per task (what `task show` lists and the brief
+/// draws on); the session record and its archive keep them all.
+pub const RECENT_CHECKPOINTS: usize = 10;
 
 /// Deserializes a struct whose unknown keys are kept in `extra`, without serde's `flatten`:
 /// flatten buffers every value of every task and checkpoint, which made reading a large stack
@@ -70,15 +71,31 @@ macro_rules! deserialize_keeping_unknown_fields {
     };
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct TaskStack {
     pub version: u64,
-    #[serde(default)]
     pub settings: Settings,
-    #[serde(default)]
     pub tasks: Vec<Task>,
+    /// The generation of the last checkpoint journal folded into this file (see
+    /// `store::journal`): journal records of this generation or older are already in it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub journal_generation: u64,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+// Not serde's derive: its `flatten` would buffer the whole task list before reading it.
+deserialize_keeping_unknown_fields!(TaskStack {
+    required: [version],
+    optional: [
+        settings = Settings::default(),
+        tasks = Vec::new(),
+        journal_generation = 0
+    ]
+});
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -493,6 +510,40 @@ deserialize_keeping_unknown_fields!(Checkpoint {
     optional: [tokens = None]
 });
 
+/// A task's recent checkpoints. Read lazily in a [`TaskStack::parse_view`]: selection and
+/// status never look at them, and on a large stack they are most of its bytes.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[serde(transparent)]
+pub struct Checkpoints(pub Vec<Checkpoint>);
+
+impl std::ops::Deref for Checkpoints {
+    type Target = Vec<Checkpoint>;
+    fn deref(&self) -> &Vec<Checkpoint> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Checkpoints {
+    fn deref_mut(&mut self) -> &mut Vec<Checkpoint> {
+        &mut self.0
+    }
+}
+
+thread_local! {
+    /// Set while [`TaskStack::parse_view`] runs: checkpoints are skipped, not built.
+    static SKIP_CHECKPOINTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+impl<'de> Deserialize<'de> for Checkpoints {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if SKIP_CHECKPOINTS.get() {
+            serde::de::IgnoredAny::deserialize(deserializer)?;
+            return Ok(Checkpoints::default());
+        }
+        Vec::deserialize(deserializer).map(Checkpoints)
+    }
+}
+
 /// A live session's hold on a task. Renewed by every checkpoint; once `lease_expires` has
 /// passed, the next `start` recovers the session.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -528,7 +579,7 @@ pub struct Task {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim: Option<Claim>,
     #[serde(default)]
-    pub checkpoints: Vec<Checkpoint>,
+    pub checkpoints: Checkpoints,
     /// The handoff of the last wrapped session on this task, relative to the workspace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handoff: Option<String>,
@@ -553,6 +604,10 @@ pub struct Task {
     /// The last session wrapped on this task: its archived record says how it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_session: Option<String>,
+    /// The fencing token: raised by every claim, so a write carrying an older token (a session
+    /// that lost the task) is refused. 0 for a task never claimed since tokens exist.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fence: u64,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -596,7 +651,7 @@ deserialize_keeping_unknown_fields!(Task {
         progress = Progress::default(),
         depends_on = Vec::new(),
         claim = None,
-        checkpoints = Vec::new(),
+        checkpoints = Checkpoints::default(),
         last_handoff = None,
         blocked_reason = None,
         description = None,
@@ -604,7 +659,8 @@ deserialize_keeping_unknown_fields!(Task {
         notes = None,
         issues = Vec::new(),
         next_steps = Vec::new(),
-        last_session = None
+        last_session = None,
+        fence = 0
     ]
 });
 
@@ -624,7 +680,7 @@ impl Task {
             progress: Progress { done: 0, total },
             depends_on,
             claim: None,
-            checkpoints: Vec::new(),
+            checkpoints: Checkpoints::default(),
             last_handoff: None,
             blocked_reason: None,
             description: None,
@@ -633,6 +689,7 @@ impl Task {
             issues: Vec::new(),
             next_steps: Vec::new(),
             last_session: None,
+            fence: 0,
             extra: Map::new(),
         }
     }
@@ -724,6 +781,101 @@ impl Task {
     }
 }
 
+/// What one checkpoint does to its task, under the session's claim: what the file store's
+/// journal records, and what any store applies in one step. Values are absolute, so applying it
+/// is the same for every reader.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CheckpointWrite {
+    pub task: String,
+    pub session: String,
+    /// The fencing token of the session's claim: refused unless it is the task's.
+    pub token: u64,
+    /// `progress.done` after the checkpoint.
+    pub progress: u64,
+    pub checkpoint: Checkpoint,
+    /// Open items resolved (`--resolve`), then issues added (`--issue`), in that order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resolved: Vec<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub issues: Vec<String>,
+    /// The claim's lease after the checkpoint (a lease never moves backwards).
+    pub lease_expires: DateTime<Utc>,
+}
+
+/// A write under a claim that the task no longer honours: another session claimed it since
+/// (a higher fencing token), or its claim is gone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lost {
+    pub task: String,
+    pub session: String,
+    /// Who holds the task now, if anyone.
+    pub holder: Option<String>,
+}
+
+impl fmt::Display for Lost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.holder {
+            Some(holder) => write!(
+                f,
+                "session {} lost task `{}`: it is now held by {holder} (its lease ran out and the task was claimed again)",
+                self.session, self.task
+            ),
+            None => write!(
+                f,
+                "session {} lost task `{}`: its claim was released",
+                self.session, self.task
+            ),
+        }
+    }
+}
+
+impl Task {
+    /// Whether `session` holding `token` may write to this task.
+    pub fn check_token(&self, session: &str, token: u64) -> Result<(), Lost> {
+        match &self.claim {
+            Some(claim) if claim.session == session && self.fence == token => Ok(()),
+            claim => Err(Lost {
+                task: self.id.clone(),
+                session: session.to_string(),
+                holder: claim
+                    .as_ref()
+                    .filter(|c| c.session != session)
+                    .map(|c| c.session.clone()),
+            }),
+        }
+    }
+
+    /// Raises the fencing token and gives the task to `claim`; returns the new token.
+    pub fn claim(&mut self, claim: Claim) -> u64 {
+        self.fence += 1;
+        self.status = Status::InProgress;
+        self.claim = Some(claim);
+        self.fence
+    }
+}
+
+impl CheckpointWrite {
+    /// Applies the checkpoint to its task, unless its token is stale.
+    pub fn apply(&self, task: &mut Task) -> Result<(), Lost> {
+        task.check_token(&self.session, self.token)?;
+        for n in &self.resolved {
+            task.resolve_open_item(*n);
+        }
+        for issue in &self.issues {
+            task.add_open_item(OpenKind::Issue, issue, self.checkpoint.at, &self.session);
+        }
+        task.progress.done = self.progress.min(task.progress.total);
+        if task.status == Status::Pending {
+            task.status = Status::InProgress;
+        }
+        task.record_checkpoint(self.checkpoint.clone());
+        if let Some(claim) = task.claim.as_mut() {
+            claim.lease_expires = claim.lease_expires.max(self.lease_expires);
+        }
+        Ok(())
+    }
+}
+
 /// Why a stack is refused. The caller adds the file name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Invalid(pub String);
@@ -742,6 +894,7 @@ impl TaskStack {
             version: STACK_VERSION,
             settings,
             tasks: Vec::new(),
+            journal_generation: 0,
             extra: Map::new(),
         }
     }
@@ -762,6 +915,21 @@ impl TaskStack {
         }
         stack.validate()?;
         Ok(stack)
+    }
+
+    /// A read-only view for commands that never write the stack back (`next`, `status`): parsed
+    /// and validated like [`TaskStack::parse`], but the tasks' checkpoints are skipped, not
+    /// built. Never save a view: its tasks have no checkpoints.
+    pub fn parse_view(text: &str) -> Result<TaskStack, Invalid> {
+        struct Reset;
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                SKIP_CHECKPOINTS.set(false);
+            }
+        }
+        SKIP_CHECKPOINTS.set(true);
+        let _reset = Reset;
+        Self::parse(text)
     }
 
     pub fn to_json(&self) -> String {

@@ -15,12 +15,13 @@ use std::time::Duration;
 
 pub mod file;
 pub mod postgres;
+pub mod journal;
 pub mod run_state;
 pub mod undo;
 
 use crate::core::ids::check_session_id;
 use crate::core::session::{CheckpointEvent, Session};
-use crate::core::stack::{BACKUP_DIR_SETTING, Settings, TaskStack};
+use crate::core::stack::{BACKUP_DIR_SETTING, CheckpointWrite, Claim, Settings, TaskStack};
 use crate::error::Failure;
 use file::{
     TEMP_MARKER, lock_timeout, our_temp_file_pid, process_alive, read_text, remove_if_exists,
@@ -30,6 +31,8 @@ use undo::Undo;
 
 pub const STACK_FILE: &str = "task_stack.json";
 pub const STATE_DIR: &str = ".orchestrator";
+/// Under the state directory: checkpoints not yet folded into the stack (see [`journal`]).
+pub const JOURNAL_FILE: &str = "journal.jsonl";
 /// Under the state directory: which git locks a running commit may leave (see `wrap::vcs`).
 const GIT_OWNERS_DIR: &str = "git_owners";
 
@@ -39,6 +42,7 @@ const GIT_OWNERS_DIR: &str = "git_owners";
 pub fn never_committed(settings: &Settings) -> Vec<String> {
     let mut entries = vec![
         format!("{STATE_DIR}/lock"),
+        format!("{STATE_DIR}/{JOURNAL_FILE}"),
         format!("{STATE_DIR}/sessions/active/"),
         format!("{STATE_DIR}/cache/"),
         format!("{STATE_DIR}/runs/"),
@@ -178,6 +182,11 @@ impl Workspace {
 
     pub fn state_dir(&self) -> PathBuf {
         self.root.join(STATE_DIR)
+    }
+
+    /// The checkpoint journal, folded over the stack by every reader.
+    pub fn journal_path(&self) -> PathBuf {
+        self.state_dir().join(JOURNAL_FILE)
     }
 
     /// One event log per `orchestrator run`.
@@ -323,18 +332,39 @@ impl Workspace {
     }
 
     /// Also refuses a workspace whose state or settings would lead writes outside it, so that
-    /// every command stops before it has done anything.
+    /// every command stops before it has done anything. The journal is folded in: this is the
+    /// stack as every acknowledged write left it.
     pub fn load_stack(&self) -> Result<TaskStack> {
+        self.read_stack(TaskStack::parse)
+    }
+
+    /// The stack for a command that never writes it back (`next`, `status`): as
+    /// [`Workspace::load_stack`], but no task's checkpoints are parsed. Never save it.
+    pub fn load_view(&self) -> Result<TaskStack> {
+        self.read_stack(TaskStack::parse_view)
+    }
+
+    fn read_stack(
+        &self,
+        parse: fn(&str) -> Result<TaskStack, crate::core::stack::Invalid>,
+    ) -> Result<TaskStack> {
         self.check_layout()?;
         let path = self.stack_path();
         let text = read_text(&path)?;
-        let stack = TaskStack::parse(&text)
+        let mut stack = parse(&text)
             .map_err(|invalid| Failure::user(format!("{}: {invalid}", path.display())))?;
+        drop(text);
         self.check_settings_paths(&stack.settings)?;
+        let journal = journal::Journal::read(&self.journal_path())?;
+        stack.journal_generation = journal.fold_into(&mut stack);
         Ok(stack)
     }
 
     /// Validates and writes the stack. An invalid stack is refused before anything is written.
+    /// The stack must have been loaded under `lock` ([`Workspace::load_stack`]): it then holds
+    /// every journal record, and is written as holding them, so they are not applied again.
+    /// The journal itself stays until [`Workspace::fold_journal`]: an undo that puts the old
+    /// stack back brings its records back to life with it.
     pub fn save_stack(&self, _lock: &WorkspaceLock, stack: &TaskStack) -> Result<()> {
         let path = self.stack_path();
         stack
@@ -343,6 +373,90 @@ impl Workspace {
         write_atomic(&path, stack.to_json().as_bytes())
     }
 
+    /// Makes `task_stack.json` current and complete: writes the journal's records into it and
+    /// removes the journal. A crash between the two is harmless: the stack says which
+    /// generation it holds, and readers skip those records.
+    pub fn fold_journal(&self, lock: &WorkspaceLock) -> Result<()> {
+        let path = self.journal_path();
+        if fs::symlink_metadata(&path).is_err() {
+            return Ok(());
+        }
+        let stack = self.load_stack()?;
+        let on_disk = journal_generation_on_disk(&self.stack_path())?;
+        if stack.journal_generation != on_disk {
+            self.save_stack(lock, &stack)?;
+            crash_point("fold-snapshot");
+        }
+        remove_if_exists(&path)
+    }
+
+    /// Fold when the journal has grown past its bound ([`journal::fold_bytes`]).
+    pub fn fold_journal_if_large(&self, lock: &WorkspaceLock) -> Result<()> {
+        let large =
+            fs::metadata(self.journal_path()).is_ok_and(|meta| meta.len() > journal::fold_bytes());
+        if large {
+            self.fold_journal(lock)?;
+        }
+        Ok(())
+    }
+
+    /// Gives `task` to `claim.session`, raising its fencing token. The stack is then saved by
+    /// the caller with the session record.
+    pub fn claim(
+        &self,
+        _lock: &WorkspaceLock,
+        stack: &mut TaskStack,
+        task: &str,
+        claim: Claim,
+    ) -> Result<ClaimToken> {
+        let session = claim.session.clone();
+        let entry = stack.task_mut(task).ok_or_else(|| {
+            Failure::user(format!("{}: no task `{task}`", self.stack_path().display()))
+        })?;
+        let fence = entry.claim(claim);
+        Ok(ClaimToken {
+            task: task.to_string(),
+            session,
+            fence,
+        })
+    }
+
+    /// Records a checkpoint under its claim: the session's own log, then the stack's journal,
+    /// each one fsynced append. A stale token is refused (exit 5) before anything is written.
+    /// `stack` is the stack as loaded under `lock`, and gets the checkpoint applied.
+    pub fn append_checkpoint(
+        &self,
+        lock: &WorkspaceLock,
+        undo: &mut Undo,
+        stack: &mut TaskStack,
+        write: &CheckpointWrite,
+        event: &CheckpointEvent,
+    ) -> Result<()> {
+        let generation = stack.journal_generation + 1;
+        let task = stack.task_mut(&write.task).ok_or_else(|| {
+            Failure::user(format!(
+                "{}: task `{}` of session {} is no longer in the stack",
+                self.stack_path().display(),
+                write.task,
+                write.session
+            ))
+        })?;
+        let mut applied = task.clone();
+        write
+            .apply(&mut applied)
+            .map_err(|lost| Failure::lost(lost.to_string()))?;
+        // The session's log first: a crash between the two appends loses the stack's copy of
+        // this checkpoint, never the full record.
+        self.append_session_event(lock, undo, &write.session, event)?;
+        let record = journal::Record {
+            generation,
+            checkpoint: write.clone(),
+        };
+        journal::append(&self.journal_path(), undo, &record)?;
+        *task = applied;
+        stack.journal_generation = generation;
+        Ok(())
+    }
     pub fn load_session(&self, path: &Path) -> Result<Session> {
         let text = read_text(path)?;
         serde_json::from_str(&text).map_err(|err| {
@@ -390,7 +504,7 @@ impl Workspace {
     /// One durable append: far cheaper than rewriting the record at every checkpoint.
     /// Registered with `undo` first, so a failure here or later truncates a torn or orphaned
     /// line away instead of leaving a checkpoint the command reported as failed.
-    pub fn append_checkpoint(
+    fn append_session_event(
         &self,
         _lock: &WorkspaceLock,
         undo: &mut Undo,
@@ -512,6 +626,141 @@ impl Workspace {
             }
         }
     }
+}
+
+/// The store seam: the workspace's state in the domain's own operations. The file store
+/// ([`Workspace`]: `task_stack.json` as the snapshot, `.orchestrator/journal.jsonl` over it,
+/// session records beside) is the first implementation; a database store implements the same
+/// operations, each one transaction, and commands do not change.
+///
+/// The rules every store keeps: a claim raises the task's fencing token and returns it
+/// ([`ClaimToken`]); every write under a claim carries the token, and one whose token is no
+/// longer the task's is refused with exit 5 ([`crate::error::Failure::lost`]), changing nothing;
+/// an acknowledged write survives a crash at any instant, and every reader sees what every
+/// writer sees.
+pub trait Store {
+    /// Exclusive write access, bounded in time (exit 4 past it); every write takes the guard.
+    fn lock(&self) -> Result<WorkspaceLock>;
+    /// The whole stack, every acknowledged write in it: for commands that rewrite it.
+    fn load_stack(&self) -> Result<TaskStack>;
+    /// The stack as selection and status read it, tasks' checkpoints left out. Never saved.
+    fn load_view(&self) -> Result<TaskStack>;
+    /// Replaces the stack as a whole (task and config commands, a wrap's stack step, claims).
+    fn save_stack(&self, lock: &WorkspaceLock, stack: &TaskStack) -> Result<()>;
+    /// Makes the exported stack current and complete (the file store folds its journal).
+    fn fold(&self, lock: &WorkspaceLock) -> Result<()>;
+    /// Claims `task` (found ready by the caller under the guard) and returns the new token.
+    fn claim(
+        &self,
+        lock: &WorkspaceLock,
+        stack: &mut TaskStack,
+        task: &str,
+        claim: Claim,
+    ) -> Result<ClaimToken>;
+    /// Appends a checkpoint under its claim's token (in `write`), renewing the lease; the
+    /// session's own event goes with it. Refused with exit 5 when the token is stale.
+    fn append_checkpoint(
+        &self,
+        lock: &WorkspaceLock,
+        undo: &mut Undo,
+        stack: &mut TaskStack,
+        write: &CheckpointWrite,
+        event: &CheckpointEvent,
+    ) -> Result<()>;
+    /// A live session with every checkpoint of it.
+    fn load_active(&self, id: &str) -> Result<Session>;
+    /// Every session not yet archived (live ones and ones whose wrap was cut off), oldest first.
+    fn active_sessions(&self) -> Result<Vec<Session>>;
+    /// Writes a live session's record (its wrap journal included).
+    fn save_active(&self, lock: &WorkspaceLock, session: &Session) -> Result<()>;
+    /// Archives a wrapped session's full record; [`Store::release`] then drops the live one.
+    fn archive(&self, lock: &WorkspaceLock, session: &Session) -> Result<()>;
+    /// The session is over: its live record goes (its claim went with the wrap's stack step).
+    fn release(&self, lock: &WorkspaceLock, session: &str) -> Result<()>;
+}
+
+impl Store for Workspace {
+    fn lock(&self) -> Result<WorkspaceLock> {
+        Workspace::lock(self)
+    }
+    fn load_stack(&self) -> Result<TaskStack> {
+        Workspace::load_stack(self)
+    }
+    fn load_view(&self) -> Result<TaskStack> {
+        Workspace::load_view(self)
+    }
+    fn save_stack(&self, lock: &WorkspaceLock, stack: &TaskStack) -> Result<()> {
+        Workspace::save_stack(self, lock, stack)
+    }
+    fn fold(&self, lock: &WorkspaceLock) -> Result<()> {
+        self.fold_journal(lock)
+    }
+    fn claim(
+        &self,
+        lock: &WorkspaceLock,
+        stack: &mut TaskStack,
+        task: &str,
+        claim: Claim,
+    ) -> Result<ClaimToken> {
+        Workspace::claim(self, lock, stack, task, claim)
+    }
+    fn append_checkpoint(
+        &self,
+        lock: &WorkspaceLock,
+        undo: &mut Undo,
+        stack: &mut TaskStack,
+        write: &CheckpointWrite,
+        event: &CheckpointEvent,
+    ) -> Result<()> {
+        Workspace::append_checkpoint(self, lock, undo, stack, write, event)
+    }
+    fn load_active(&self, id: &str) -> Result<Session> {
+        Workspace::load_active(self, id)
+    }
+    fn active_sessions(&self) -> Result<Vec<Session>> {
+        Workspace::active_sessions(self)
+    }
+    fn save_active(&self, lock: &WorkspaceLock, session: &Session) -> Result<()> {
+        Workspace::save_active(self, lock, session)
+    }
+    fn archive(&self, lock: &WorkspaceLock, session: &Session) -> Result<()> {
+        self.save_archive(lock, session)
+    }
+    fn release(&self, lock: &WorkspaceLock, session: &str) -> Result<()> {
+        self.remove_active(lock, session)
+    }
+}
+
+/// What a claim gives its holder. Every write under the claim carries it, and a store refuses
+/// one whose token is no longer the task's (exit 5: the session lost the task).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimToken {
+    pub task: String,
+    pub session: String,
+    pub fence: u64,
+}
+
+/// Test-only: exit abruptly at a named point of a store write, as a kill -9 would.
+const CRASH_AT_VAR: &str = "ORCHESTRATOR_TEST_CRASH_AFTER";
+
+fn crash_point(point: &str) {
+    if std::env::var_os(CRASH_AT_VAR).is_some_and(|v| v == point) {
+        eprintln!("{CRASH_AT_VAR}: exiting after {point}");
+        std::process::exit(86);
+    }
+}
+
+/// The `journal_generation` the stack file on disk says it holds (0 when it does not say).
+fn journal_generation_on_disk(path: &Path) -> Result<u64> {
+    #[derive(serde::Deserialize)]
+    struct Generation {
+        #[serde(default)]
+        journal_generation: u64,
+    }
+    let text = read_text(path)?;
+    Ok(serde_json::from_str::<Generation>(&text)
+        .map(|g| g.journal_generation)
+        .unwrap_or(0))
 }
 
 fn absolute(dir: &Path) -> Result<PathBuf> {

@@ -161,6 +161,10 @@ fn undo(step: Step) -> Result<()> {
             path,
             len: Some(len),
         } => {
+            // Never appended to (the append itself failed): nothing to open for writing.
+            if fs::metadata(&path).is_ok_and(|meta| meta.len() == len) {
+                return Ok(());
+            }
             let file = OpenOptions::new()
                 .write(true)
                 .open(&path)

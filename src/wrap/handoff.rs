@@ -441,6 +441,7 @@ mod tests {
             wrap: None,
             worktree: None,
             compactions: Vec::new(),
+            fence: 0,
             extra: Map::new(),
         }
     }

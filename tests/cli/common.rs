@@ -151,7 +151,9 @@ impl Ws {
         std::fs::write(path, text).unwrap();
     }
 
+    /// `task_stack.json` as a task command leaves it: current, the checkpoint journal folded in.
     pub fn stack(&self) -> Value {
+        let _ = self.command(&["task", "list"]).output();
         serde_json::from_str(&self.read("task_stack.json")).unwrap()
     }
 

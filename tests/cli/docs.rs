@@ -461,6 +461,15 @@ fn command_scenario(code: i32) -> Option<Option<i32>> {
             ws.ok(&["start"]);
             exit(&["start"])
         }
+        5 => {
+            let session = ws.json(0, &["start", "--agent", "a"])["session"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            ws.set_now(&at_minutes(31));
+            ws.ok(&["start", "--agent", "b"]);
+            exit(&["checkpoint", "late", "--session", &session])
+        }
         _ => return None,
     })
 }

@@ -83,16 +83,15 @@ impl Tmpfs {
         mount(&["-o", "remount,rw"], self.path());
     }
 
-    /// `dir` stays writable while the rest of the file system turns read-only: a read-only
-    /// directory next to a writable one.
-    fn read_only_except(&mut self, dir: &Path) {
-        mount(&["--bind", dir.to_str().unwrap()], dir);
-        self.mounts.push(dir.to_path_buf());
-        mount(&["-o", "remount,bind,ro"], self.path());
+    /// One file read-only, the rest of the file system as it was.
+    fn read_only_file(&mut self, file: &Path) {
+        mount(&["--bind", file.to_str().unwrap()], file);
+        self.mounts.push(file.to_path_buf());
+        mount(&["-o", "remount,bind,ro"], file);
     }
 
-    fn read_write_again(&self) {
-        mount(&["-o", "remount,bind,rw"], self.path());
+    fn read_write_file(&self, file: &Path) {
+        mount(&["-o", "remount,bind,rw"], file);
     }
 }
 
@@ -164,33 +163,33 @@ fn assert_checkpoints(ws: &Ws, expected: usize) {
 }
 
 #[test]
-fn a_checkpoint_on_a_full_disk_changes_nothing_and_its_retry_counts_once() {
-    let Some(fs) = Tmpfs::new("a_checkpoint_on_a_full_disk_changes_nothing") else {
+fn a_fold_on_a_full_disk_keeps_the_acknowledged_checkpoint() {
+    let Some(fs) = Tmpfs::new("a_fold_on_a_full_disk_keeps_the_acknowledged_checkpoint") else {
         return;
     };
     let ws = seed_in(&fs);
     ws.ok(&["start", "--agent", "claude"]);
     ws.set_now(&at_minutes(1));
     ws.expect(12, &["checkpoint", "first", "--progress", "1"]);
-    // The log's page has room left: the append fits, the stack's new copy does not.
+    // The journal's page has room left: the append fits, the fold's new stack does not.
     fs.fill();
-    let before = ws.snapshot();
+    let stack_before = ws.read("task_stack.json");
     ws.set_now(&at_minutes(2));
-    let out = ws.run(&["checkpoint", "second", "--progress", "2"]);
+    let mut cmd = ws.command(&["checkpoint", "second", "--progress", "2"]);
+    cmd.env("ORCHESTRATOR_TEST_FOLD_BYTES", "0");
+    let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("task_stack.json"), "{stderr}");
-    assert!(
-        !stderr.contains("cannot put"),
-        "the undo itself failed: {stderr}"
-    );
-    assert!(ws.snapshot() == before, "a failed checkpoint changed files");
+    // Acknowledged: the fold comes after, and its failure is only reported.
+    assert_eq!(out.status.code(), Some(12), "{stderr}");
+    assert!(stderr.contains("folding the journal failed"), "{stderr}");
+    assert_eq!(ws.read("task_stack.json"), stack_before, "a torn fold");
+    assert_eq!(ws.json(12, &["status"])["progress"]["done"], 2);
 
     fs.free();
-    ws.expect(12, &["checkpoint", "second", "--progress", "2"]);
     assert_checkpoints(&ws, 2);
     assert_eq!(log_lines(&ws, FIRST), 2);
     assert_eq!(ws.progress(TASK), (2, 40));
+    assert!(!ws.file(".orchestrator/journal.jsonl").exists(), "folded");
 }
 
 #[test]
@@ -233,26 +232,27 @@ fn a_checkpoint_in_a_read_only_workspace_changes_nothing() {
 }
 
 #[test]
-fn a_checkpoint_whose_stack_directory_is_read_only_changes_nothing() {
-    let Some(mut fs) = Tmpfs::new("a_checkpoint_whose_stack_directory_is_read_only") else {
+fn a_checkpoint_whose_journal_cannot_be_written_changes_nothing() {
+    let Some(mut fs) = Tmpfs::new("a_checkpoint_whose_journal_cannot_be_written") else {
         return;
     };
     let ws = seed_in(&fs);
     ws.ok(&["start"]);
     ws.expect(12, &["checkpoint", "first", "--progress", "1"]);
-    // The session's log can still be written; the stack beside it cannot.
-    fs.read_only_except(&ws.file(".orchestrator"));
+    // The session's log can still be written; the stack's journal cannot.
+    let journal = ws.file(".orchestrator/journal.jsonl");
+    fs.read_only_file(&journal);
     let before = ws.snapshot();
     let out = ws.run(&["checkpoint", "second", "--progress", "2"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("task_stack.json"), "{stderr}");
+    assert!(stderr.contains("journal.jsonl"), "{stderr}");
     assert!(
         !stderr.contains("cannot put"),
         "the undo itself failed: {stderr}"
     );
     assert!(ws.snapshot() == before, "a failed checkpoint changed files");
-    fs.read_write_again();
+    fs.read_write_file(&journal);
     ws.expect(12, &["checkpoint", "second", "--progress", "2"]);
     assert_checkpoints(&ws, 2);
     assert_eq!(log_lines(&ws, FIRST), 2);
@@ -557,11 +557,11 @@ fn a_recovered_agents_checkpoint_is_refused_not_given_to_the_new_session() {
         line.contains(&format!("session {second} belongs to agent `codex`")),
         "{line}"
     );
-    // Its old session, from the environment: already wrapped.
+    // Its old session, from the environment: already wrapped, the task lost (exit 5).
     let mut cmd = ws.command(&["checkpoint", "late work"]);
     cmd.env("ORCHESTRATOR_SESSION", FIRST);
     let out = cmd.output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(5));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already wrapped"));
     assert!(ws.snapshot() == before, "refused checkpoints changed files");
 

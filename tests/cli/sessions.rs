@@ -240,9 +240,20 @@ fn a_stale_session_of_another_agent_frees_its_task() {
     let v = ws.json(0, &["start", "--agent", "codex"]);
     assert_eq!(v["task"], "integrate_sessions_101_140");
     assert_eq!(v["recovered"][0]["session"], "session_20251106_001355");
-    // The recovered session is gone: its agent cannot checkpoint into it.
-    let line = ws.refused(&["checkpoint", "late", "--session", "session_20251106_001355"]);
+    // The recovered session is gone: its agent lost the task (exit 5) and cannot checkpoint.
+    let before = ws.snapshot();
+    let out = ws.run(&["checkpoint", "late", "--session", "session_20251106_001355"]);
+    assert_eq!(out.status.code(), Some(5));
+    let line = String::from_utf8_lossy(&out.stderr);
     assert!(line.contains("already wrapped"), "{line}");
+    assert!(
+        line.contains("lost task `integrate_sessions_101_140`"),
+        "{line}"
+    );
+    assert!(
+        ws.snapshot() == before,
+        "a refused checkpoint changed files"
+    );
 }
 
 #[test]

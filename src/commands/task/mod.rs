@@ -35,14 +35,24 @@ pub enum TaskCommand {
 }
 
 pub fn run(ctx: &Context, cmd: TaskCommand) -> Result<u8> {
-    match cmd {
+    let code = match cmd {
         TaskCommand::Add(args) => add::run(ctx, args),
         TaskCommand::List(args) => list::run(ctx, args),
         TaskCommand::Show(args) => show::run(ctx, args),
         TaskCommand::Done(args) => done::run(ctx, args),
         TaskCommand::Set(args) => set::run(ctx, args),
         TaskCommand::Rm(args) => rm::run(ctx, args),
+    }?;
+    // After every task command the stack file is current and complete: the checkpoint journal
+    // is folded into it. After the command, so that a refused one (exit 1) changes nothing.
+    // The command itself succeeded: a fold that fails is reported, and the next writer folds.
+    if let Ok(ws) = Workspace::find(ctx.dir.as_deref())
+        && ws.journal_path().exists()
+        && let Err(err) = ws.lock().and_then(|lock| ws.fold_journal(&lock))
+    {
+        tracing::warn!("cannot fold the checkpoint journal into the stack: {err:#}");
     }
+    Ok(code)
 }
 
 /// `--status` takes the stack's own status names, and `--help` lists them. The impl sits here,

@@ -1,0 +1,198 @@
+//! The file store's checkpoint journal: `.orchestrator/journal.jsonl`, one fsynced JSON line per
+//! write under a claim, appended under the lock instead of rewriting `task_stack.json`.
+//!
+//! Every reader folds the journal over the snapshot, the same way. Records are numbered on from
+//! the snapshot's `journal_generation` (each one past the highest before it); a snapshot written
+//! with records folded in says the highest it holds. A fold writes the snapshot (atomically),
+//! then removes the journal, so a crash between the two leaves records that every reader skips
+//! as already folded. A torn last line (only a crash
+//! inside a write can leave one, and its writer never acknowledged it) is ignored by readers and
+//! cut off by the next writer before it appends.
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fs::{self, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use crate::core::stack::{CheckpointWrite, TaskStack};
+use crate::error::Failure;
+
+/// The journal is folded into the snapshot once it is this large: large enough that the fold
+/// (a rewrite of the whole stack) is rare, small enough that reading it costs little.
+pub const FOLD_BYTES: u64 = 256 * 1024;
+/// Test-only: replaces [`FOLD_BYTES`], so that tests fold (and kill folds) often.
+const FOLD_BYTES_VAR: &str = "ORCHESTRATOR_TEST_FOLD_BYTES";
+
+/// The bound past which a checkpoint folds the journal.
+pub fn fold_bytes() -> u64 {
+    std::env::var(FOLD_BYTES_VAR)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(FOLD_BYTES)
+}
+
+/// One journal line.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    /// One past the highest generation the stack held when this was appended.
+    pub generation: u64,
+    pub checkpoint: CheckpointWrite,
+}
+
+/// The journal as read: its records and its length in bytes (torn tail included).
+#[derive(Debug, Default)]
+pub struct Journal {
+    pub records: Vec<Record>,
+    pub bytes: u64,
+}
+
+impl Journal {
+    /// Reads the journal at `path`; none is an empty journal. A damaged line that is not the
+    /// last is skipped with a warning, by every reader alike.
+    pub fn read(path: &Path) -> Result<Journal> {
+        let bytes = match fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Journal::default()),
+            Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let complete = match bytes.iter().rposition(|&b| b == b'\n') {
+            Some(end) => &bytes[..=end],
+            None => &[][..],
+        };
+        if complete.len() < bytes.len() {
+            tracing::debug!(
+                "{}: ignoring a torn last line ({} bytes)",
+                path.display(),
+                bytes.len() - complete.len()
+            );
+        }
+        let mut records = Vec::new();
+        for (number, line) in complete.split(|&b| b == b'\n').enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            match serde_json::from_slice::<Record>(line) {
+                Ok(record) => records.push(record),
+                Err(err) => tracing::warn!(
+                    "{}:{}: skipping a damaged journal record: {err}",
+                    path.display(),
+                    number + 1
+                ),
+            }
+        }
+        Ok(Journal {
+            records,
+            bytes: bytes.len() as u64,
+        })
+    }
+
+    /// The records the snapshot does not hold yet.
+    pub fn pending<'a>(&'a self, stack: &'a TaskStack) -> impl Iterator<Item = &'a Record> {
+        self.records
+            .iter()
+            .filter(move |r| r.generation > stack.journal_generation)
+    }
+
+    /// Whether the journal holds anything the snapshot lacks.
+    pub fn has_pending(&self, stack: &TaskStack) -> bool {
+        self.pending(stack).next().is_some()
+    }
+
+    /// Applies the pending records to `stack`, in order. A record whose token is stale (only a
+    /// hand edit of the snapshot can make one) is skipped with a warning, by every reader alike.
+    /// Returns the generation the stack then holds.
+    pub fn fold_into(&self, stack: &mut TaskStack) -> u64 {
+        let mut generation = stack.journal_generation;
+        let index: HashMap<String, usize> = if self.has_pending(stack) {
+            stack
+                .tasks
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.id.clone(), i))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        let pending: Vec<Record> = self.pending(stack).cloned().collect();
+        for record in pending {
+            generation = generation.max(record.generation);
+            let write = &record.checkpoint;
+            let Some(task) = index.get(&write.task).map(|&i| &mut stack.tasks[i]) else {
+                tracing::warn!(
+                    "journal: task `{}` is no longer in the stack; its checkpoint is in session {}",
+                    write.task,
+                    write.session
+                );
+                continue;
+            };
+            if let Err(lost) = write.apply(task) {
+                tracing::warn!(
+                    "journal: skipping a checkpoint of session {}: {lost}",
+                    write.session
+                );
+            }
+        }
+        generation
+    }
+}
+
+/// Appends one record and syncs it. A torn tail a killed writer left is cut off first, so the
+/// new line starts on a line of its own. Registered with `undo` after that repair, so a failure
+/// later in the command truncates back to the repaired length.
+pub fn append(path: &Path, undo: &mut super::undo::Undo, record: &Record) -> Result<()> {
+    let mut line = serde_json::to_vec(record).context("cannot serialize a journal record")?;
+    line.push(b'\n');
+    let refuse_link = || {
+        Failure::user(format!(
+            "{} is a symbolic link; orchestrator writes state only inside the workspace: replace it with the file itself",
+            path.display()
+        ))
+    };
+    if super::file::symlink_target(path)?.is_some() {
+        return Err(refuse_link());
+    }
+    cut_torn_tail(path)?;
+    undo.before_append(path)?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|err| match err.raw_os_error() {
+            Some(libc::ELOOP) => refuse_link(),
+            _ => anyhow::Error::new(err).context(format!("cannot open {}", path.display())),
+        })?;
+    // One write call: a killed process leaves the whole line or none of it.
+    file.write_all(&line)
+        .and_then(|()| file.sync_data())
+        .with_context(|| format!("cannot append to {}", path.display()))
+}
+
+/// Truncates the journal after its last complete line.
+fn cut_torn_tail(path: &Path) -> Result<()> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+    };
+    if bytes.is_empty() || bytes.ends_with(b"\n") {
+        return Ok(());
+    }
+    let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    tracing::warn!(
+        "{}: cutting off a torn last line a killed writer left ({} bytes)",
+        path.display(),
+        bytes.len() - keep
+    );
+    let file = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    file.set_len(keep as u64)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot truncate {}", path.display()))
+}
