@@ -225,6 +225,7 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
         issues: Vec::new(),
         wrap: None,
         compactions: Vec::new(),
+        cost: None,
         extra: Map::new(),
     };
     task.status = Status::InProgress;

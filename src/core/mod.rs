@@ -6,6 +6,7 @@ pub mod budget;
 pub mod config;
 pub mod ids;
 pub mod meters;
+pub mod pricing;
 pub mod quota;
 pub mod run;
 pub mod select;

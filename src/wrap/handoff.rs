@@ -440,6 +440,7 @@ mod tests {
             issues: vec!["inbox had\ntwo duplicates".into()],
             wrap: None,
             compactions: Vec::new(),
+            cost: None,
             extra: Map::new(),
         }
     }

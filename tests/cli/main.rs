@@ -8,6 +8,7 @@ mod budget;
 mod concurrency;
 mod config;
 mod conventions;
+mod cost;
 mod docs;
 mod effects;
 mod fresh_clone;
