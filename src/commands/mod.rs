@@ -11,6 +11,7 @@ mod log;
 mod man;
 mod next;
 pub mod output;
+mod report;
 mod resume;
 mod run;
 mod start;
@@ -39,6 +40,7 @@ use init::InitArgs;
 use log::LogArgs;
 use man::ManArgs;
 use output::Shape;
+use report::ReportArgs;
 use resume::ResumeArgs;
 use run::RunArgs;
 use start::StartArgs;
@@ -60,6 +62,7 @@ pub enum Command {
     Status(StatusArgs),
     Wrap(WrapArgs),
     Log(LogArgs),
+    Report(ReportArgs),
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Build a scratch workspace (or fill the empty --dir) and run one whole session in it
@@ -192,6 +195,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Status(args) => status::run(&ctx, args),
         Command::Wrap(args) => wrap::run(&ctx, args),
         Command::Log(args) => log::run(&ctx, args),
+        Command::Report(args) => report::run(&ctx, args),
         Command::Config(cmd) => config::run(&ctx, cmd),
         Command::Demo => demo::run(&ctx),
         Command::Hook(cmd) => hook::run(&ctx, cmd),

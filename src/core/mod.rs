@@ -8,6 +8,7 @@ pub mod ids;
 pub mod meters;
 pub mod pricing;
 pub mod quota;
+pub mod report;
 pub mod run;
 pub mod select;
 pub mod session;

@@ -23,6 +23,7 @@ mod hooks;
 mod ids;
 mod meters;
 mod refusals;
+mod report;
 mod run;
 mod seed;
 mod sessions;
