@@ -18,6 +18,7 @@ mod start;
 mod status;
 mod stop;
 mod task;
+mod watch;
 mod wrap;
 
 use anyhow::Result;
@@ -47,6 +48,7 @@ use start::StartArgs;
 use status::StatusArgs;
 use stop::StopArgs;
 use task::TaskCommand;
+use watch::WatchArgs;
 use wrap::WrapArgs;
 
 /// The subcommands. A command's arguments, and its help text, live in its own file.
@@ -63,6 +65,7 @@ pub enum Command {
     Wrap(WrapArgs),
     Log(LogArgs),
     Report(ReportArgs),
+    Watch(WatchArgs),
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Build a scratch workspace (or fill the empty --dir) and run one whole session in it
@@ -196,6 +199,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Wrap(args) => wrap::run(&ctx, args),
         Command::Log(args) => log::run(&ctx, args),
         Command::Report(args) => report::run(&ctx, args),
+        Command::Watch(args) => watch::run(&ctx, args),
         Command::Config(cmd) => config::run(&ctx, cmd),
         Command::Demo => demo::run(&ctx),
         Command::Hook(cmd) => hook::run(&ctx, cmd),

@@ -31,4 +31,5 @@ mod task_editing;
 mod tasks;
 mod transcripts;
 mod unattended;
+mod watch;
 mod wrap;
