@@ -56,3 +56,18 @@ pub struct GlobalArgs {
     )]
     pub store: Option<String>,
 }
+
+/// `--version --verbose` (in either order, before any `--`): the version, then what the binary
+/// embeds that ages: the date of its price table. clap answers `--version` alone.
+pub fn verbose_version<I: IntoIterator<Item = std::ffi::OsString>>(args: I) -> Option<String> {
+    let args: Vec<_> = args.into_iter().skip(1).take_while(|a| a != "--").collect();
+    let has = |flag: &str| args.iter().any(|a| a == flag);
+    ((has("--version") || has("-V")) && has("--verbose")).then(|| {
+        format!(
+            "orchestrator {}\nprices: embedded table of {} ({} models; settings.pricing overrides it)\n",
+            env!("CARGO_PKG_VERSION"),
+            crate::core::pricing::TABLE_DATE,
+            crate::core::pricing::embedded().len()
+        )
+    })
+}

@@ -7,6 +7,7 @@
 //! `agents` (transcripts, hooks, the agent process) and `meters` (measuring a session's usage).
 
 pub mod agents;
+pub mod charts;
 pub mod cli;
 pub mod clock;
 pub mod commands;

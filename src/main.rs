@@ -5,6 +5,10 @@ use orchestrator::{cli, commands, error};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    if let Some(text) = cli::verbose_version(std::env::args_os()) {
+        print!("{text}");
+        return ExitCode::SUCCESS;
+    }
     let cli = cli::Cli::parse();
     init_tracing(cli.global.quiet);
     match commands::run(cli) {

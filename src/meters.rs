@@ -11,10 +11,12 @@ use std::path::{Path, PathBuf};
 
 use crate::agents::{self, Reading, TranscriptKind};
 use crate::core::budget::{Level, Usage, format_pct, round1};
-use crate::core::meters::{self, MeterKind, MeterStatus, TOKENS, TranscriptFigures};
+use crate::core::meters::{self, MeterKind, MeterStatus, Named, TOKENS, TranscriptFigures};
+use crate::core::pricing::{self, Cost, PriceSetting, TokenParts};
 use crate::core::session::{Session, TranscriptOrigin};
 use crate::core::stack::{Progress, TaskStack};
 use crate::store::Workspace;
+use std::collections::BTreeMap;
 
 /// The session's transcript: the one it was given (`start --transcript`, a hook), else the one
 /// of the Claude Code session this process runs under. A transcript found that way is looked up
@@ -40,6 +42,8 @@ pub struct Tokens {
     pub compacted: bool,
     pub transcript: Option<PathBuf>,
     pub figures: Option<TranscriptFigures>,
+    /// The transcript's tokens per model, when it gave any figure.
+    pub models: Option<BTreeMap<String, TokenParts>>,
 }
 
 /// A session's transcript as read now, its cache not saved yet: commands read it before they
@@ -108,7 +112,12 @@ impl Tokens {
                 fill: r.fill,
                 cumulative: r.cumulative,
                 subagent: r.subagent,
+                cost_usd: None,
             });
+        let models = reading
+            .as_ref()
+            .filter(|(_, r)| r.records > 0)
+            .map(|(_, r)| r.models.clone());
         let limit = reading
             .as_ref()
             .and_then(|(_, r)| r.context_window)
@@ -121,6 +130,7 @@ impl Tokens {
             compacted: false,
             transcript,
             figures,
+            models,
         };
         match (explicit, reading) {
             (Some(used), _) => Tokens {
@@ -153,6 +163,14 @@ impl Tokens {
     /// No figure from anywhere: the level is unknown.
     pub fn is_unknown(&self) -> bool {
         self.source == "none"
+    }
+
+    /// What the transcript's tokens cost at the prices of `settings.pricing` and the embedded
+    /// table; `None` without a transcript figure.
+    pub fn cost(&self, overrides: &Named<PriceSetting>) -> Option<Cost> {
+        self.models
+            .as_ref()
+            .map(|models| pricing::price(models, overrides))
     }
 }
 
@@ -218,10 +236,16 @@ pub fn report(stack: &TaskStack, session: &Session, progress: Progress, tokens: 
             shutdown: budget.shutdown,
         },
         source: tokens.source.clone(),
+        dollars: false,
     };
     let settings = &stack.settings;
+    let cost = tokens.cost(&settings.pricing);
+    let figures = tokens.figures.map(|f| TranscriptFigures {
+        cost_usd: cost.as_ref().and_then(|c| c.cost_usd),
+        ..f
+    });
     let applicable = meters::applicable(&settings.meters, &settings.agents, &session.agent);
-    let others = meters::evaluate(&applicable, &session.meters, tokens.figures);
+    let others = meters::evaluate(&applicable, &session.meters, figures);
     let all: Vec<MeterStatus> = std::iter::once(token_meter.clone())
         .chain(others.iter().cloned())
         .collect();
@@ -246,8 +270,8 @@ pub fn report(stack: &TaskStack, session: &Session, progress: Progress, tokens: 
             "Meter `{}` is at {}% of its limit ({}/{}). ",
             meter.name,
             format_pct(meter.usage.pct()),
-            meter.usage.used,
-            meter.usage.limit
+            meter.used_text(),
+            meter.limit_text()
         ));
     }
     sentence.push_str(level.action());
@@ -265,8 +289,8 @@ pub fn report(stack: &TaskStack, session: &Session, progress: Progress, tokens: 
             "meter={} kind={} used={} limit={} pct={} level={} source={}\n",
             meter.name,
             meter.kind.as_str(),
-            meter.usage.used,
-            meter.usage.limit,
+            meter.used_text(),
+            meter.limit_text(),
             format_pct(meter.usage.pct()),
             meter.level(),
             meter.source
@@ -289,7 +313,12 @@ pub fn report(stack: &TaskStack, session: &Session, progress: Progress, tokens: 
         "meters": others.iter().map(meter_json).collect::<Vec<_>>(),
         "limiting": limiting.as_ref().map(|m| m.name.clone()),
         "action": sentence,
+        "cost_usd": cost.as_ref().and_then(|c| c.cost_usd).map(pricing::round_usd),
+        "cost": cost.as_ref().map(cost_json),
     });
+    if let Some(cost) = &cost {
+        text.push_str(&cost_line(cost));
+    }
     Report {
         json,
         text,
@@ -319,14 +348,48 @@ fn meter_json(meter: &MeterStatus) -> Value {
     json!({
         "name": meter.name,
         "kind": meter.kind.as_str(),
-        "used": meter.usage.used,
-        "limit": meter.usage.limit,
+        "used": meter.used_value(),
+        "limit": meter.limit_value(),
         "pct": meter.usage.pct(),
         "warn": round1(meter.usage.warn * 100.0),
         "shutdown": round1(meter.usage.shutdown * 100.0),
         "level": meter.level(),
         "source": meter.source,
     })
+}
+
+/// The session's cost by model, for JSON: `models` (each `model`, `tokens` by price, `cost_usd`,
+/// `null` when unpriced), `unpriced_tokens`, `unpriced_models`.
+pub fn cost_json(cost: &Cost) -> Value {
+    json!({
+        "cost_usd": cost.cost_usd.map(pricing::round_usd),
+        "models": cost.models.iter().map(|m| json!({
+            "model": m.model,
+            "tokens": m.tokens,
+            "cost_usd": m.cost_usd.map(pricing::round_usd),
+        })).collect::<Vec<_>>(),
+        "unpriced_tokens": cost.unpriced_tokens,
+        "unpriced_models": cost.unpriced_models(),
+    })
+}
+
+/// The text line of a session's cost: `cost_usd=1.2345 models=2`, with `unpriced=...` naming
+/// the models without a price; `cost_usd=unknown` when nothing was priced.
+pub fn cost_line(cost: &Cost) -> String {
+    let mut line = match cost.cost_usd {
+        Some(dollars) => format!("cost_usd={dollars:.4} models={}", cost.models.len()),
+        None => format!("cost_usd=unknown models={}", cost.models.len()),
+    };
+    let unpriced = cost.unpriced_models();
+    if !unpriced.is_empty() {
+        line.push_str(&format!(
+            " unpriced={} unpriced_tokens={}",
+            unpriced.join(","),
+            cost.unpriced_tokens
+        ));
+    }
+    line.push('\n');
+    line
 }
 
 /// A compact figure for one-line messages: `172k`.
@@ -362,6 +425,7 @@ mod tests {
             subagent: 0,
             records: u64::from(fill.is_some()),
             context_window: window,
+            models: Default::default(),
             skipped_lines: 0,
             bytes_read: 0,
             capped: false,

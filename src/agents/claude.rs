@@ -39,6 +39,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::{Main, TranscriptState, fnv1a};
+use crate::core::pricing::{NO_MODEL, TokenParts};
 
 /// How many distinct responses per file are remembered for deduplication.
 pub const RECENT_MESSAGES: usize = 64;
@@ -106,6 +107,25 @@ struct Microcompact {
 }
 
 impl ClaudeUsage {
+    /// The tokens by price: the 1-hour writes from the nested breakdown, the rest of the cache
+    /// writes ([`Self::cache_writes`]) at the 5-minute price (ccusage prices a flat figure
+    /// without a breakdown that way too).
+    fn parts(&self) -> TokenParts {
+        let one_hour = self
+            .cache_creation
+            .as_ref()
+            .and_then(|c| c.ephemeral_1h_input_tokens)
+            .unwrap_or(0);
+        let writes = self.cache_writes();
+        TokenParts {
+            input: self.input_tokens.unwrap_or(0),
+            output: self.output_tokens.unwrap_or(0),
+            cache_write_5m: writes - one_hour.min(writes),
+            cache_write_1h: one_hour.min(writes),
+            cache_read: self.cache_read_input_tokens.unwrap_or(0),
+        }
+    }
+
     /// Cache writes: the flat figure, or the nested breakdown when it says more.
     fn cache_writes(&self) -> u64 {
         let nested = self.cache_creation.as_ref().map_or(0, |c| {
@@ -202,7 +222,8 @@ pub(super) fn apply_line(body: &[u8], state: &mut TranscriptState, main: Main) -
                 Some(request) => format!("{id} {request}"),
                 None => id.into_owned(),
             });
-            let added = count_response(state, key, total);
+            let model = msg.model.as_deref().unwrap_or(NO_MODEL);
+            let added = count_response(state, key, total, u.parts(), model);
             if sidechain {
                 state.subagent += added;
             } else if let Some(hash) = id_hash
@@ -230,29 +251,48 @@ fn may_count(body: &[u8]) -> bool {
     USAGE.find(body).is_some() || BOUNDARY.find(body).is_some()
 }
 
-/// Adds a response's total to the cumulative once per `key`, the larger usage winning; returns
-/// what was added.
-fn count_response(state: &mut TranscriptState, key: Option<String>, total: u64) -> u64 {
+/// Adds a response's total to the cumulative once per `key`, the larger usage winning, and its
+/// tokens to its model's; returns what was added to the cumulative.
+fn count_response(
+    state: &mut TranscriptState,
+    key: Option<String>,
+    total: u64,
+    parts: TokenParts,
+    model: &str,
+) -> u64 {
     let Some(key) = key else {
         state.cumulative += total;
+        state.add_model_tokens(model, &parts);
         return total;
     };
     let recent = &mut state.recent_messages;
-    let added = match recent.iter_mut().rev().find(|(seen, _)| *seen == key) {
-        Some((_, counted)) => {
+    let (added, priced) = match recent.iter_mut().rev().find(|(seen, _, _)| *seen == key) {
+        Some((_, counted, counted_parts)) => {
             let added = total.saturating_sub(*counted);
             *counted += added;
-            added
+            let priced = parts.beyond(counted_parts);
+            if added > 0 {
+                *counted_parts = parts;
+            }
+            (
+                added,
+                if added > 0 {
+                    priced
+                } else {
+                    TokenParts::default()
+                },
+            )
         }
         None => {
             if recent.len() == RECENT_MESSAGES {
                 recent.pop_front();
             }
-            recent.push_back((key, total));
-            total
+            recent.push_back((key, total, parts));
+            (total, parts)
         }
     };
     state.cumulative += added;
+    state.add_model_tokens(model, &priced);
     added
 }
 

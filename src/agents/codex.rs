@@ -13,6 +13,14 @@
 //! counts from the window it was reset to. A variant seen in forks sets
 //! `last_token_usage.input_tokens` to the window instead; that reads as full too.
 //!
+//! Tokens by model, for pricing: the model is the `payload.model` of the latest `turn_context`
+//! line (codex-rs `protocol.rs`: `RolloutItem::TurnContext(TurnContextItem)`, serialised with
+//! `tag = "type", content = "payload"`, and `TurnContextItem { cwd, approval_policy,
+//! sandbox_policy, model: String, effort, summary, .. }`, written once per user turn; the
+//! `session_meta` line names only the provider). What each `token_count` adds to
+//! `total_token_usage` is priced at that model: `input_tokens - cached_input_tokens` as input,
+//! `cached_input_tokens` as cache reads, `output_tokens` (reasoning included) as output.
+//!
 //! `codex exec --json` (`thread.started`, `turn.completed`, `item.*`): `turn.completed.usage` is
 //! the thread's running total (codex-rs fills it from the last `total_token_usage`), so the
 //! last one counts, never their sum; a resumed thread goes on from its total, a new thread adds
@@ -22,6 +30,7 @@ use serde::Deserialize;
 use std::borrow::Cow;
 
 use super::TranscriptState;
+use crate::core::pricing::{NO_MODEL, TokenParts};
 
 #[derive(Deserialize)]
 struct CodexHead<'a> {
@@ -74,6 +83,15 @@ struct CodexUsage {
 }
 
 impl CodexUsage {
+    /// The tokens by price: `input_tokens` includes the cached ones.
+    fn parts(&self) -> TokenParts {
+        parts(
+            self.input_tokens,
+            self.cached_input_tokens,
+            self.output_tokens,
+        )
+    }
+
     /// What `fill_to_context_window` writes: every part written as 0, only `total_tokens` set.
     fn is_filled_to_window(&self) -> bool {
         [
@@ -116,6 +134,15 @@ pub(super) fn apply_line(body: &[u8], state: &mut TranscriptState) -> bool {
     let Ok(head) = serde_json::from_str::<CodexHead>(text) else {
         return false;
     };
+    if head.kind.as_deref() == Some("turn_context") {
+        let Ok(turn) = serde_json::from_str::<CodexTurnContext>(text) else {
+            return false;
+        };
+        if let Some(model) = turn.payload.model.filter(|m| !m.is_empty()) {
+            state.model = Some(model.into_owned());
+        }
+        return true;
+    }
     let is_token_count = head.kind.as_deref() == Some("event_msg")
         && head.payload.and_then(|p| p.kind).as_deref() == Some("token_count");
     if !is_token_count {
@@ -151,22 +178,56 @@ pub(super) fn apply_line(body: &[u8], state: &mut TranscriptState) -> bool {
             .max(last.as_ref().and_then(|u| u.total_tokens));
         if filled {
             state.codex_total = at;
+            state.codex_parts = Some(TokenParts::default());
             return true;
         }
     } else if let Some(fill) = last.as_ref().and_then(|u| u.total_tokens) {
         state.fill = Some(fill);
     }
-    if let Some(now) = total.and_then(|u| u.total_tokens) {
-        let added = match state.codex_total {
-            Some(before) if now >= before => now - before,
+    if let Some((now, now_parts)) = total.and_then(|u| Some((u.total_tokens?, u.parts()))) {
+        let last_parts = last
+            .as_ref()
+            .map_or_else(TokenParts::default, CodexUsage::parts);
+        let (added, priced) = match state.codex_total {
+            Some(before) if now >= before => (
+                now - before,
+                now_parts.beyond(&state.codex_parts.unwrap_or_default()),
+            ),
             // Gone backwards without a fill: count this request, never a negative.
-            Some(_) => last.and_then(|u| u.total_tokens).unwrap_or(0),
-            None => now,
+            Some(_) => (last.and_then(|u| u.total_tokens).unwrap_or(0), last_parts),
+            None => (now, now_parts),
         };
         state.cumulative += added;
         state.codex_total = Some(now);
+        state.codex_parts = Some(now_parts);
+        let model = state.model.clone();
+        state.add_model_tokens(model.as_deref().unwrap_or(NO_MODEL), &priced);
     }
     true
+}
+
+/// A `turn_context` line: only its model is read.
+#[derive(Deserialize)]
+struct CodexTurnContext<'a> {
+    #[serde(borrow)]
+    payload: CodexTurnPayload<'a>,
+}
+
+#[derive(Deserialize)]
+struct CodexTurnPayload<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+}
+
+/// Codex counts: `input` includes `cached`, which is priced as a cache read.
+fn parts(input: Option<u64>, cached: Option<u64>, output: Option<u64>) -> TokenParts {
+    let (input, cached) = (input.unwrap_or(0), cached.unwrap_or(0));
+    TokenParts {
+        input: input.saturating_sub(cached),
+        cache_read: cached.min(input),
+        output: output.unwrap_or(0),
+        ..TokenParts::default()
+    }
 }
 
 #[derive(Deserialize)]
@@ -186,6 +247,8 @@ struct ExecUsage {
     #[serde(default)]
     input_tokens: Option<u64>,
     #[serde(default)]
+    cached_input_tokens: Option<u64>,
+    #[serde(default)]
     output_tokens: Option<u64>,
 }
 
@@ -204,6 +267,7 @@ pub(super) fn apply_exec_line(body: &[u8], state: &mut TranscriptState) -> bool 
                 // Another thread: its totals start from 0, on top of what was counted.
                 state.codex_thread = thread;
                 state.codex_total = None;
+                state.codex_parts = None;
             }
         }
         Some("turn.completed") => {
@@ -220,6 +284,15 @@ pub(super) fn apply_exec_line(body: &[u8], state: &mut TranscriptState) -> bool 
             if now > before {
                 state.cumulative += now - before;
                 state.codex_total = Some(now);
+                // The JSON names no model: these tokens are unpriced.
+                let now_parts = parts(
+                    usage.input_tokens,
+                    usage.cached_input_tokens,
+                    usage.output_tokens,
+                );
+                let priced = now_parts.beyond(&state.codex_parts.unwrap_or_default());
+                state.codex_parts = Some(now_parts);
+                state.add_model_tokens(NO_MODEL, &priced);
             }
         }
         _ => {}

@@ -32,13 +32,15 @@
 //! from there; a line over [`MAX_LINE_LEN`] is skipped, never buffered whole. So a
 //! call's time and memory are bounded whatever the path points at.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+
+use crate::core::pricing::TokenParts;
 
 pub mod claude;
 pub mod claude_settings;
@@ -106,7 +108,7 @@ pub const MAX_LINE_LEN: u64 = 16 * 1024 * 1024;
 /// [`claude::MAIN_IDS`] hashes (8 KB), and one small state per subagent file.
 const MAX_CACHE_LEN: u64 = 16 * 1024 * 1024;
 /// Bumped when the meaning of a cached state changes: an older state is read again from the start.
-const STATE_VERSION: u32 = 2;
+const STATE_VERSION: u32 = 3;
 
 /// Everything needed to resume reading a transcript. Serializable so the caller
 /// can cache it (e.g. as JSON under `.orchestrator/`).
@@ -145,7 +147,8 @@ pub struct TranscriptState {
     /// (`message.id` + `requestId`), newest last. Claude Code writes one record per content block
     /// of a response, one after another, so a short window deduplicates them while keeping this
     /// cached state small however long the transcript grows.
-    pub recent_messages: VecDeque<(String, u64)>,
+    /// Each entry also keeps the response's tokens by price, to price what a larger copy adds.
+    pub recent_messages: VecDeque<(String, u64, TokenParts)>,
     /// Claude: 32-bit hashes of the latest main-chain `message.id`s, so that a sidechain copy of
     /// a main-chain response (a `/btw` log replaying the conversation) is not counted again.
     /// Cached as one hex string: 8 KB for [`claude::MAIN_IDS`], read and written by every command.
@@ -161,6 +164,16 @@ pub struct TranscriptState {
     /// `codex exec --json`: the thread whose totals `codex_total` holds.
     #[serde(default)]
     pub codex_thread: Option<String>,
+    /// Tokens per model id ([`crate::core::pricing::NO_MODEL`] for tokens of no named model), for pricing: what the
+    /// cumulative counts, split the ways tokens are priced.
+    #[serde(default)]
+    pub models: BTreeMap<String, TokenParts>,
+    /// Codex: the model of the latest `turn_context` (codex-rs `TurnContextItem.model`).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Codex: the thread's running total by price, to price what each event adds.
+    #[serde(default)]
+    pub codex_parts: Option<TokenParts>,
     /// Lines that could not be decoded, since the state was (re)started.
     pub skipped_lines: u64,
     /// `offset` is inside a line longer than [`MAX_LINE_LEN`], skipped up to its end.
@@ -212,6 +225,19 @@ impl PartialEq for Index {
 }
 
 impl TranscriptState {
+    /// Adds tokens to a model's.
+    pub(super) fn add_model_tokens(&mut self, model: &str, tokens: &TokenParts) {
+        if tokens.is_zero() {
+            return;
+        }
+        match self.models.get_mut(model) {
+            Some(counted) => counted.add(tokens),
+            None => {
+                self.models.insert(model.to_string(), *tokens);
+            }
+        }
+    }
+
     /// Whether `hash` is among the remembered main-chain message ids.
     fn has_main_id(&mut self, hash: u32) -> bool {
         self.index_main_ids();
@@ -276,6 +302,8 @@ pub struct Reading {
     pub records: u64,
     /// Codex: `model_context_window`; Claude: `None`.
     pub context_window: Option<u64>,
+    /// Tokens per model, subagents' included ([`crate::core::pricing::NO_MODEL`] for tokens of no named model).
+    pub models: BTreeMap<String, TokenParts>,
     /// Undecodable lines since the state was (re)started (not only this call).
     pub skipped_lines: u64,
     /// Bytes consumed by this call.
@@ -353,6 +381,9 @@ pub fn read_cached_later(cache_dir: &Path, transcript: &Path) -> Result<(Reading
             }
             reading.cumulative += sub.cumulative;
             reading.subagent += sub.cumulative;
+            for (model, tokens) in &sub.models {
+                reading.models.entry(model.clone()).or_default().add(tokens);
+            }
             subagents.push((path, sub));
         }
     }
@@ -666,6 +697,7 @@ fn read_bounded(
         subagent: state.subagent,
         records: state.records,
         context_window: state.context_window,
+        models: state.models.clone(),
         skipped_lines: state.skipped_lines,
         bytes_read,
         capped,
@@ -1683,7 +1715,10 @@ mod tests {
         let v: serde_json::Value = serde_json::to_value(&st).unwrap();
         assert_eq!(v["kind"], json!("claude_code"));
         assert_eq!(v["offset"], json!(std::fs::metadata(&p).unwrap().len()));
-        assert_eq!(v["recent_messages"][0], json!(["msg_1", 10]));
+        assert_eq!(
+            v["recent_messages"][0],
+            json!(["msg_1", 10, {"input": 1, "output": 4, "cache_write_5m": 2, "cache_write_1h": 0, "cache_read": 3}])
+        );
         let back: TranscriptState = serde_json::from_value(v).unwrap();
         assert_eq!(back, st);
     }

@@ -181,6 +181,7 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
         }),
         issues,
         meters,
+        cost: tokens.cost(&stack.settings.pricing),
         // Remembered, so `status` and `run` find it without the agent's environment. Only a
         // transcript found from the environment differs from the session's (a first find, or a
         // new file after `/clear`).

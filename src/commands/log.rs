@@ -193,7 +193,7 @@ impl Row {
 }
 
 /// `--since`: an RFC 3339 time, a date (midnight UTC), or a duration back from `now`.
-fn parse_since(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+pub(super) fn parse_since(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
     let text = text.trim();
     if let Ok(at) = DateTime::parse_from_rfc3339(text) {
         return Ok(at.with_timezone(&Utc));

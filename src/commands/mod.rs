@@ -12,6 +12,7 @@ mod log;
 mod man;
 mod next;
 pub mod output;
+mod report;
 mod resume;
 mod run;
 mod start;
@@ -19,6 +20,7 @@ mod status;
 mod stop;
 mod task;
 mod worktree;
+mod watch;
 mod wrap;
 
 use anyhow::Result;
@@ -42,6 +44,7 @@ use init::InitArgs;
 use log::LogArgs;
 use man::ManArgs;
 use output::Shape;
+use report::ReportArgs;
 use resume::ResumeArgs;
 use run::RunArgs;
 use start::StartArgs;
@@ -49,6 +52,7 @@ use status::StatusArgs;
 use stop::StopArgs;
 use task::TaskCommand;
 use worktree::WorktreeCommand;
+use watch::WatchArgs;
 use wrap::WrapArgs;
 
 /// The subcommands. A command's arguments, and its help text, live in its own file.
@@ -64,6 +68,8 @@ pub enum Command {
     Status(StatusArgs),
     Wrap(WrapArgs),
     Log(LogArgs),
+    Report(ReportArgs),
+    Watch(WatchArgs),
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Build a scratch workspace (or fill the empty --dir) and run one whole session in it
@@ -218,6 +224,8 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Status(args) => status::run(&ctx, args),
         Command::Wrap(args) => wrap::run(&ctx, args),
         Command::Log(args) => log::run(&ctx, args),
+        Command::Report(args) => report::run(&ctx, args),
+        Command::Watch(args) => watch::run(&ctx, args),
         Command::Config(cmd) => config::run(&ctx, cmd),
         Command::Demo => demo::run(&ctx),
         Command::Hook(cmd) => hook::run(&ctx, cmd),

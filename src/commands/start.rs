@@ -273,6 +273,7 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
         worktree: worktree.clone(),
         compactions: Vec::new(),
         fence: 0,
+        cost: None,
         extra: Map::new(),
     };
     let mut session = session;

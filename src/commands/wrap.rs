@@ -98,6 +98,9 @@ pub(super) fn wrap_session(ctx: &Context, args: WrapArgs) -> Result<WrapReport> 
                 at: ctx.now,
             });
         }
+        if let Some(cost) = tokens.cost(&stack.settings.pricing) {
+            session.cost = Some(cost);
+        }
         wrap::begin(&mut session, options, ctx.now, ctx.now);
         ws.save_active(&lock, &session)?;
     } else if let Some(journal) = session.wrap.as_mut() {

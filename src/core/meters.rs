@@ -20,6 +20,10 @@ use super::ids::check_task_id;
 
 /// The name under which the token budget appears among the meters.
 pub const TOKENS: &str = "tokens";
+/// A counter of this name read from the transcript counts US dollars: the session's cost.
+pub const COST_USD: &str = "cost_usd";
+/// A dollar meter keeps millionths of a dollar, so its ratio to the limit is exact enough.
+const MICRO: u64 = 1_000_000;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -221,6 +225,11 @@ pub fn validate(
         if meter.limit == 0 {
             return Err(format!("settings.meters.{name}.limit must be above 0"));
         }
+        if is_cost_meter(name, meter) && meter.kind != MeterKind::Counter {
+            return Err(format!(
+                "settings.meters.{name}: a `{COST_USD}` meter read from the transcript counts the session's dollars; its kind is `counter`"
+            ));
+        }
         check_thresholds(
             &format!("settings.meters.{name}"),
             meter.warn,
@@ -306,12 +315,51 @@ pub struct MeterStatus {
     pub usage: Usage,
     /// Where the figure came from: `explicit`, `transcript`, `usage` or `none`.
     pub source: String,
+    /// The meter counts dollars ([`COST_USD`]): `usage` holds millionths of a dollar.
+    pub dollars: bool,
 }
 
 impl MeterStatus {
     pub fn level(&self) -> Level {
         self.usage.level()
     }
+
+    /// The value used, for JSON: dollars for a dollar meter.
+    pub fn used_value(&self) -> serde_json::Value {
+        if self.dollars {
+            serde_json::json!(self.usage.used as f64 / MICRO as f64)
+        } else {
+            serde_json::json!(self.usage.used)
+        }
+    }
+
+    /// The limit, for JSON: dollars for a dollar meter.
+    pub fn limit_value(&self) -> serde_json::Value {
+        if self.dollars {
+            serde_json::json!(self.usage.limit / MICRO)
+        } else {
+            serde_json::json!(self.usage.limit)
+        }
+    }
+
+    /// The value used, for text: `3.2101` dollars, or the count.
+    pub fn used_text(&self) -> String {
+        if self.dollars {
+            format!("{:.4}", self.usage.used as f64 / MICRO as f64)
+        } else {
+            self.usage.used.to_string()
+        }
+    }
+
+    /// The limit, for text.
+    pub fn limit_text(&self) -> String {
+        self.limit_value().to_string()
+    }
+}
+
+/// Whether a meter counts the session's cost in dollars.
+pub fn is_cost_meter(name: &str, meter: &MeterSettings) -> bool {
+    name == COST_USD && meter.source == MeterSource::Transcript
 }
 
 /// Figures the transcript gave, for meters whose source is the transcript.
@@ -322,6 +370,8 @@ pub struct TranscriptFigures {
     pub cumulative: u64,
     /// The part of `cumulative` its subagents spent.
     pub subagent: u64,
+    /// What the priced models' tokens cost, in US dollars; `None` when nothing was priced.
+    pub cost_usd: Option<f64>,
 }
 
 /// The standing of every meter of `settings.meters` that applies, from the session's recorded
@@ -334,9 +384,14 @@ pub fn evaluate(
     meters
         .iter()
         .map(|(name, meter)| {
+            let dollars = is_cost_meter(name, meter);
             let (used, source) = match meter.source {
                 MeterSource::Usage => match recorded.get(*name) {
                     Some(value) => (*value, "usage"),
+                    None => (0, "none"),
+                },
+                MeterSource::Transcript if dollars => match transcript.and_then(|t| t.cost_usd) {
+                    Some(cost) => ((cost * MICRO as f64).round() as u64, "transcript"),
                     None => (0, "none"),
                 },
                 MeterSource::Transcript => match (transcript, meter.kind) {
@@ -345,16 +400,18 @@ pub fn evaluate(
                     (None, _) => (0, "none"),
                 },
             };
+            let scale = if dollars { MICRO } else { 1 };
             MeterStatus {
                 name: name.to_string(),
                 kind: meter.kind,
                 usage: Usage {
                     used,
-                    limit: meter.limit,
+                    limit: meter.limit.saturating_mul(scale),
                     warn: meter.warn,
                     shutdown: meter.shutdown,
                 },
                 source: source.to_string(),
+                dollars,
             }
         })
         .collect()
@@ -370,6 +427,34 @@ pub fn limiting(statuses: &[MeterStatus]) -> Option<&MeterStatus> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_cost_meter_counts_dollars_against_a_dollar_limit() {
+        let m = meters(r#"{"cost_usd": {"limit": 2, "source": "transcript"}}"#);
+        let applicable = applicable(&m, &Named::default(), "any");
+        let figures = |cost_usd| TranscriptFigures {
+            fill: Some(900),
+            cumulative: 5_000_000,
+            subagent: 0,
+            cost_usd,
+        };
+        let status = &evaluate(&applicable, &BTreeMap::new(), Some(figures(Some(1.6))))[0];
+        assert!(status.dollars);
+        assert_eq!(
+            (status.used_text(), status.limit_text()),
+            ("1.6000".into(), "2".into())
+        );
+        assert_eq!(status.level(), Level::Warn);
+        let unpriced = &evaluate(&applicable, &BTreeMap::new(), Some(figures(None)))[0];
+        assert_eq!((unpriced.usage.used, unpriced.source.as_str()), (0, "none"));
+        let gauge =
+            meters(r#"{"cost_usd": {"limit": 2, "kind": "gauge", "source": "transcript"}}"#);
+        assert!(
+            validate(&gauge, &Named::default())
+                .unwrap_err()
+                .contains("counter")
+        );
+    }
+
     use super::*;
 
     fn meters(json: &str) -> Named<MeterSettings> {
@@ -463,6 +548,7 @@ mod tests {
             fill: Some(900),
             cumulative: 5000,
             subagent: 0,
+            cost_usd: None,
         };
         let statuses = evaluate(&applicable, &recorded, Some(figures));
         let got: Vec<(u64, &str, Level)> = statuses

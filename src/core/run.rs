@@ -22,6 +22,8 @@ pub enum StopReason {
     NoProgress,
     /// The breaker: agent failures (non-zero exits) in a row.
     AgentFailures,
+    /// `--max-cost`: the run's sessions cost more than it allows.
+    MaxCost,
 }
 
 impl StopReason {
@@ -34,6 +36,7 @@ impl StopReason {
             StopReason::StopFile => 22,
             StopReason::NoProgress => 23,
             StopReason::AgentFailures => 24,
+            StopReason::MaxCost => 25,
             StopReason::Interrupted => 130,
             StopReason::Terminated => 143,
         }
@@ -50,6 +53,7 @@ impl StopReason {
             StopReason::Terminated => "terminated",
             StopReason::NoProgress => "no_progress",
             StopReason::AgentFailures => "agent_failures",
+            StopReason::MaxCost => "max_cost",
         }
     }
 
@@ -61,6 +65,9 @@ impl StopReason {
             }
             StopReason::MaxSessions => "--max-sessions reached",
             StopReason::MaxDuration => "--max-duration reached",
+            StopReason::MaxCost => {
+                "--max-cost reached: the sessions of this run cost more than it allows (see `orchestrator report`)"
+            }
             StopReason::StopFile => {
                 "the stop file .orchestrator/STOP exists (delete it to run again)"
             }
@@ -316,6 +323,20 @@ pub fn expand(arg: &str, values: &Placeholders) -> String {
     out
 }
 
+/// `--max-cost`: US dollars, above 0.
+pub fn parse_usd(text: &str) -> Result<f64, String> {
+    let dollars: f64 = text
+        .trim()
+        .trim_start_matches('$')
+        .parse()
+        .map_err(|_| format!("`{text}` is not an amount of US dollars (like 25 or 2.50)"))?;
+    if dollars.is_finite() && dollars > 0.0 {
+        Ok(dollars)
+    } else {
+        Err(format!("`{text}`: the amount must be above 0"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,6 +353,7 @@ mod tests {
             StopReason::Terminated,
             StopReason::NoProgress,
             StopReason::AgentFailures,
+            StopReason::MaxCost,
         ];
         let mut codes: Vec<u8> = all.iter().map(|r| r.exit_code()).collect();
         codes.sort();

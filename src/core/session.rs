@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::budget::Usage;
+use super::pricing::Cost;
 use super::stack::{BudgetSettings, Checkpoint, Progress};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -50,6 +51,10 @@ pub struct Session {
     pub checkpoints: Vec<Checkpoint>,
     #[serde(default)]
     pub issues: Vec<String>,
+    /// What the session's tokens cost per model, as of its last checkpoint or its wrap (read from
+    /// its transcript).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Cost>,
     /// The agent compacted its context (Claude Code's `PreCompact` hook), oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub compactions: Vec<Compaction>,
@@ -258,6 +263,9 @@ pub struct CheckpointEvent {
     /// Meter values after this checkpoint (absolute, so a replay cannot count twice).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub meters: BTreeMap<String, u64>,
+    /// The session's cost so far, from its transcript (absolute, as `meters`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Cost>,
     pub lease_expires: DateTime<Utc>,
 }
 
@@ -320,6 +328,9 @@ impl Session {
         }
         self.issues.extend(event.issues);
         self.meters.extend(event.meters);
+        if event.cost.is_some() {
+            self.cost = event.cost;
+        }
         if event.transcript.is_some() {
             self.transcript = event.transcript;
             self.transcript_origin = event.transcript_origin;
@@ -385,6 +396,7 @@ mod tests {
             worktree: None,
             compactions: Vec::new(),
             fence: 0,
+            cost: None,
             extra: Map::new(),
         };
         let event = CheckpointEvent {
@@ -406,6 +418,7 @@ mod tests {
             meters: BTreeMap::from([("calls".to_string(), 7)]),
             transcript: None,
             transcript_origin: None,
+            cost: None,
             lease_expires: t + Duration::minutes(30),
         };
         session.apply(event.clone());

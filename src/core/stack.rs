@@ -12,6 +12,7 @@ use std::path::{Component, Path};
 
 use super::ids::check_task_id;
 use super::meters::{self, AgentSettings, MeterSettings, Named, check_thresholds};
+use super::pricing::PriceSetting;
 use super::run::RunSettings;
 
 pub const STACK_VERSION: u64 = 1;
@@ -118,6 +119,9 @@ pub struct Settings {
     pub store: Option<StoreSettings>,
     #[serde(skip_serializing_if = "ParallelSettings::is_default")]
     pub parallel: ParallelSettings,
+    /// Prices per model over the embedded table (`core::pricing`).
+    #[serde(skip_serializing_if = "Named::is_empty")]
+    pub pricing: Named<PriceSetting>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -185,6 +189,7 @@ impl Default for Settings {
             run: RunSettings::default(),
             store: None,
             parallel: ParallelSettings::default(),
+            pricing: Named::default(),
             extra: Map::new(),
         }
     }
@@ -949,6 +954,7 @@ impl TaskStack {
         }
         meters::validate(&self.settings.meters, &self.settings.agents).map_err(Invalid)?;
         self.settings.run.validate().map_err(Invalid)?;
+        super::pricing::validate(&self.settings.pricing).map_err(Invalid)?;
         if self.settings.lease_minutes == 0 {
             return Err(Invalid("settings.lease_minutes must be at least 1".into()));
         }

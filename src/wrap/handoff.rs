@@ -442,6 +442,7 @@ mod tests {
             worktree: None,
             compactions: Vec::new(),
             fence: 0,
+            cost: None,
             extra: Map::new(),
         }
     }

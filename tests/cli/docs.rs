@@ -5,6 +5,7 @@
 use orchestrator::core::meters::{
     AgentSettings, MeterKind, MeterSettings, MeterSource, Named, OnSessionEnd, OnSessionStart,
 };
+use orchestrator::core::pricing::PriceSetting;
 use orchestrator::core::run::RunSettings;
 use orchestrator::core::stack::{
     BudgetSettings, DatabaseSettings, GitSettings, Integrate, MetricSpec, ParallelSettings,
@@ -126,6 +127,17 @@ fn every_setting() -> Settings {
             integrate: Integrate::Merge,
             extra: Map::new(),
         },
+        pricing: Named(vec![(
+            NAME.into(),
+            PriceSetting {
+                input: 1.0,
+                output: 2.0,
+                cache_write_5m: Some(1.25),
+                cache_write_1h: Some(2.0),
+                cache_read: Some(0.1),
+                extra: Map::new(),
+            },
+        )]),
         extra: Map::new(),
     }
 }
@@ -136,16 +148,19 @@ fn minimal_sections() -> Value {
         "database": {"path": "d.db", "metrics": [{"name": "m", "query": "SELECT 1"}]},
         "meters": {NAME: {"limit": 10}},
         "agents": {NAME: {}},
-        "store": {"postgres": {"url_env": "FLEET_URL"}}
+        "store": {"postgres": {"url_env": "FLEET_URL"}},
+        "pricing": {NAME: {"input": 1, "output": 2}}
     }})
 }
 
-const REQUIRED: [&str; 5] = [
+const REQUIRED: [&str; 7] = [
     "settings.database.path",
     "settings.database.metrics[].name",
     "settings.database.metrics[].query",
     "settings.meters.<name>.limit",
     "settings.store.postgres.url_env",
+    "settings.pricing.<name>.input",
+    "settings.pricing.<name>.output",
 ];
 
 /// Dotted keys of the leaves under `value`: `a.b`, `a.list[].c`, `meters.<name>.limit`.
@@ -539,6 +554,17 @@ fn run_scenario(code: i32) -> Option<Option<i32>> {
             &["--breaker", "1"],
             &["sh", "-c", "cat >/dev/null; exit 1"],
         )),
+        25 => {
+            // An agent whose transcript (found as under Claude Code) costs $0.23.
+            ws.write("line.jsonl", &format!("{}\n", crate::cost::OPUS_LINE));
+            let script = format!(
+                "cat >/dev/null; export CLAUDE_CODE_SESSION_ID=$ORCHESTRATOR_SESSION; \
+                 mkdir -p $HOME/.claude/projects/-w; \
+                 cp line.jsonl $HOME/.claude/projects/-w/$ORCHESTRATOR_SESSION.jsonl; \
+                 {BIN} checkpoint spent --exit-zero"
+            );
+            exit(run_args(&["--max-cost", "0.01"], &["sh", "-c", &script]))
+        }
         130 => run_stopped_by(&ws, "-INT"),
         143 => run_stopped_by(&ws, "-TERM"),
         1 => exit(run_args(&[], &["./no-such-agent"])),

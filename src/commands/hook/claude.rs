@@ -266,7 +266,7 @@ fn usage_alert(
     let (used, limit) = if meter.name == TOKENS {
         (kilo(meter.usage.used), kilo(meter.usage.limit))
     } else {
-        (meter.usage.used.to_string(), meter.usage.limit.to_string())
+        (meter.used_text(), meter.limit_text())
     };
     let consequence = match report.level {
         Level::Shutdown => {

@@ -52,6 +52,10 @@ pub struct RunArgs {
     /// Start no session after this long (like 8h; a running session finishes)
     #[arg(long, value_name = "D", value_parser = crate::core::run::parse_duration)]
     pub max_duration: Option<Duration>,
+    /// Start no session once the sessions of this run cost more than this many US dollars (as
+    /// priced from their transcripts; a running session finishes)
+    #[arg(long, value_name = "USD", value_parser = crate::core::run::parse_usd)]
+    pub max_cost: Option<f64>,
     /// Pause between sessions
     #[arg(long, value_name = "D", default_value = "0s", value_parser = crate::core::run::parse_duration)]
     pub sleep: Duration,
@@ -130,6 +134,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
             "stop": end.stop.as_str(),
             "sessions": end.sessions,
             "exit": end.stop.exit_code(),
+            "cost_usd": crate::core::pricing::round_usd(end.spent_usd),
             "log": end.log,
             "message": end.stop.describe(),
         });
@@ -179,6 +184,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
         "stop": worst.as_str(),
         "sessions": sessions,
         "exit": worst.exit_code(),
+        "cost_usd": crate::core::pricing::round_usd(ends.iter().map(|e| e.spent_usd).sum()),
         "logs": ends.iter().map(|e| &e.log).collect::<Vec<_>>(),
         "loops": ends.iter().map(|e| json!({"agent": e.agent, "stop": e.stop.as_str(), "sessions": e.sessions})).collect::<Vec<_>>(),
         "message": worst.describe(),
@@ -200,6 +206,8 @@ struct LoopEnd {
     stop: StopReason,
     sessions: u32,
     log: std::path::PathBuf,
+    /// What its sessions cost, as their records price them.
+    spent_usd: f64,
 }
 
 /// One loop: sessions of `agent` until a stop condition; `worktrees`: each in its own worktree.
@@ -231,6 +239,7 @@ fn run_loop(
         breaker: start_breaker(ws, agent, args)?,
         rate_limits_in_row: 0,
         honoured_pause: None,
+        spent_usd: 0.0,
     };
     let stop = loop {
         if let Some(reason) = stop_before_session(ws, args, signals, &loop_state, began) {
@@ -283,6 +292,7 @@ fn run_loop(
             json!({"session": session_id, "task": task, "progress": brief["progress"]}),
         );
         let (outcome, final_output) = drive(&mut runner, &session_id, &task, &brief_text)?;
+        loop_state.spent_usd += session_cost(ws, &session_id);
         let tripped = loop_state.breaker.record(outcome);
         save_breaker(ws, agent, &loop_state.breaker);
         if let Some(reason) = tripped {
@@ -324,6 +334,7 @@ fn run_loop(
         stop,
         sessions: loop_state.sessions,
         log: runner.log.path.clone(),
+        spent_usd: loop_state.spent_usd,
     })
 }
 
@@ -334,6 +345,17 @@ struct LoopState {
     /// The end of the last pause this loop waited out: with a fixed test clock, the same
     /// record must not be waited for twice.
     honoured_pause: Option<chrono::DateTime<chrono::Utc>>,
+    /// What this run's sessions cost, as their records price them.
+    spent_usd: f64,
+}
+
+/// What a finished session cost, from its archived record (0 when it recorded no cost).
+fn session_cost(ws: &Workspace, session_id: &str) -> f64 {
+    ws.load_session(&ws.archive_path(session_id))
+        .ok()
+        .and_then(|s| s.cost)
+        .and_then(|c| c.cost_usd)
+        .unwrap_or(0.0)
 }
 
 fn stop_before_session(
@@ -362,6 +384,9 @@ fn stop_before_session(
     }
     if args.max_duration.is_some_and(|max| began.elapsed() >= max) {
         return Some(StopReason::MaxDuration);
+    }
+    if args.max_cost.is_some_and(|max| state.spent_usd > max) {
+        return Some(StopReason::MaxCost);
     }
     None
 }
