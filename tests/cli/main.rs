@@ -22,6 +22,7 @@ mod hook_lifecycle;
 mod hooks;
 mod ids;
 mod meters;
+mod progress;
 mod refusals;
 mod report;
 mod run;
