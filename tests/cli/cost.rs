@@ -142,6 +142,11 @@ fn several_models_both_cache_durations_and_an_unknown_model_are_priced_apart() {
             .unwrap();
     assert!(close(record["cost"]["cost_usd"].as_f64().unwrap(), total));
     assert_eq!(record["cost"]["models"].as_array().unwrap().len(), 3);
+    let log = ws.json(0, &["log"]);
+    assert!(close(
+        log["sessions"][0]["cost_usd"].as_f64().unwrap(),
+        total
+    ));
 }
 
 #[test]
