@@ -15,5 +15,6 @@ pub mod core;
 pub mod error;
 pub mod live_line;
 pub mod meters;
+pub mod progress;
 pub mod store;
 pub mod wrap;

@@ -174,7 +174,11 @@ impl Tokens {
     }
 }
 
+/// A first read of a transcript this large shows a progress bar on a terminal.
+pub const LARGE_TRANSCRIPT: u64 = 32 * 1024 * 1024;
+
 fn read(ws: &Workspace, path: &Path) -> Option<(Reading, agents::CacheUpdate)> {
+    let _bar = first_read_bar(ws, path);
     match agents::read_cached_later(&ws.cache_dir(), path) {
         Ok((reading, update)) => {
             if reading.capped {
@@ -213,6 +217,32 @@ fn read(ws: &Workspace, path: &Path) -> Option<(Reading, agents::CacheUpdate)> {
             None
         }
     }
+}
+
+/// A progress bar for the first read of a large transcript (no cache of it yet): the rest are
+/// reads of what was appended, which take no time.
+fn first_read_bar(ws: &Workspace, path: &Path) -> Option<crate::progress::Bar> {
+    let size = std::fs::metadata(path).ok()?.len();
+    if size < LARGE_TRANSCRIPT || agents::cache_path(&ws.cache_dir(), path).exists() {
+        return None;
+    }
+    let total = size.min(agents::MAX_READ_PER_CALL);
+    let start = agents::BYTES_READ.load(std::sync::atomic::Ordering::Relaxed);
+    let name = path.file_name().map_or_else(String::new, |n| {
+        crate::core::text::strip_controls(&n.to_string_lossy()).into_owned()
+    });
+    crate::progress::Bar::start(
+        total,
+        std::time::Duration::ZERO,
+        move |done| {
+            format!(
+                "reading transcript {name}: {} of {} MiB",
+                done >> 20,
+                total >> 20
+            )
+        },
+        move || agents::BYTES_READ.load(std::sync::atomic::Ordering::Relaxed) - start,
+    )
 }
 
 /// What `checkpoint`, `status` and the hooks tell the agent.

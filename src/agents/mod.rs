@@ -36,6 +36,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -602,7 +603,7 @@ fn read_bounded(
 
     file.seek(SeekFrom::Start(state.offset))
         .with_context(|| format!("seeking in transcript {}", path.display()))?;
-    let mut reader = BufReader::with_capacity(BUF_LEN, file.take(limits.per_call));
+    let mut reader = BufReader::with_capacity(BUF_LEN, Counted(file).take(limits.per_call));
     let reading =
         |err| anyhow::Error::new(err).context(format!("reading transcript {}", path.display()));
     let mut line = Vec::with_capacity(8 * 1024);
@@ -676,7 +677,7 @@ fn read_bounded(
     }
     let window = reader.into_inner();
     let window_used = window.limit() == 0;
-    let mut file = window.into_inner();
+    let mut file = window.into_inner().0;
     state.offset += bytes_read;
     state.len = len.max(state.offset);
     let capped = window_used && state.offset < len;
@@ -702,6 +703,20 @@ fn read_bounded(
         bytes_read,
         capped,
     })
+}
+
+/// Bytes read from transcripts by this process so far, for a progress bar on a long first read.
+pub static BYTES_READ: AtomicU64 = AtomicU64::new(0);
+
+/// A file that adds what it reads to [`BYTES_READ`] (once per buffer fill, not per line).
+struct Counted(File);
+
+impl Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.read(buf)?;
+        BYTES_READ.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
 }
 
 fn trim_cr(body: &[u8]) -> &[u8] {

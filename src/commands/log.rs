@@ -180,6 +180,7 @@ impl Row {
                 "progress_from": from,
                 "progress_to": to,
                 "tokens_used": session.tokens.as_ref().map(|t| t.used),
+                "cost_usd": session.cost.as_ref().and_then(|c| c.cost_usd).map(crate::core::pricing::round_usd),
                 "tokens_pct": pct.map(|p| (p * 10.0).round() / 10.0),
                 "reason": reason,
                 "summary": journal.and_then(|j| j.summary.clone()),

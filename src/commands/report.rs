@@ -156,6 +156,8 @@ fn usd(cost: Option<f64>, incomplete: usize) -> String {
     match cost {
         Some(c) if incomplete > 0 => format!("{}+", format_usd(c)),
         Some(c) => format_usd(c),
+        // Nothing to price at all (no session) is no cost, not an unpriced one.
+        None if incomplete == 0 => "-".into(),
         None => "unpriced".into(),
     }
 }
@@ -266,10 +268,10 @@ fn terminal(report: &Report) -> String {
     match (report.eta, report.remaining) {
         (_, 0) => out.push_str("; nothing left\n"),
         (Some(at), left) => out.push_str(&format!(
-            "; {left} units left, done around {} UTC at the recent rate\n",
+            "; {left} unit(s) left, done around {} UTC at the recent rate\n",
             at.format("%Y-%m-%d %H:%M")
         )),
-        (None, left) => out.push_str(&format!("; {left} units left, no ETA yet\n")),
+        (None, left) => out.push_str(&format!("; {left} unit(s) left, no ETA yet\n")),
     }
     out
 }

@@ -42,19 +42,33 @@ const EVENTS: usize = 50;
 
 /// A live full-screen view of the workspace's sessions and run events (`q` quits)
 #[derive(Debug, Args)]
-pub struct WatchArgs {}
+pub struct WatchArgs {
+    /// Workspaces to watch together, a fleet (default: the workspace of -C or the current
+    /// directory)
+    #[arg(value_name = "DIR")]
+    pub dirs: Vec<std::path::PathBuf>,
+}
 
-pub fn run(ctx: &Context, _args: WatchArgs) -> Result<u8> {
+pub fn run(ctx: &Context, args: WatchArgs) -> Result<u8> {
     if !(std::io::stdout().is_terminal() && std::io::stdin().is_terminal()) {
         return Err(Failure::user(
             "watch needs a terminal (its stdin and stdout are not both one); in scripts use `orchestrator status --json` or `orchestrator report --json`",
         ));
     }
-    let ws = ctx.workspace()?;
+    let fleet = if args.dirs.is_empty() {
+        vec![ctx.workspace()?]
+    } else {
+        args.dirs
+            .iter()
+            .map(|dir| Workspace::find(Some(dir)))
+            .collect::<Result<Vec<_>>>()?
+    };
     // Refuse a broken stack before taking the screen.
-    ws.load_stack()?;
+    for ws in &fleet {
+        ws.load_stack()?;
+    }
     let mut screen = Screen::take()?;
-    let result = watch(&ws, &mut screen.terminal);
+    let result = watch(&fleet, &mut screen.terminal);
     drop(screen);
     result.map(|()| code::OK)
 }
@@ -86,7 +100,7 @@ impl Drop for Screen {
     }
 }
 
-fn watch<B: Backend>(ws: &Workspace, terminal: &mut Terminal<B>) -> Result<()>
+fn watch<B: Backend>(fleet: &[Workspace], terminal: &mut Terminal<B>) -> Result<()>
 where
     B::Error: Send + Sync + 'static,
 {
@@ -95,9 +109,9 @@ where
     let mut drawn_at = Instant::now();
     let mut dirty = true;
     loop {
-        let now_seen = fingerprint(ws);
+        let now_seen: Vec<_> = fleet.iter().map(fingerprint).collect();
         if seen.as_ref() != Some(&now_seen) || drawn_at.elapsed() >= TICK {
-            view = View::read(ws);
+            view = View::fleet(fleet.iter().map(View::read).collect());
             seen = Some(now_seen);
             dirty = true;
         }
@@ -173,6 +187,45 @@ struct View {
 }
 
 impl View {
+    /// One view of several workspaces: their sessions and events named by workspace.
+    fn fleet(mut views: Vec<View>) -> View {
+        if views.len() == 1 {
+            return views.pop().unwrap_or_default();
+        }
+        let mut all = View {
+            workspace: format!("{} workspaces", views.len()),
+            ..View::default()
+        };
+        let mut events = Vec::new();
+        for view in views {
+            let name = Path::new(&view.workspace).file_name().map_or_else(
+                || view.workspace.clone(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            all.now = all.now.max(view.now);
+            all.tasks += view.tasks;
+            all.tasks_done += view.tasks_done;
+            for mut session in view.sessions {
+                session.task = format!("{name}: {}", session.task);
+                all.sessions.push(session);
+            }
+            // Each line starts with its time: sorted, they interleave by time.
+            events.extend(view.events.into_iter().map(|e| match e.split_once(' ') {
+                Some((time, rest)) => format!("{time} {name}: {rest}"),
+                None => format!("{name}: {e}"),
+            }));
+            all.notes
+                .extend(view.notes.into_iter().map(|n| format!("{name}: {n}")));
+            if let Some(error) = view.error {
+                all.notes
+                    .push(format!("{name}: cannot read the workspace: {error}"));
+            }
+        }
+        events.sort();
+        all.events = events;
+        all
+    }
+
     fn read(ws: &Workspace) -> View {
         let mut view = View {
             workspace: clean(&ws.root().display().to_string()),
@@ -476,6 +529,43 @@ mod tests {
             out.push('\n');
         }
         out
+    }
+
+    #[test]
+    fn a_fleet_names_each_session_and_event_by_its_workspace() {
+        let one = |dir: &str, task: &str, event: &str| View {
+            workspace: dir.into(),
+            tasks: 2,
+            tasks_done: 1,
+            sessions: vec![SessionView {
+                id: "session_20251106_001355".into(),
+                agent: "claude".into(),
+                task: task.into(),
+                done: 1,
+                total: 2,
+                usage: None,
+                lease_left: chrono::Duration::minutes(5),
+                wrapping: false,
+                last: None,
+            }],
+            events: vec![event.into()],
+            ..View::default()
+        };
+        let fleet = View::fleet(vec![
+            one("/w/alpha", "ingest", "10:00:02 level session=s"),
+            one("/w/beta", "dedupe", "10:00:01 session_started task=dedupe"),
+        ]);
+        assert_eq!((fleet.tasks, fleet.tasks_done), (4, 2));
+        let screen = text(&fleet, 80, 24);
+        assert!(screen.contains("2 workspaces · tasks 2/4 done"), "{screen}");
+        assert!(screen.contains("alpha: ingest · claude"), "{screen}");
+        assert!(screen.contains("beta: dedupe · claude"), "{screen}");
+        let first = screen.find("10:00:01 beta: session_started").unwrap();
+        assert!(
+            first < screen.find("10:00:02 alpha: level").unwrap(),
+            "{screen}"
+        );
+        assert!(screen.contains("context unknown"), "{screen}");
     }
 
     #[test]

@@ -122,10 +122,13 @@ const fn openai(input: f64, cached_input: f64, output: f64) -> Price {
 /// The embedded table, by the model id the agents write (Claude Code's `message.model`, Codex's
 /// `turn_context.model`).
 const EMBEDDED: &[(&str, Price)] = &[
-    // Anthropic, current models.
+    // Anthropic, current models. Fable 5.1's hit is 0.025x input, Opus 5.5's 0.05x (model pages).
     ("claude-fable-5-1", claude(10.0, 50.0, 0.25)),
     ("claude-opus-5-5", claude(4.0, 20.0, 0.20)),
+    // The Sonnet 5.5 page first listed a $0.20 hit; the pricing page cut it to $0.10 on
+    // 2026-10-07 (as the claudit v1.9.2 and PromptFuel v1.0.23 price refreshes record).
     ("claude-sonnet-5-5", claude(2.0, 10.0, 0.10)),
+    // Haiku 5.5's price for a prompt of up to 100k tokens; longer prompts cost 5x (not modelled).
     ("claude-haiku-5-5", claude(0.10, 0.50, 0.01)),
     // Anthropic, legacy models still served.
     ("claude-fable-5", claude(10.0, 50.0, 1.0)),
@@ -145,7 +148,9 @@ const EMBEDDED: &[(&str, Price)] = &[
     ("claude-3-7-sonnet", claude(3.0, 15.0, 0.30)),
     ("claude-haiku-4-5", claude(1.0, 5.0, 0.10)),
     ("claude-3-5-haiku", claude(0.80, 4.0, 0.08)),
-    // OpenAI: the models Codex runs.
+    // OpenAI: the models Codex runs. GPT-6.1 Sol's price below 272k input tokens
+    // (<https://developers.openai.com/api/docs/models/gpt-6.1-sol>; longer prompts cost 2x).
+    ("gpt-6.1-sol", openai(2.0, 0.10, 10.0)),
     ("gpt-5.5", openai(5.0, 0.50, 30.0)),
     ("gpt-5.4", openai(2.50, 0.25, 15.0)),
     ("gpt-5.4-mini", openai(0.75, 0.075, 4.50)),
@@ -153,8 +158,6 @@ const EMBEDDED: &[(&str, Price)] = &[
     ("gpt-5.3-codex", openai(1.75, 0.175, 14.0)),
     ("gpt-5.2", openai(1.75, 0.175, 14.0)),
     ("gpt-5.2-codex", openai(1.75, 0.175, 14.0)),
-    ("gpt-5.1", openai(1.25, 0.125, 10.0)),
-    ("gpt-5.1-codex", openai(1.25, 0.125, 10.0)),
     ("gpt-5", openai(1.25, 0.125, 10.0)),
     ("gpt-5-codex", openai(1.25, 0.125, 10.0)),
     ("gpt-5-mini", openai(0.25, 0.025, 2.0)),

@@ -7,9 +7,8 @@
 //! `PRAGMA quick_check`, fsynced, and only then given its final name.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -41,9 +40,6 @@ const PROGRESS_DELAY: Duration = Duration::from_millis(500);
 /// `PRAGMA mmap_size` for reading the source and verifying the copy
 /// (SQLite caps it at its compile-time maximum, 2 GB by default).
 const MMAP_SIZE: i64 = 1 << 40;
-
-/// Minimum time between two progress updates (at most ~10 per second).
-const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
 /// "<db-file-name>.backup_<YYYYMMDD_HHMMSS>", e.g.
 /// "crypto.db.backup_20251106_001355".
@@ -103,7 +99,16 @@ pub fn backup_database(
     );
 
     let progress = show_progress
-        .then(|| ProgressReporter::start(temp.path.clone(), expected_bytes, db_file_name(db)));
+        .then(|| {
+            let (watched, label) = (temp.path.clone(), db_file_name(db));
+            crate::progress::Bar::start(
+                expected_bytes,
+                PROGRESS_DELAY,
+                move |done| progress_line(&label, done, expected_bytes),
+                move || fs::metadata(&watched).map(|m| m.len()).unwrap_or(0),
+            )
+        })
+        .flatten();
     let copied = snapshot_into(&source, &temp.path);
     drop(progress);
     copied.with_context(|| {
@@ -645,61 +650,8 @@ impl Drop for TempFile {
     }
 }
 
-/// Shows "backing up x.db: 1.2 GiB of 3.4 GiB (35%)" on stderr while a backup
-/// runs, by watching the size of the temporary file from a helper thread.
-/// Nothing is printed during the first [`PROGRESS_DELAY`]; the line is
-/// updated at most every [`PROGRESS_INTERVAL`] and cleared when dropped.
-struct ProgressReporter {
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl ProgressReporter {
-    fn start(temp: PathBuf, total: u64, label: String) -> Self {
-        let (stop, stopped) = mpsc::channel::<()>();
-        let thread = thread::Builder::new()
-            .name("backup-progress".to_owned())
-            .spawn(move || {
-                let started = Instant::now();
-                let mut last_len: usize = 0;
-                // Ends when the reporter is dropped (sender gone).
-                while let Err(mpsc::RecvTimeoutError::Timeout) =
-                    stopped.recv_timeout(PROGRESS_INTERVAL)
-                {
-                    if started.elapsed() < PROGRESS_DELAY {
-                        continue;
-                    }
-                    let done = fs::metadata(&temp).map(|m| m.len()).unwrap_or(0);
-                    let line = progress_line(&label, done, total);
-                    let mut err = io::stderr().lock();
-                    let pad = last_len.saturating_sub(line.len());
-                    let _ = write!(err, "\r{line}{:pad$}", "");
-                    let _ = err.flush();
-                    last_len = line.len();
-                }
-                if last_len > 0 {
-                    let mut err = io::stderr().lock();
-                    let _ = write!(err, "\r{:last_len$}\r", "");
-                    let _ = err.flush();
-                }
-            })
-            .ok();
-        Self {
-            stop: Some(stop),
-            thread,
-        }
-    }
-}
-
-impl Drop for ProgressReporter {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
+/// The text of the backup's progress bar: "backing up x.db: 1.2 GiB of 3.4 GiB (35%)", by the
+/// size of the temporary file against the snapshot's.
 fn progress_line(label: &str, done: u64, total: u64) -> String {
     if total == 0 {
         return format!("backing up {label}: {}", format_bytes(done));

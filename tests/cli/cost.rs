@@ -142,6 +142,46 @@ fn several_models_both_cache_durations_and_an_unknown_model_are_priced_apart() {
             .unwrap();
     assert!(close(record["cost"]["cost_usd"].as_f64().unwrap(), total));
     assert_eq!(record["cost"]["models"].as_array().unwrap().len(), 3);
+    let log = ws.json(0, &["log"]);
+    assert!(close(
+        log["sessions"][0]["cost_usd"].as_f64().unwrap(),
+        total
+    ));
+}
+
+#[test]
+fn a_subagent_on_another_model_is_priced_at_its_own_model() {
+    let ws = Ws::seed();
+    let session = "cd336f00-1ac8-48a6-a345-8790b68cd87c";
+    let dir = ws.home().join(".claude/projects/-work");
+    let main = dir.join(format!("{session}.jsonl"));
+    append(&main, format!("{OPUS_LINE}\n").as_bytes());
+    // Claude Code 2.x writes a subagent's records beside the session, in
+    // `<session>/subagents/agent-<id>.jsonl`, all on the sidechain (notes §2.1, §2.2).
+    let mut sub = sonnet_2_1_47(40);
+    sub["isSidechain"] = json!(true);
+    sub["agentId"] = json!("a241764");
+    sub["message"]["model"] = json!("claude-haiku-4-5-20251001");
+    append(
+        &dir.join(session).join("subagents/agent-a241764.jsonl"),
+        &line(&sub),
+    );
+    start_on(&ws, &main);
+    let v = ws.json(0, &["checkpoint", "step"]);
+    let haiku_usd = (1.0 * 1.0 + 266.0 * 2.0 + 15_213.0 * 0.1 + 40.0 * 5.0) / 1e6;
+    assert!(
+        close(
+            model(&v, "claude-haiku-4-5-20251001")["cost_usd"]
+                .as_f64()
+                .unwrap(),
+            haiku_usd
+        ),
+        "{v}"
+    );
+    assert!(close(
+        v["cost_usd"].as_f64().unwrap(),
+        OPUS_LINE_USD + haiku_usd
+    ));
 }
 
 #[test]

@@ -24,6 +24,7 @@ mod hooks;
 mod ids;
 mod meters;
 mod pg_cluster;
+mod progress;
 mod refusals;
 mod report;
 mod run;

@@ -139,7 +139,7 @@ fn the_terminal_report_is_aligned_tables_with_bars() {
         "the largest spender fills its bar: {text}"
     );
     assert!(
-        text.contains("total: 4 sessions, 12 units,") && text.contains("4 units left"),
+        text.contains("total: 4 sessions, 12 units,") && text.contains("4 unit(s) left"),
         "{text}"
     );
 }
