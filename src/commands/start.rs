@@ -172,7 +172,18 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
         }
     };
 
-    let use_worktree = args.worktree || stack.settings.parallel.worktrees;
+    // The setting asks for worktrees where git can make them; `--worktree` insists.
+    let use_worktree = args.worktree
+        || (stack.settings.parallel.worktrees
+            && {
+                let in_git = vcs::in_repository(ws.root()).unwrap_or(false);
+                if !in_git {
+                    tracing::warn!(
+                        "settings.parallel.worktrees is set, but the workspace is not in a git repository: the session works in the workspace itself"
+                    );
+                }
+                in_git
+            });
     let worktree = if use_worktree {
         let wt = wrap::worktree::ensure(ws.root(), &task_id)?;
         let carried = agents::claude_settings::carry_into_worktree(ws.root(), &wt.workdir)

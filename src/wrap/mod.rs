@@ -578,7 +578,16 @@ fn measure_changes(
 ) -> (Option<SessionChanges>, Vec<String>) {
     let since = session.git_head_at_start.as_deref();
     let workdir = session_workdir(ws, session);
-    let plan = match with_request_in(ws, stack, &workdir, None, "", |req| {
+    // Sharing the work tree, the session's commit takes only its bookkeeping: what else
+    // changed there is not counted as its change (it may be another session's).
+    let sharing = if session.worktree.is_none() {
+        sharing_sessions(ws, session)
+    } else {
+        Vec::new()
+    };
+    let own = [PathBuf::from(crate::store::STACK_FILE)];
+    let only = (!sharing.is_empty()).then_some(&own[..]);
+    let plan = match with_request_in(ws, stack, &workdir, only, "", |req| {
         vcs::plan_commit(req, since)
     }) {
         Ok(Some(plan)) => plan,
@@ -627,6 +636,14 @@ fn measure_changes(
                 .collect();
         }
         Err(err) => tracing::warn!("cannot read the commits of the session: {err:#}"),
+    }
+    if !sharing.is_empty() {
+        changes.notes.push(format!(
+            "**Work tree not committed:** other sessions work in this same tree ({}); only this \
+             session's bookkeeping is committed, and the tree's changes wait for the next wrap \
+             that finds no other session live in it.",
+            sharing.join(", ")
+        ));
     }
     if commit_enabled && let Some(blocker) = &plan.blocked {
         changes

@@ -418,6 +418,9 @@ fn a_shared_tree_wrap_never_commits_another_live_sessions_file() {
     assert!(!files.contains("b_half_done.txt"), "{files}");
     assert!(files.contains("task_stack.json"), "{files}");
     assert!(ws.file("b_half_done.txt").exists());
+    let handoff = std::fs::read_to_string(v["handoff"].as_str().unwrap()).unwrap();
+    assert!(!handoff.contains("b_half_done.txt"), "{handoff}");
+    assert!(handoff.contains("Work tree not committed"), "{handoff}");
     // No other session live: the next wrap commits the work tree as before.
     let sessions = ws.json(12, &["status"]);
     let b = sessions["session"].as_str().unwrap().to_string();
