@@ -49,6 +49,10 @@ pub struct StartArgs {
     /// Where `transcript` came from when not the command line (a hook's input).
     #[arg(skip)]
     pub transcript_origin: Option<TranscriptOrigin>,
+    /// Set by the SessionStart hook: its agent already runs where it runs, so the session never
+    /// gets a worktree of its own, whatever settings.parallel.worktrees says.
+    #[arg(skip)]
+    pub in_place: bool,
 }
 
 pub fn run(ctx: &Context, args: StartArgs) -> Result<u8> {
@@ -175,6 +179,7 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
     // The setting asks for worktrees where git can make them; `--worktree` insists.
     let use_worktree = args.worktree
         || (stack.settings.parallel.worktrees
+            && !args.in_place
             && {
                 let in_git = vcs::in_repository(ws.root()).unwrap_or(false);
                 if !in_git {

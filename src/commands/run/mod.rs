@@ -248,6 +248,7 @@ fn run_loop(
             transcript: None,
             transcript_origin: None,
             worktree: worktrees,
+            in_place: false,
         };
         let (brief, brief_text) = match open_session(&session_ctx, start) {
             Ok(opened) => opened,
