@@ -651,3 +651,69 @@ fn claude_started_in_a_worktree_gets_the_projects_hooks_and_permission() {
     assert!(!committed.contains("settings.local.json"), "{committed}");
     assert!(!worktree.exists());
 }
+
+#[test]
+fn a_worker_whose_integration_conflicts_is_logged_and_notified_and_the_task_blocked() {
+    let ws = repo(&["t1", "t2"]);
+    crate::run::agent(
+        &ws,
+        "clash.sh",
+        r#"set -e
+touch "$ORCHESTRATOR_DIR/started_$ORCHESTRATOR_TASK"
+n=0
+while [ "$(ls "$ORCHESTRATOR_DIR" | grep -c '^started_')" -lt 2 ] && [ $n -lt 200 ]; do sleep 0.1; n=$((n+1)); done
+printf 'one\nTWO by %s\nthree\n' "$ORCHESTRATOR_TASK" > shared.txt
+git commit -qam "edit by $ORCHESTRATOR_TASK"
+orchestrator wrap --done >/dev/null"#,
+    );
+    // The notifier runs in the workspace.
+    crate::run::agent(
+        &ws,
+        "notify.sh",
+        "cat >> events.jsonl\necho >> events.jsonl",
+    );
+    git(&ws, &["add", "clash.sh", "notify.sh"]);
+    git(&ws, &["commit", "-qm", "the agents"]);
+    let notifier = ws.file("notify.sh");
+    let out = crate::run::run(
+        &ws,
+        &[
+            "run",
+            "--workers",
+            "2",
+            "--poll",
+            "50ms",
+            "--on-event",
+            notifier.to_str().unwrap(),
+            "--",
+            "./clash.sh",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", crate::run::stderr(&out));
+    let statuses: Vec<String> = ["t1", "t2"]
+        .iter()
+        .map(|t| ws.task(t)["status"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        statuses.contains(&"done".to_string()) && statuses.contains(&"blocked".to_string()),
+        "{statuses:?}"
+    );
+    let logs: String = ws
+        .files_in(".orchestrator/runs")
+        .iter()
+        .filter(|f| f.ends_with(".jsonl"))
+        .map(|f| ws.read(&format!(".orchestrator/runs/{f}")))
+        .collect();
+    assert_eq!(
+        logs.lines()
+            .filter(|l| l.contains("\"event\":\"merge_conflict\""))
+            .count(),
+        1,
+        "{logs}"
+    );
+    let events = ws.read("events.jsonl");
+    assert!(
+        events.contains("\"event\":\"merge_conflict\"") && events.contains("shared.txt"),
+        "{events}"
+    );
+}

@@ -284,6 +284,7 @@ fn run_loop(
             json!({"session": session_id, "task": task, "progress": brief["progress"]}),
         );
         let (outcome, final_output) = drive(&mut runner, &session_id, &task, &brief_text)?;
+        tell_merge_conflict(&mut runner, &session_id);
         let tripped = loop_state.breaker.record(outcome);
         save_breaker(ws, agent, &loop_state.breaker);
         if let Some(reason) = tripped {
@@ -668,6 +669,38 @@ fn drive(
         }),
     );
     Ok((outcome, quota::final_output(&tail)))
+}
+
+/// A session whose worktree did not integrate cleanly needs a person: log it and notify.
+fn tell_merge_conflict(runner: &mut Runner, session_id: &str) {
+    let Ok(record) = runner.ws.load_session(&runner.ws.archive_path(session_id)) else {
+        return;
+    };
+    let Some(integrate) = record.wrap.as_ref().and_then(|w| w.steps.integrate.clone()) else {
+        return;
+    };
+    if integrate["result"] != "conflict" {
+        return;
+    }
+    let message = format!(
+        "task {} is blocked: {} conflicts with {} in {}; resolve it in its worktree, then run `orchestrator worktree integrate {}`",
+        record.task,
+        integrate["branch"].as_str().unwrap_or_default(),
+        integrate["base"].as_str().unwrap_or_default(),
+        integrate["paths"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        record.task
+    );
+    live_line::say(&message);
+    let fields = json!({"session": session_id, "task": record.task, "branch": integrate["branch"],
+                        "paths": integrate["paths"], "message": message});
+    runner.log.event("merge_conflict", fields.clone());
+    runner.notify("merge_conflict", fields);
 }
 
 /// The session if it is still live (the agent has not wrapped it).
