@@ -1079,13 +1079,31 @@ fn integration_lines(
     vec![line]
 }
 
-/// Commits the work tree as a wrap would, with `message` (used by `checkpoint --commit`).
+/// Commits the whole work tree as a wrap would, with `message` (`demo`).
 pub fn commit_workspace(
     ws: &Workspace,
     stack: &TaskStack,
     message: &str,
 ) -> Result<vcs::CommitOutcome> {
     with_request(ws, stack, message, vcs::commit_all)
+}
+
+/// Commits the session's work as a wrap would, with `message` (used by `checkpoint --commit`):
+/// in its worktree, on its branch; in a work tree other live sessions share, only the stack.
+pub fn commit_session_work(
+    ws: &Workspace,
+    stack: &TaskStack,
+    session: &Session,
+    message: &str,
+) -> Result<vcs::CommitOutcome> {
+    if let Some(wt) = &session.worktree {
+        return with_request_in(ws, stack, &wt.workdir, None, message, vcs::commit_all);
+    }
+    if sharing_sessions(ws, session).is_empty() {
+        return with_request(ws, stack, message, vcs::commit_all);
+    }
+    let own = [PathBuf::from(crate::store::STACK_FILE)];
+    with_request_in(ws, stack, ws.root(), Some(&own), message, vcs::commit_all)
 }
 
 pub fn commit_json(outcome: vcs::CommitOutcome) -> Value {

@@ -717,3 +717,34 @@ orchestrator wrap --done >/dev/null"#,
         "{events}"
     );
 }
+
+#[test]
+fn checkpoint_commit_commits_on_the_sessions_branch_or_only_its_own_in_a_shared_tree() {
+    let ws = repo(&["t1", "t2", "t3"]);
+    let (a, a_dir) = start_in_worktree(&ws, "a", "t1");
+    std::fs::write(a_dir.join("a.txt"), "a\n").unwrap();
+    let main_before = git(&ws, &["rev-parse", "main"]);
+    let v = ws.json(12, &["checkpoint", "half way", "--commit", "--session", &a]);
+    assert_eq!(v["commit"]["result"], "committed", "{v}");
+    assert_eq!(v["commit"]["branch"], "orchestrator/t1", "{v}");
+    assert_eq!(git(&ws, &["rev-parse", "main"]), main_before);
+    assert_eq!(git(&ws, &["show", "orchestrator/t1:a.txt"]), "a\n");
+
+    // Two sessions in the main tree: a checkpoint commit takes only the stack.
+    let b = ws.json(0, &["start", "--agent", "b", "--task", "t2"]);
+    ws.json(0, &["start", "--agent", "c", "--task", "t3"]);
+    ws.write("c_file.txt", "c's\n");
+    let v = ws.json(
+        12,
+        &[
+            "checkpoint",
+            "b's step",
+            "--commit",
+            "--session",
+            b["session"].as_str().unwrap(),
+        ],
+    );
+    assert_eq!(v["commit"]["result"], "committed", "{v}");
+    let files = git(&ws, &["show", "--name-only", "--format=", "main"]);
+    assert_eq!(files.trim(), "task_stack.json", "{files}");
+}
