@@ -191,6 +191,17 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
             });
     let worktree = if use_worktree {
         let wt = wrap::worktree::ensure(ws.root(), &task_id)?;
+        // A workspace made before worktrees existed lacks the `.gitignore` line: without it a
+        // `git add -A` in the main tree would take the worktrees in as embedded repositories.
+        if let Err(err) = wrap::worktree::exclude_everywhere(
+            ws.root(),
+            &format!(
+                "{}.orchestrator/worktrees/",
+                wrap::worktree::workspace_prefix(&wt)
+            ),
+        ) {
+            tracing::warn!("cannot keep the worktrees out of git add: {err:#}");
+        }
         let carried = agents::claude_settings::carry_into_worktree(ws.root(), &wt.workdir)
             .and_then(|written| match written {
                 Some(_) => wrap::worktree::our_files(&wt)

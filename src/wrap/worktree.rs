@@ -504,17 +504,21 @@ pub fn exclude_everywhere(main_dir: &Path, rel: &str) -> Result<()> {
     crate::store::file::write_atomic(&path, new.as_bytes())
 }
 
-/// The paths orchestrator puts in a worktree, relative to its root.
-pub fn our_files(wt: &SessionWorktree) -> Vec<String> {
-    let prefix = wt
-        .workdir
+/// The workspace's place in the repository, `/`-terminated (empty at the root).
+pub fn workspace_prefix(wt: &SessionWorktree) -> String {
+    wt.workdir
         .strip_prefix(&wt.path)
         .ok()
         .filter(|p| !p.as_os_str().is_empty())
         .map(|p| format!("{}/", p.to_string_lossy()))
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The paths orchestrator puts in a worktree, relative to its root.
+pub fn our_files(wt: &SessionWorktree) -> Vec<String> {
     vec![format!(
-        "{prefix}{}",
+        "{}{}",
+        workspace_prefix(wt),
         crate::agents::claude_settings::LOCAL_FILE
     )]
 }

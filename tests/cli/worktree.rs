@@ -748,3 +748,24 @@ fn checkpoint_commit_commits_on_the_sessions_branch_or_only_its_own_in_a_shared_
     let files = git(&ws, &["show", "--name-only", "--format=", "main"]);
     assert_eq!(files.trim(), "task_stack.json", "{files}");
 }
+
+#[test]
+fn worktrees_stay_out_of_git_add_in_a_workspace_whose_gitignore_predates_them() {
+    let ws = repo(&["t1"]);
+    let gitignore = ws.read(".gitignore");
+    assert!(
+        gitignore.contains(".orchestrator/worktrees/"),
+        "{gitignore}"
+    );
+    ws.write(
+        ".gitignore",
+        &gitignore.replace(".orchestrator/worktrees/\n", ""),
+    );
+    git(&ws, &["commit", "-qam", "an older .gitignore"]);
+    start_in_worktree(&ws, "a", "t1");
+    let status = git(&ws, &["status", "--porcelain"]);
+    assert!(!status.contains("worktrees"), "{status}");
+    git(&ws, &["add", "-A"]);
+    let staged = git(&ws, &["diff", "--cached", "--name-only"]);
+    assert!(!staged.contains("worktrees"), "{staged}");
+}
