@@ -319,7 +319,7 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
     ws.save_active(&lock, &session)?;
     ws.save_stack(&lock, &stack)?;
     if let Some(wt) = &worktree {
-        wrap::save_record(&ws, &lock, &session, wt, None)?;
+        wrap::save_record(&ws, &lock, &session, wt, Some(None))?;
     }
     undo.commit();
     drop(lock);

@@ -327,10 +327,10 @@ fn finish_wrap(
                         lock,
                         &session,
                         wt,
-                        Some(worktree::Conflict {
+                        Some(Some(worktree::Conflict {
                             paths: paths.clone(),
                             status_after: status_after_conflict,
-                        }),
+                        })),
                     )?;
                 }
             }
@@ -997,21 +997,25 @@ fn cleanup_step(
     Ok(json!({"result": "removed", "branch_deleted": branch_deleted}))
 }
 
-/// Writes the worktree's record (owner, and the conflict when there is one).
+/// Writes the worktree's record: its owner, and the conflict `conflict` names (None keeps the
+/// one recorded, if any; a new session's start passes `Some(None)` to clear it).
 pub fn save_record(
     ws: &Workspace,
     _lock: &WorkspaceLock,
     session: &Session,
     wt: &SessionWorktree,
-    conflict: Option<worktree::Conflict>,
+    conflict: Option<Option<worktree::Conflict>>,
 ) -> Result<()> {
-    let existing = worktree::read_record(ws.root(), &session.task)?;
+    let conflict = match conflict {
+        Some(conflict) => conflict,
+        None => worktree::read_record(ws.root(), &session.task)?.and_then(|r| r.conflict),
+    };
     let record = worktree::WorktreeRecord {
         task: session.task.clone(),
         worktree: wt.clone(),
         session: session.id.clone(),
         agent: session.agent.clone(),
-        conflict: conflict.or(existing.and_then(|r| r.conflict)),
+        conflict,
     };
     crate::store::file::write_json(&worktree::record_path(ws.root(), &session.task), &record)
 }

@@ -769,3 +769,24 @@ fn worktrees_stay_out_of_git_add_in_a_workspace_whose_gitignore_predates_them() 
     let staged = git(&ws, &["diff", "--cached", "--name-only"]);
     assert!(!staged.contains("worktrees"), "{staged}");
 }
+
+#[test]
+fn a_conflicted_task_resumed_by_hand_reuses_its_branch_and_conflicts_again_until_resolved() {
+    let ws = repo(&["t1", "t2"]);
+    let (b, b_dir) = conflicting_pair(&ws);
+    ws.ok(&["wrap", "--done", "--session", &b]);
+    ws.ok(&["task", "set", "t2", "--status", "pending"]);
+    let (b2, dir) = start_in_worktree(&ws, "b", "t2");
+    assert_eq!(dir, b_dir, "the worktree is reused");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("b_only.txt")).unwrap(),
+        "b's other work\n"
+    );
+    let v = ws.json(0, &["worktree", "list"]);
+    assert_eq!(v["worktrees"][0]["state"], "live", "{v}");
+    assert!(v["worktrees"][0]["conflict"].is_null(), "{v}");
+    let v = ws.json(0, &["wrap", "--session", &b2]);
+    assert_eq!(v["integrate"]["result"], "conflict", "{v}");
+    assert_eq!(ws.task("t2")["status"], "blocked");
+    assert!(b_dir.join("b_only.txt").exists());
+}
