@@ -561,3 +561,52 @@ fn conflicts(index: &Index) -> Result<Vec<String>> {
     }
     Ok(paths.into_iter().take(MAX_LISTED_CONFLICTS).collect())
 }
+
+/// Worktrees under the workspace with no record beside them: left by a `start` killed between
+/// making the worktree and recording it. Each as it would be recorded, its base the branch the
+/// main work tree is on.
+pub fn orphans(ws_root: &Path) -> Result<Vec<(String, SessionWorktree)>> {
+    let dir = ws_root.join(crate::store::STATE_DIR).join(WORKTREES_DIR);
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let repo = open(ws_root)?;
+    let base = repo
+        .head()
+        .ok()
+        .filter(|h| h.is_branch())
+        .and_then(|h| h.shorthand().map(str::to_string))
+        .unwrap_or_default();
+    let root = repo.workdir().map(Path::to_path_buf).unwrap_or_default();
+    let root = fs::canonicalize(&root).unwrap_or(root);
+    let ws_canonical = fs::canonicalize(ws_root).unwrap_or_else(|_| ws_root.to_path_buf());
+    let prefix = ws_canonical
+        .strip_prefix(&root)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(task) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if !path.is_dir() || record_path(ws_root, &task).exists() {
+            continue;
+        }
+        found.push((
+            task.clone(),
+            SessionWorktree {
+                workdir: if prefix.as_os_str().is_empty() {
+                    path.clone()
+                } else {
+                    path.join(&prefix)
+                },
+                path,
+                branch: format!("{BRANCH_PREFIX}{task}"),
+                base: base.clone(),
+            },
+        ));
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(found)
+}

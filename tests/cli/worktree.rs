@@ -790,3 +790,22 @@ fn a_conflicted_task_resumed_by_hand_reuses_its_branch_and_conflicts_again_until
     assert_eq!(ws.task("t2")["status"], "blocked");
     assert!(b_dir.join("b_only.txt").exists());
 }
+
+#[test]
+fn a_worktree_without_a_record_is_listed_as_an_orphan_and_pruned_when_it_holds_nothing() {
+    let ws = repo(&["t1"]);
+    let (a, dir) = start_in_worktree(&ws, "a", "t1");
+    // Wrapped without a commit, the worktree is kept; its record lost, as a `start` killed
+    // between making the worktree and recording it would leave it.
+    ws.ok(&["wrap", "--no-commit", "--session", &a]);
+    assert!(dir.exists());
+    std::fs::remove_file(ws.file(".orchestrator/worktrees/t1.json")).unwrap();
+    let v = ws.json(0, &["worktree", "list"]);
+    assert_eq!(v["worktrees"][0]["state"], "orphan", "{v}");
+    assert_eq!(v["worktrees"][0]["branch"], "orchestrator/t1", "{v}");
+    let v = ws.json(0, &["worktree", "prune"]);
+    assert_eq!(v["removed"][0]["task"], "t1", "{v}");
+    assert!(!dir.exists());
+    assert_eq!(git(&ws, &["worktree", "list"]).lines().count(), 1);
+    assert_eq!(git(&ws, &["branch", "--list", "orchestrator/*"]), "");
+}
