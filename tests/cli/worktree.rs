@@ -711,6 +711,17 @@ orchestrator wrap --done >/dev/null"#,
         1,
         "{logs}"
     );
+    // Both sessions made progress by their commits.
+    let ended: Vec<Value> = logs
+        .lines()
+        .filter(|l| l.contains("\"event\":\"session_ended\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(ended.len(), 2, "{logs}");
+    assert!(
+        ended.iter().all(|e| e["agent_commits"].as_u64() >= Some(1)),
+        "{ended:?}"
+    );
     let events = ws.read("events.jsonl");
     assert!(
         events.contains("\"event\":\"merge_conflict\"") && events.contains("shared.txt"),

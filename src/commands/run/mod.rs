@@ -642,7 +642,13 @@ fn drive(
             || (t.status == Status::Done
                 && started_session.progress_at_start.done < t.progress.total)
     });
-    let commits = vcs::messages_since(ws.root(), started_session.git_head_at_start.as_deref())
+    // A worktree kept after its wrap (a conflict) holds the agent's commits on its branch; one
+    // integrated and removed has brought them onto the main work tree's branch.
+    let commits_in = match &started_session.worktree {
+        Some(wt) if wt.workdir.exists() => wt.workdir.as_path(),
+        _ => ws.root(),
+    };
+    let commits = vcs::messages_since(commits_in, started_session.git_head_at_start.as_deref())
         .unwrap_or_else(|err| {
             tracing::warn!("cannot read the commits of the session: {err:#}");
             Vec::new()
