@@ -610,3 +610,149 @@ pub fn orphans(ws_root: &Path) -> Result<Vec<(String, SessionWorktree)>> {
     found.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(found)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// A repository on `main` with `a.txt`, and the branch `orchestrator/t` made from it.
+    fn repo() -> (tempfile::TempDir, PathBuf, SessionWorktree) {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        git(&root, &["init", "-q", "-b", "main"]);
+        git(&root, &["config", "user.name", "T"]);
+        git(&root, &["config", "user.email", "t@example.com"]);
+        fs::write(root.join("a.txt"), "one\ntwo\n").unwrap();
+        git(&root, &["add", "-A"]);
+        git(&root, &["commit", "-qm", "init"]);
+        git(&root, &["branch", "orchestrator/t"]);
+        let wt = SessionWorktree {
+            path: root.join("wt"),
+            workdir: root.join("wt"),
+            branch: "orchestrator/t".into(),
+            base: "main".into(),
+        };
+        (tmp, root, wt)
+    }
+
+    /// Commits `path` = `text` on `branch` without touching the main work tree.
+    fn commit_on(root: &Path, branch: &str, path: &str, text: &str) {
+        let repo = Repository::open(root).unwrap();
+        let parent = repo
+            .find_branch(branch, BranchType::Local)
+            .unwrap()
+            .get()
+            .peel_to_commit()
+            .unwrap();
+        let blob = repo.blob(text.as_bytes()).unwrap();
+        let mut builder = repo.treebuilder(Some(&parent.tree().unwrap())).unwrap();
+        builder.insert(path, blob, 0o100644).unwrap();
+        let tree = repo.find_tree(builder.write().unwrap()).unwrap();
+        let sig = Signature::now("T", "t@example.com").unwrap();
+        repo.commit(
+            Some(&format!("refs/heads/{branch}")),
+            &sig,
+            &sig,
+            &format!("{path} on {branch}"),
+            &tree,
+            &[&parent],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn nothing_on_the_branch_is_nothing_to_integrate() {
+        let (_tmp, root, wt) = repo();
+        assert_eq!(
+            plan(&root, &wt, Integrate::Rebase, "m").unwrap(),
+            Plan::Nothing
+        );
+        commit_on(&root, "main", "b.txt", "b");
+        assert_eq!(
+            plan(&root, &wt, Integrate::Merge, "m").unwrap(),
+            Plan::Nothing
+        );
+    }
+
+    #[test]
+    fn a_base_that_did_not_move_is_a_fast_forward() {
+        let (_tmp, root, wt) = repo();
+        commit_on(&root, "orchestrator/t", "b.txt", "b");
+        let Plan::Move {
+            fast_forward,
+            commits,
+            to,
+            branch_tip,
+            ..
+        } = plan(&root, &wt, Integrate::Rebase, "m").unwrap()
+        else {
+            panic!("a move");
+        };
+        assert!(fast_forward);
+        assert_eq!((commits, to), (1, branch_tip));
+    }
+
+    #[test]
+    fn a_rebase_replays_on_the_moved_base_and_moves_the_main_work_tree() {
+        let (_tmp, root, wt) = repo();
+        commit_on(&root, "orchestrator/t", "b.txt", "b");
+        commit_on(&root, "main", "c.txt", "c");
+        // The main work tree catches up with its branch, as a commit there would leave it.
+        git(&root, &["checkout", "-q", "-f", "main"]);
+        let Plan::Move { from, to, .. } = plan(&root, &wt, Integrate::Rebase, "m").unwrap() else {
+            panic!("a move");
+        };
+        assert!(apply(&root, &wt, from, to).unwrap());
+        assert_eq!(fs::read_to_string(root.join("b.txt")).unwrap(), "b");
+        assert_eq!(git(&root, &["status", "--porcelain"]), "");
+        assert_eq!(git(&root, &["rev-list", "--count", "main"]).trim(), "3");
+        // Applied again (a wrap cut off after the move): nothing moves twice.
+        assert!(apply(&root, &wt, from, to).unwrap());
+        assert_eq!(git(&root, &["rev-list", "--count", "main"]).trim(), "3");
+    }
+
+    #[test]
+    fn a_conflict_names_the_paths_and_changes_nothing() {
+        let (_tmp, root, wt) = repo();
+        commit_on(&root, "orchestrator/t", "a.txt", "one\nTWO\n");
+        commit_on(&root, "main", "a.txt", "one\nzwei\n");
+        let main = git(&root, &["rev-parse", "main"]);
+        for mode in [Integrate::Rebase, Integrate::Merge] {
+            assert_eq!(
+                plan(&root, &wt, mode, "m").unwrap(),
+                Plan::Conflict(vec!["a.txt".into()])
+            );
+        }
+        assert_eq!(git(&root, &["rev-parse", "main"]), main);
+    }
+
+    #[test]
+    fn a_main_work_tree_file_changed_by_hand_is_never_overwritten() {
+        let (_tmp, root, wt) = repo();
+        commit_on(&root, "orchestrator/t", "a.txt", "one\nTWO\n");
+        fs::write(root.join("a.txt"), "mine\n").unwrap();
+        let Plan::Move { from, to, .. } = plan(&root, &wt, Integrate::Rebase, "m").unwrap() else {
+            panic!("a move");
+        };
+        let err = apply(&root, &wt, from, to).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("a.txt changed there"),
+            "{err:#}"
+        );
+        assert_eq!(fs::read_to_string(root.join("a.txt")).unwrap(), "mine\n");
+        assert_eq!(git(&root, &["rev-parse", "main"]).trim(), from.to_string());
+    }
+}
