@@ -216,7 +216,7 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
     let commit = commits.then(|| {
         let message = wrap::handoff::checkpoint_commit_message(&session, message, progress);
         // The checkpoint is recorded whatever happens here: a failed commit is reported, not fatal.
-        match wrap::commit_workspace(&ws, &stack, &message) {
+        match wrap::commit_session_work(&ws, &stack, &session, &message) {
             Ok(outcome) => wrap::commit_json(outcome),
             Err(err) => {
                 tracing::warn!("checkpoint recorded, but the commit failed: {err:#}");

@@ -49,6 +49,10 @@ pub struct StartArgs {
     /// Where `transcript` came from when not the command line (a hook's input).
     #[arg(skip)]
     pub transcript_origin: Option<TranscriptOrigin>,
+    /// Set by the SessionStart hook: its agent already runs where it runs, so the session never
+    /// gets a worktree of its own, whatever settings.parallel.worktrees says.
+    #[arg(skip)]
+    pub in_place: bool,
 }
 
 pub fn run(ctx: &Context, args: StartArgs) -> Result<u8> {
@@ -172,9 +176,32 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
         }
     };
 
-    let use_worktree = args.worktree || stack.settings.parallel.worktrees;
+    // The setting asks for worktrees where git can make them; `--worktree` insists.
+    let use_worktree = args.worktree
+        || (stack.settings.parallel.worktrees
+            && !args.in_place
+            && {
+                let in_git = vcs::in_repository(ws.root()).unwrap_or(false);
+                if !in_git {
+                    tracing::warn!(
+                        "settings.parallel.worktrees is set, but the workspace is not in a git repository: the session works in the workspace itself"
+                    );
+                }
+                in_git
+            });
     let worktree = if use_worktree {
         let wt = wrap::worktree::ensure(ws.root(), &task_id)?;
+        // A workspace made before worktrees existed lacks the `.gitignore` line: without it a
+        // `git add -A` in the main tree would take the worktrees in as embedded repositories.
+        if let Err(err) = wrap::worktree::exclude_everywhere(
+            ws.root(),
+            &format!(
+                "{}.orchestrator/worktrees/",
+                wrap::worktree::workspace_prefix(&wt)
+            ),
+        ) {
+            tracing::warn!("cannot keep the worktrees out of git add: {err:#}");
+        }
         let carried = agents::claude_settings::carry_into_worktree(ws.root(), &wt.workdir)
             .and_then(|written| match written {
                 Some(_) => wrap::worktree::our_files(&wt)
@@ -298,7 +325,7 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
     ws.save_active(&lock, &session)?;
     ws.save_stack(&lock, &stack)?;
     if let Some(wt) = &worktree {
-        wrap::save_record(&ws, &lock, &session, wt, None)?;
+        wrap::save_record(&ws, &lock, &session, wt, Some(None))?;
     }
     undo.commit();
     drop(lock);

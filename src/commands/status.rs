@@ -207,7 +207,9 @@ fn finish_action(session: &Session) -> String {
 /// A session whose wrap was cut off: which steps are done, which are pending.
 fn wrapping_entry(session: &Session) -> Value {
     let journal = session.wrap.as_ref();
-    let (done, pending) = journal.map(|j| j.step_states()).unwrap_or_default();
+    let (done, pending) = journal
+        .map(|j| j.step_states(session.worktree.is_some()))
+        .unwrap_or_default();
     json!({
         "session": session.id,
         "state": "wrapping",
@@ -225,7 +227,7 @@ fn wrapping_lines(session: &Session) -> String {
     let Some(journal) = &session.wrap else {
         return String::new();
     };
-    let (done, pending) = journal.step_states();
+    let (done, pending) = journal.step_states(session.worktree.is_some());
     let names = |steps: Vec<&str>| {
         if steps.is_empty() {
             "none".to_string()

@@ -224,17 +224,27 @@ pub struct WrapSteps {
 impl WrapJournal {
     /// The wrap's steps in order, split into those recorded as done and those still to do.
     /// A backup or commit that failed during a recovery is done: it is not retried.
-    pub fn step_states(&self) -> (Vec<&'static str>, Vec<&'static str>) {
+    /// `worktree`: the session works in its own worktree, which adds its steps.
+    pub fn step_states(&self, worktree: bool) -> (Vec<&'static str>, Vec<&'static str>) {
         let recorded =
             |step: &Option<Value>| step.as_ref().is_some_and(|v| v["result"] != "pending");
-        let steps = [
+        let mut steps = vec![
             ("backup", recorded(&self.steps.backup)),
             ("metrics", self.steps.metrics.is_some()),
+        ];
+        if worktree {
+            steps.push(("branch_commit", recorded(&self.steps.branch_commit)));
+            steps.push(("integrate", recorded(&self.steps.integrate)));
+        }
+        steps.extend([
             ("handoff", self.steps.handoff.is_some()),
             ("stack", self.steps.stack),
             ("archive", self.steps.archive),
             ("commit", recorded(&self.steps.commit)),
-        ];
+        ]);
+        if worktree {
+            steps.push(("cleanup", self.steps.cleanup.is_some()));
+        }
         let (done, pending): (Vec<_>, Vec<_>) = steps.into_iter().partition(|(_, done)| *done);
         (
             done.into_iter().map(|(name, _)| name).collect(),

@@ -327,10 +327,10 @@ fn finish_wrap(
                         lock,
                         &session,
                         wt,
-                        Some(worktree::Conflict {
+                        Some(Some(worktree::Conflict {
                             paths: paths.clone(),
                             status_after: status_after_conflict,
-                        }),
+                        })),
                     )?;
                 }
             }
@@ -578,7 +578,16 @@ fn measure_changes(
 ) -> (Option<SessionChanges>, Vec<String>) {
     let since = session.git_head_at_start.as_deref();
     let workdir = session_workdir(ws, session);
-    let plan = match with_request_in(ws, stack, &workdir, None, "", |req| {
+    // Sharing the work tree, the session's commit takes only its bookkeeping: what else
+    // changed there is not counted as its change (it may be another session's).
+    let sharing = if session.worktree.is_none() {
+        sharing_sessions(ws, session)
+    } else {
+        Vec::new()
+    };
+    let own = [PathBuf::from(crate::store::STACK_FILE)];
+    let only = (!sharing.is_empty()).then_some(&own[..]);
+    let plan = match with_request_in(ws, stack, &workdir, only, "", |req| {
         vcs::plan_commit(req, since)
     }) {
         Ok(Some(plan)) => plan,
@@ -627,6 +636,14 @@ fn measure_changes(
                 .collect();
         }
         Err(err) => tracing::warn!("cannot read the commits of the session: {err:#}"),
+    }
+    if !sharing.is_empty() {
+        changes.notes.push(format!(
+            "**Work tree not committed:** other sessions work in this same tree ({}); only this \
+             session's bookkeeping is committed, and the tree's changes wait for the next wrap \
+             that finds no other session live in it.",
+            sharing.join(", ")
+        ));
     }
     if commit_enabled && let Some(blocker) = &plan.blocked {
         changes
@@ -980,21 +997,25 @@ fn cleanup_step(
     Ok(json!({"result": "removed", "branch_deleted": branch_deleted}))
 }
 
-/// Writes the worktree's record (owner, and the conflict when there is one).
+/// Writes the worktree's record: its owner, and the conflict `conflict` names (None keeps the
+/// one recorded, if any; a new session's start passes `Some(None)` to clear it).
 pub fn save_record(
     ws: &Workspace,
     _lock: &WorkspaceLock,
     session: &Session,
     wt: &SessionWorktree,
-    conflict: Option<worktree::Conflict>,
+    conflict: Option<Option<worktree::Conflict>>,
 ) -> Result<()> {
-    let existing = worktree::read_record(ws.root(), &session.task)?;
+    let conflict = match conflict {
+        Some(conflict) => conflict,
+        None => worktree::read_record(ws.root(), &session.task)?.and_then(|r| r.conflict),
+    };
     let record = worktree::WorktreeRecord {
         task: session.task.clone(),
         worktree: wt.clone(),
         session: session.id.clone(),
         agent: session.agent.clone(),
-        conflict: conflict.or(existing.and_then(|r| r.conflict)),
+        conflict,
     };
     crate::store::file::write_json(&worktree::record_path(ws.root(), &session.task), &record)
 }
@@ -1062,13 +1083,31 @@ fn integration_lines(
     vec![line]
 }
 
-/// Commits the work tree as a wrap would, with `message` (used by `checkpoint --commit`).
+/// Commits the whole work tree as a wrap would, with `message` (`demo`).
 pub fn commit_workspace(
     ws: &Workspace,
     stack: &TaskStack,
     message: &str,
 ) -> Result<vcs::CommitOutcome> {
     with_request(ws, stack, message, vcs::commit_all)
+}
+
+/// Commits the session's work as a wrap would, with `message` (used by `checkpoint --commit`):
+/// in its worktree, on its branch; in a work tree other live sessions share, only the stack.
+pub fn commit_session_work(
+    ws: &Workspace,
+    stack: &TaskStack,
+    session: &Session,
+    message: &str,
+) -> Result<vcs::CommitOutcome> {
+    if let Some(wt) = &session.worktree {
+        return with_request_in(ws, stack, &wt.workdir, None, message, vcs::commit_all);
+    }
+    if sharing_sessions(ws, session).is_empty() {
+        return with_request(ws, stack, message, vcs::commit_all);
+    }
+    let own = [PathBuf::from(crate::store::STACK_FILE)];
+    with_request_in(ws, stack, ws.root(), Some(&own), message, vcs::commit_all)
 }
 
 pub fn commit_json(outcome: vcs::CommitOutcome) -> Value {

@@ -504,17 +504,21 @@ pub fn exclude_everywhere(main_dir: &Path, rel: &str) -> Result<()> {
     crate::store::file::write_atomic(&path, new.as_bytes())
 }
 
-/// The paths orchestrator puts in a worktree, relative to its root.
-pub fn our_files(wt: &SessionWorktree) -> Vec<String> {
-    let prefix = wt
-        .workdir
+/// The workspace's place in the repository, `/`-terminated (empty at the root).
+pub fn workspace_prefix(wt: &SessionWorktree) -> String {
+    wt.workdir
         .strip_prefix(&wt.path)
         .ok()
         .filter(|p| !p.as_os_str().is_empty())
         .map(|p| format!("{}/", p.to_string_lossy()))
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The paths orchestrator puts in a worktree, relative to its root.
+pub fn our_files(wt: &SessionWorktree) -> Vec<String> {
     vec![format!(
-        "{prefix}{}",
+        "{}{}",
+        workspace_prefix(wt),
         crate::agents::claude_settings::LOCAL_FILE
     )]
 }
@@ -556,4 +560,199 @@ fn conflicts(index: &Index) -> Result<Vec<String>> {
         bail!("the integration conflicts, but git names no path");
     }
     Ok(paths.into_iter().take(MAX_LISTED_CONFLICTS).collect())
+}
+
+/// Worktrees under the workspace with no record beside them: left by a `start` killed between
+/// making the worktree and recording it. Each as it would be recorded, its base the branch the
+/// main work tree is on.
+pub fn orphans(ws_root: &Path) -> Result<Vec<(String, SessionWorktree)>> {
+    let dir = ws_root.join(crate::store::STATE_DIR).join(WORKTREES_DIR);
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let repo = open(ws_root)?;
+    let base = repo
+        .head()
+        .ok()
+        .filter(|h| h.is_branch())
+        .and_then(|h| h.shorthand().map(str::to_string))
+        .unwrap_or_default();
+    let root = repo.workdir().map(Path::to_path_buf).unwrap_or_default();
+    let root = fs::canonicalize(&root).unwrap_or(root);
+    let ws_canonical = fs::canonicalize(ws_root).unwrap_or_else(|_| ws_root.to_path_buf());
+    let prefix = ws_canonical
+        .strip_prefix(&root)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(task) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if !path.is_dir() || record_path(ws_root, &task).exists() {
+            continue;
+        }
+        found.push((
+            task.clone(),
+            SessionWorktree {
+                workdir: if prefix.as_os_str().is_empty() {
+                    path.clone()
+                } else {
+                    path.join(&prefix)
+                },
+                path,
+                branch: format!("{BRANCH_PREFIX}{task}"),
+                base: base.clone(),
+            },
+        ));
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// A repository on `main` with `a.txt`, and the branch `orchestrator/t` made from it.
+    fn repo() -> (tempfile::TempDir, PathBuf, SessionWorktree) {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        git(&root, &["init", "-q", "-b", "main"]);
+        git(&root, &["config", "user.name", "T"]);
+        git(&root, &["config", "user.email", "t@example.com"]);
+        fs::write(root.join("a.txt"), "one\ntwo\n").unwrap();
+        git(&root, &["add", "-A"]);
+        git(&root, &["commit", "-qm", "init"]);
+        git(&root, &["branch", "orchestrator/t"]);
+        let wt = SessionWorktree {
+            path: root.join("wt"),
+            workdir: root.join("wt"),
+            branch: "orchestrator/t".into(),
+            base: "main".into(),
+        };
+        (tmp, root, wt)
+    }
+
+    /// Commits `path` = `text` on `branch` without touching the main work tree.
+    fn commit_on(root: &Path, branch: &str, path: &str, text: &str) {
+        let repo = Repository::open(root).unwrap();
+        let parent = repo
+            .find_branch(branch, BranchType::Local)
+            .unwrap()
+            .get()
+            .peel_to_commit()
+            .unwrap();
+        let blob = repo.blob(text.as_bytes()).unwrap();
+        let mut builder = repo.treebuilder(Some(&parent.tree().unwrap())).unwrap();
+        builder.insert(path, blob, 0o100644).unwrap();
+        let tree = repo.find_tree(builder.write().unwrap()).unwrap();
+        let sig = Signature::now("T", "t@example.com").unwrap();
+        repo.commit(
+            Some(&format!("refs/heads/{branch}")),
+            &sig,
+            &sig,
+            &format!("{path} on {branch}"),
+            &tree,
+            &[&parent],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn nothing_on_the_branch_is_nothing_to_integrate() {
+        let (_tmp, root, wt) = repo();
+        assert_eq!(
+            plan(&root, &wt, Integrate::Rebase, "m").unwrap(),
+            Plan::Nothing
+        );
+        commit_on(&root, "main", "b.txt", "b");
+        assert_eq!(
+            plan(&root, &wt, Integrate::Merge, "m").unwrap(),
+            Plan::Nothing
+        );
+    }
+
+    #[test]
+    fn a_base_that_did_not_move_is_a_fast_forward() {
+        let (_tmp, root, wt) = repo();
+        commit_on(&root, "orchestrator/t", "b.txt", "b");
+        let Plan::Move {
+            fast_forward,
+            commits,
+            to,
+            branch_tip,
+            ..
+        } = plan(&root, &wt, Integrate::Rebase, "m").unwrap()
+        else {
+            panic!("a move");
+        };
+        assert!(fast_forward);
+        assert_eq!((commits, to), (1, branch_tip));
+    }
+
+    #[test]
+    fn a_rebase_replays_on_the_moved_base_and_moves_the_main_work_tree() {
+        let (_tmp, root, wt) = repo();
+        commit_on(&root, "orchestrator/t", "b.txt", "b");
+        commit_on(&root, "main", "c.txt", "c");
+        // The main work tree catches up with its branch, as a commit there would leave it.
+        git(&root, &["checkout", "-q", "-f", "main"]);
+        let Plan::Move { from, to, .. } = plan(&root, &wt, Integrate::Rebase, "m").unwrap() else {
+            panic!("a move");
+        };
+        assert!(apply(&root, &wt, from, to).unwrap());
+        assert_eq!(fs::read_to_string(root.join("b.txt")).unwrap(), "b");
+        assert_eq!(git(&root, &["status", "--porcelain"]), "");
+        assert_eq!(git(&root, &["rev-list", "--count", "main"]).trim(), "3");
+        // Applied again (a wrap cut off after the move): nothing moves twice.
+        assert!(apply(&root, &wt, from, to).unwrap());
+        assert_eq!(git(&root, &["rev-list", "--count", "main"]).trim(), "3");
+    }
+
+    #[test]
+    fn a_conflict_names_the_paths_and_changes_nothing() {
+        let (_tmp, root, wt) = repo();
+        commit_on(&root, "orchestrator/t", "a.txt", "one\nTWO\n");
+        commit_on(&root, "main", "a.txt", "one\nzwei\n");
+        let main = git(&root, &["rev-parse", "main"]);
+        for mode in [Integrate::Rebase, Integrate::Merge] {
+            assert_eq!(
+                plan(&root, &wt, mode, "m").unwrap(),
+                Plan::Conflict(vec!["a.txt".into()])
+            );
+        }
+        assert_eq!(git(&root, &["rev-parse", "main"]), main);
+    }
+
+    #[test]
+    fn a_main_work_tree_file_changed_by_hand_is_never_overwritten() {
+        let (_tmp, root, wt) = repo();
+        commit_on(&root, "orchestrator/t", "a.txt", "one\nTWO\n");
+        fs::write(root.join("a.txt"), "mine\n").unwrap();
+        let Plan::Move { from, to, .. } = plan(&root, &wt, Integrate::Rebase, "m").unwrap() else {
+            panic!("a move");
+        };
+        let err = apply(&root, &wt, from, to).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("a.txt changed there"),
+            "{err:#}"
+        );
+        assert_eq!(fs::read_to_string(root.join("a.txt")).unwrap(), "mine\n");
+        assert_eq!(git(&root, &["rev-parse", "main"]).trim(), from.to_string());
+    }
 }

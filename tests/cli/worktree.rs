@@ -418,6 +418,9 @@ fn a_shared_tree_wrap_never_commits_another_live_sessions_file() {
     assert!(!files.contains("b_half_done.txt"), "{files}");
     assert!(files.contains("task_stack.json"), "{files}");
     assert!(ws.file("b_half_done.txt").exists());
+    let handoff = std::fs::read_to_string(v["handoff"].as_str().unwrap()).unwrap();
+    assert!(!handoff.contains("b_half_done.txt"), "{handoff}");
+    assert!(handoff.contains("Work tree not committed"), "{handoff}");
     // No other session live: the next wrap commits the work tree as before.
     let sessions = ws.json(12, &["status"]);
     let b = sessions["session"].as_str().unwrap().to_string();
@@ -647,4 +650,173 @@ fn claude_started_in_a_worktree_gets_the_projects_hooks_and_permission() {
     let committed = git(&ws, &["log", "--name-only", "--format=", "main"]);
     assert!(!committed.contains("settings.local.json"), "{committed}");
     assert!(!worktree.exists());
+}
+
+#[test]
+fn a_worker_whose_integration_conflicts_is_logged_and_notified_and_the_task_blocked() {
+    let ws = repo(&["t1", "t2"]);
+    crate::run::agent(
+        &ws,
+        "clash.sh",
+        r#"set -e
+touch "$ORCHESTRATOR_DIR/started_$ORCHESTRATOR_TASK"
+n=0
+while [ "$(ls "$ORCHESTRATOR_DIR" | grep -c '^started_')" -lt 2 ] && [ $n -lt 200 ]; do sleep 0.1; n=$((n+1)); done
+printf 'one\nTWO by %s\nthree\n' "$ORCHESTRATOR_TASK" > shared.txt
+git commit -qam "edit by $ORCHESTRATOR_TASK"
+orchestrator wrap --done >/dev/null"#,
+    );
+    // The notifier runs in the workspace.
+    crate::run::agent(
+        &ws,
+        "notify.sh",
+        "cat >> events.jsonl\necho >> events.jsonl",
+    );
+    git(&ws, &["add", "clash.sh", "notify.sh"]);
+    git(&ws, &["commit", "-qm", "the agents"]);
+    let notifier = ws.file("notify.sh");
+    let out = crate::run::run(
+        &ws,
+        &[
+            "run",
+            "--workers",
+            "2",
+            "--poll",
+            "50ms",
+            "--on-event",
+            notifier.to_str().unwrap(),
+            "--",
+            "./clash.sh",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", crate::run::stderr(&out));
+    let statuses: Vec<String> = ["t1", "t2"]
+        .iter()
+        .map(|t| ws.task(t)["status"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        statuses.contains(&"done".to_string()) && statuses.contains(&"blocked".to_string()),
+        "{statuses:?}"
+    );
+    let logs: String = ws
+        .files_in(".orchestrator/runs")
+        .iter()
+        .filter(|f| f.ends_with(".jsonl"))
+        .map(|f| ws.read(&format!(".orchestrator/runs/{f}")))
+        .collect();
+    assert_eq!(
+        logs.lines()
+            .filter(|l| l.contains("\"event\":\"merge_conflict\""))
+            .count(),
+        1,
+        "{logs}"
+    );
+    // Both sessions made progress by their commits.
+    let ended: Vec<Value> = logs
+        .lines()
+        .filter(|l| l.contains("\"event\":\"session_ended\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(ended.len(), 2, "{logs}");
+    assert!(
+        ended.iter().all(|e| e["agent_commits"].as_u64() >= Some(1)),
+        "{ended:?}"
+    );
+    let events = ws.read("events.jsonl");
+    assert!(
+        events.contains("\"event\":\"merge_conflict\"") && events.contains("shared.txt"),
+        "{events}"
+    );
+}
+
+#[test]
+fn checkpoint_commit_commits_on_the_sessions_branch_or_only_its_own_in_a_shared_tree() {
+    let ws = repo(&["t1", "t2", "t3"]);
+    let (a, a_dir) = start_in_worktree(&ws, "a", "t1");
+    std::fs::write(a_dir.join("a.txt"), "a\n").unwrap();
+    let main_before = git(&ws, &["rev-parse", "main"]);
+    let v = ws.json(12, &["checkpoint", "half way", "--commit", "--session", &a]);
+    assert_eq!(v["commit"]["result"], "committed", "{v}");
+    assert_eq!(v["commit"]["branch"], "orchestrator/t1", "{v}");
+    assert_eq!(git(&ws, &["rev-parse", "main"]), main_before);
+    assert_eq!(git(&ws, &["show", "orchestrator/t1:a.txt"]), "a\n");
+
+    // Two sessions in the main tree: a checkpoint commit takes only the stack.
+    let b = ws.json(0, &["start", "--agent", "b", "--task", "t2"]);
+    ws.json(0, &["start", "--agent", "c", "--task", "t3"]);
+    ws.write("c_file.txt", "c's\n");
+    let v = ws.json(
+        12,
+        &[
+            "checkpoint",
+            "b's step",
+            "--commit",
+            "--session",
+            b["session"].as_str().unwrap(),
+        ],
+    );
+    assert_eq!(v["commit"]["result"], "committed", "{v}");
+    let files = git(&ws, &["show", "--name-only", "--format=", "main"]);
+    assert_eq!(files.trim(), "task_stack.json", "{files}");
+}
+
+#[test]
+fn worktrees_stay_out_of_git_add_in_a_workspace_whose_gitignore_predates_them() {
+    let ws = repo(&["t1"]);
+    let gitignore = ws.read(".gitignore");
+    assert!(
+        gitignore.contains(".orchestrator/worktrees/"),
+        "{gitignore}"
+    );
+    ws.write(
+        ".gitignore",
+        &gitignore.replace(".orchestrator/worktrees/\n", ""),
+    );
+    git(&ws, &["commit", "-qam", "an older .gitignore"]);
+    start_in_worktree(&ws, "a", "t1");
+    let status = git(&ws, &["status", "--porcelain"]);
+    assert!(!status.contains("worktrees"), "{status}");
+    git(&ws, &["add", "-A"]);
+    let staged = git(&ws, &["diff", "--cached", "--name-only"]);
+    assert!(!staged.contains("worktrees"), "{staged}");
+}
+
+#[test]
+fn a_conflicted_task_resumed_by_hand_reuses_its_branch_and_conflicts_again_until_resolved() {
+    let ws = repo(&["t1", "t2"]);
+    let (b, b_dir) = conflicting_pair(&ws);
+    ws.ok(&["wrap", "--done", "--session", &b]);
+    ws.ok(&["task", "set", "t2", "--status", "pending"]);
+    let (b2, dir) = start_in_worktree(&ws, "b", "t2");
+    assert_eq!(dir, b_dir, "the worktree is reused");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("b_only.txt")).unwrap(),
+        "b's other work\n"
+    );
+    let v = ws.json(0, &["worktree", "list"]);
+    assert_eq!(v["worktrees"][0]["state"], "live", "{v}");
+    assert!(v["worktrees"][0]["conflict"].is_null(), "{v}");
+    let v = ws.json(0, &["wrap", "--session", &b2]);
+    assert_eq!(v["integrate"]["result"], "conflict", "{v}");
+    assert_eq!(ws.task("t2")["status"], "blocked");
+    assert!(b_dir.join("b_only.txt").exists());
+}
+
+#[test]
+fn a_worktree_without_a_record_is_listed_as_an_orphan_and_pruned_when_it_holds_nothing() {
+    let ws = repo(&["t1"]);
+    let (a, dir) = start_in_worktree(&ws, "a", "t1");
+    // Wrapped without a commit, the worktree is kept; its record lost, as a `start` killed
+    // between making the worktree and recording it would leave it.
+    ws.ok(&["wrap", "--no-commit", "--session", &a]);
+    assert!(dir.exists());
+    std::fs::remove_file(ws.file(".orchestrator/worktrees/t1.json")).unwrap();
+    let v = ws.json(0, &["worktree", "list"]);
+    assert_eq!(v["worktrees"][0]["state"], "orphan", "{v}");
+    assert_eq!(v["worktrees"][0]["branch"], "orchestrator/t1", "{v}");
+    let v = ws.json(0, &["worktree", "prune"]);
+    assert_eq!(v["removed"][0]["task"], "t1", "{v}");
+    assert!(!dir.exists());
+    assert_eq!(git(&ws, &["worktree", "list"]).lines().count(), 1);
+    assert_eq!(git(&ws, &["branch", "--list", "orchestrator/*"]), "");
 }

@@ -225,6 +225,7 @@ fn session_start(
         transcript: event.transcript_path.clone(),
         transcript_origin: Some(TranscriptOrigin::Hook),
         worktree: false,
+        in_place: true,
     };
     match open_session(ctx, start) {
         Ok((_, text)) => Ok(Some(text)),

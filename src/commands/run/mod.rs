@@ -257,6 +257,7 @@ fn run_loop(
             transcript: None,
             transcript_origin: None,
             worktree: worktrees,
+            in_place: false,
         };
         let (brief, brief_text) = match open_session(&session_ctx, start) {
             Ok(opened) => opened,
@@ -293,6 +294,7 @@ fn run_loop(
         );
         let (outcome, final_output) = drive(&mut runner, &session_id, &task, &brief_text)?;
         loop_state.spent_usd += session_cost(ws, &session_id);
+        tell_merge_conflict(&mut runner, &session_id);
         let tripped = loop_state.breaker.record(outcome);
         save_breaker(ws, agent, &loop_state.breaker);
         if let Some(reason) = tripped {
@@ -665,7 +667,13 @@ fn drive(
             || (t.status == Status::Done
                 && started_session.progress_at_start.done < t.progress.total)
     });
-    let commits = vcs::messages_since(ws.root(), started_session.git_head_at_start.as_deref())
+    // A worktree kept after its wrap (a conflict) holds the agent's commits on its branch; one
+    // integrated and removed has brought them onto the main work tree's branch.
+    let commits_in = match &started_session.worktree {
+        Some(wt) if wt.workdir.exists() => wt.workdir.as_path(),
+        _ => ws.root(),
+    };
+    let commits = vcs::messages_since(commits_in, started_session.git_head_at_start.as_deref())
         .unwrap_or_else(|err| {
             tracing::warn!("cannot read the commits of the session: {err:#}");
             Vec::new()
@@ -692,6 +700,38 @@ fn drive(
         }),
     );
     Ok((outcome, quota::final_output(&tail)))
+}
+
+/// A session whose worktree did not integrate cleanly needs a person: log it and notify.
+fn tell_merge_conflict(runner: &mut Runner, session_id: &str) {
+    let Ok(record) = runner.ws.load_session(&runner.ws.archive_path(session_id)) else {
+        return;
+    };
+    let Some(integrate) = record.wrap.as_ref().and_then(|w| w.steps.integrate.clone()) else {
+        return;
+    };
+    if integrate["result"] != "conflict" {
+        return;
+    }
+    let message = format!(
+        "task {} is blocked: {} conflicts with {} in {}; resolve it in its worktree, then run `orchestrator worktree integrate {}`",
+        record.task,
+        integrate["branch"].as_str().unwrap_or_default(),
+        integrate["base"].as_str().unwrap_or_default(),
+        integrate["paths"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        record.task
+    );
+    live_line::say(&message);
+    let fields = json!({"session": session_id, "task": record.task, "branch": integrate["branch"],
+                        "paths": integrate["paths"], "message": message});
+    runner.log.event("merge_conflict", fields.clone());
+    runner.notify("merge_conflict", fields);
 }
 
 /// The session if it is still live (the agent has not wrapped it).

@@ -25,7 +25,7 @@ pub fn run(ctx: &Context, _args: WorktreeListArgs) -> Result<u8> {
             "task={} branch={} session={} state={} unintegrated={} uncommitted={}{}\n  {}\n",
             row["task"].as_str().unwrap_or_default(),
             row["branch"].as_str().unwrap_or_default(),
-            row["session"].as_str().unwrap_or_default(),
+            row["session"].as_str().unwrap_or("none"),
             row["state"].as_str().unwrap_or_default(),
             row["unintegrated"],
             row["uncommitted"].as_array().map_or(0, Vec::len),
@@ -47,8 +47,9 @@ pub fn run(ctx: &Context, _args: WorktreeListArgs) -> Result<u8> {
     Ok(0)
 }
 
-/// One JSON row per worktree record: `state` is `live` while its session runs, `conflict`
-/// when its integration stopped on one, else `wrapped`.
+/// One JSON row per worktree: `state` is `live` while its session runs, `conflict` when its
+/// integration stopped on one, `orphan` when no record names it (a `start` killed while making
+/// it), else `wrapped`.
 pub(super) fn describe_all(ws: &Workspace) -> Result<Vec<Value>> {
     let live = ws.active_sessions()?;
     let mut rows = Vec::new();
@@ -58,6 +59,21 @@ pub(super) fn describe_all(ws: &Workspace) -> Result<Vec<Value>> {
             &record,
             live.iter().any(|s| s.task == record.task),
         ));
+    }
+    for (task, wt) in worktree::orphans(ws.root())? {
+        rows.push(json!({
+            "task": task,
+            "branch": wt.branch,
+            "base": wt.base,
+            "path": wt.workdir,
+            "exists": true,
+            "session": null,
+            "agent": null,
+            "state": "orphan",
+            "unintegrated": worktree::unintegrated(ws.root(), &wt).unwrap_or(true),
+            "uncommitted": worktree::uncommitted(&wt.path, &worktree::our_files(&wt)).unwrap_or_default(),
+            "conflict": null,
+        }));
     }
     Ok(rows)
 }

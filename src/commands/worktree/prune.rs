@@ -45,6 +45,25 @@ pub fn run(ctx: &Context, _args: WorktreePruneArgs) -> Result<u8> {
             }
         }
     }
+    // A worktree nobody recorded holds nothing a session made, unless someone worked in it.
+    for (task, wt) in worktree::orphans(ws.root())? {
+        let why_kept = if worktree::unintegrated(ws.root(), &wt)? {
+            Some(format!("{} has commits {} lacks", wt.branch, wt.base))
+        } else if !worktree::uncommitted(&wt.path, &worktree::our_files(&wt))?.is_empty() {
+            Some("it holds uncommitted files".to_string())
+        } else {
+            None
+        };
+        match why_kept {
+            Some(why) => kept.push(json!({"task": task, "path": wt.workdir, "why": why})),
+            None => {
+                let branch_deleted = worktree::remove(ws.root(), &task, &wt, true, None)?;
+                removed.push(
+                    json!({"task": task, "path": wt.workdir, "branch_deleted": branch_deleted}),
+                );
+            }
+        }
+    }
     drop(lock);
     let mut text = format!("removed={} kept={}\n", removed.len(), kept.len());
     for row in &removed {
