@@ -19,8 +19,8 @@ mod start;
 mod status;
 mod stop;
 mod task;
-mod worktree;
 mod watch;
+mod worktree;
 mod wrap;
 
 use anyhow::Result;
@@ -51,8 +51,8 @@ use start::StartArgs;
 use status::StatusArgs;
 use stop::StopArgs;
 use task::TaskCommand;
-use worktree::WorktreeCommand;
 use watch::WatchArgs;
+use worktree::WorktreeCommand;
 use wrap::WrapArgs;
 
 /// The subcommands. A command's arguments, and its help text, live in its own file.

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod file;
-pub mod postgres;
 pub mod journal;
+pub mod postgres;
 pub mod run_state;
 pub mod undo;
 

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use crate::clock;
 use crate::core::budget::format_pct;
+use crate::core::pricing::{Cost, format_usd, round_usd};
 use crate::core::session::{REASON_RECOVERED, Session, WrapJournal, describe_duration};
 use crate::core::stack::{BudgetSettings, Progress, Status};
 use crate::core::text::{
@@ -69,6 +70,15 @@ fn front_matter(w: &mut String, input: &HandoffInput, changed_nothing: bool) {
             .tokens
             .as_ref()
             .map_or("null".to_string(), |_| format_pct(usage.pct()))
+    );
+    let _ = writeln!(
+        w,
+        "cost_usd: {}",
+        session
+            .cost
+            .as_ref()
+            .and_then(|c| c.cost_usd)
+            .map_or("null".to_string(), |usd| round_usd(usd).to_string())
     );
     let _ = writeln!(
         w,
@@ -225,6 +235,9 @@ pub fn render(input: &HandoffInput) -> String {
                 thousands(usage.limit)
             );
         }
+    }
+    if let Some(cost) = &session.cost {
+        let _ = writeln!(w, "- **Cost:** {}", describe_cost(cost));
     }
     for (name, value) in &session.meters {
         let _ = writeln!(w, "- **Meter `{name}`:** {}", thousands(*value));
@@ -384,6 +397,28 @@ pub fn thousands(n: u64) -> String {
         out.push(c);
     }
     out
+}
+
+/// `$1.23 (claude-opus-4-1: $1.20, claude-haiku-4-5: $0.03)`, naming what has no price: an
+/// unknown cost is never shown as $0.
+fn describe_cost(cost: &Cost) -> String {
+    let models: Vec<String> = cost
+        .models
+        .iter()
+        .map(|m| {
+            let name = md_inline(m.model.as_deref().unwrap_or("unknown model"));
+            match m.cost_usd {
+                Some(usd) => format!("{name}: {}", format_usd(usd)),
+                None => format!("{name}: no price"),
+            }
+        })
+        .collect();
+    let total = cost.cost_usd.map_or("unknown".to_string(), format_usd);
+    if models.is_empty() {
+        total
+    } else {
+        format!("{total} ({})", models.join(", "))
+    }
 }
 
 #[cfg(test)]

@@ -142,6 +142,26 @@ fn several_models_both_cache_durations_and_an_unknown_model_are_priced_apart() {
             .unwrap();
     assert!(close(record["cost"]["cost_usd"].as_f64().unwrap(), total));
     assert_eq!(record["cost"]["models"].as_array().unwrap().len(), 3);
+    // The handoff carries it too: in its front matter, and by model under Token Usage.
+    let handoffs = ws.files_in("session_handoffs");
+    let handoff = ws.read(&format!("session_handoffs/{}", handoffs.last().unwrap()));
+    let front_cost: f64 = handoff
+        .lines()
+        .find_map(|l| l.strip_prefix("cost_usd: "))
+        .unwrap_or_else(|| panic!("no cost_usd in the front matter:\n{handoff}"))
+        .parse()
+        .unwrap();
+    assert!(close(front_cost, total), "{handoff}");
+    let cost_line = handoff
+        .lines()
+        .find(|l| l.starts_with("- **Cost:** "))
+        .unwrap_or_else(|| panic!("no cost line:\n{handoff}"));
+    assert!(
+        cost_line.starts_with("- **Cost:** $0.23 (")
+            && cost_line.contains("claude-opus-4-1-20250805: $")
+            && cost_line.contains("claude-opus-9-9: no price"),
+        "{cost_line}"
+    );
     let log = ws.json(0, &["log"]);
     assert!(close(
         log["sessions"][0]["cost_usd"].as_f64().unwrap(),

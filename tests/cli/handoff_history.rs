@@ -114,8 +114,10 @@ fn the_front_matter_is_yaml_even_with_hostile_text() {
     assert_eq!(yaml["changed_nothing"].as_bool(), Some(false));
     // Outside git nothing is known about files and commits.
     assert!(yaml["files_changed"].is_null() && yaml["commits"].is_null());
+    // `--tokens` figures name no model: no price, and no $0 either.
+    assert!(yaml["cost_usd"].is_null());
     // The title's `status: done` line did not become a key, nor its `---` the end of the block.
-    assert_eq!(yaml.len(), 16, "{yaml:?}");
+    assert_eq!(yaml.len(), 17, "{yaml:?}");
 
     let after = handoff.split_once("\n---\n").unwrap().1;
     let h1 = after.lines().find(|l| !l.is_empty()).unwrap();

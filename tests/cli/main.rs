@@ -34,6 +34,6 @@ mod task_editing;
 mod tasks;
 mod transcripts;
 mod unattended;
-mod worktree;
 mod watch;
+mod worktree;
 mod wrap;
