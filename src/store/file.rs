@@ -241,8 +241,10 @@ pub(super) fn our_temp_file_pid(name: &str) -> Option<libc::pid_t> {
     let cache = |hash: Option<&str>| {
         hash.is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
     };
-    let ours = matches!(target, STACK_FILE | ".gitignore" | ".gitkeep")
-        || session(target.strip_suffix(".json"))
+    let ours = matches!(
+        target,
+        STACK_FILE | ".gitignore" | ".gitkeep" | super::INDEX_FILE
+    ) || session(target.strip_suffix(".json"))
         || session(target.strip_suffix(".checkpoints.jsonl"))
         || session(
             target

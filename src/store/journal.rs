@@ -105,6 +105,16 @@ impl Journal {
     /// hand edit of the snapshot can make one) is skipped with a warning, by every reader alike.
     /// Returns the generation the stack then holds.
     pub fn fold_into(&self, stack: &mut TaskStack) -> u64 {
+        self.fold(stack, true)
+    }
+
+    /// [`Journal::fold_into`] for a stack that holds only some of its tasks (one checkpoint's):
+    /// records of the other tasks only count for the generation.
+    pub fn fold_into_part(&self, stack: &mut TaskStack) -> u64 {
+        self.fold(stack, false)
+    }
+
+    fn fold(&self, stack: &mut TaskStack, whole: bool) -> u64 {
         let mut generation = stack.journal_generation;
         let index: HashMap<String, usize> = if self.has_pending(stack) {
             stack
@@ -121,6 +131,9 @@ impl Journal {
             generation = generation.max(record.generation);
             let write = &record.checkpoint;
             let Some(task) = index.get(&write.task).map(|&i| &mut stack.tasks[i]) else {
+                if !whole {
+                    continue;
+                }
                 tracing::warn!(
                     "journal: task `{}` is no longer in the stack; its checkpoint is in session {}",
                     write.task,

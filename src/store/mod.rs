@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod file;
+pub mod index;
 pub mod journal;
 pub mod run_state;
 pub mod undo;
@@ -32,6 +33,8 @@ pub const STACK_FILE: &str = "task_stack.json";
 pub const STATE_DIR: &str = ".orchestrator";
 /// Under the state directory: checkpoints not yet folded into the stack (see [`journal`]).
 pub const JOURNAL_FILE: &str = "journal.jsonl";
+/// Under the cache directory: the stack's index.
+pub const INDEX_FILE: &str = "stack.index";
 /// Under the state directory: which git locks a running commit may leave (see `wrap::vcs`).
 const GIT_OWNERS_DIR: &str = "git_owners";
 
@@ -148,6 +151,11 @@ impl Workspace {
 
     pub fn state_dir(&self) -> PathBuf {
         self.root.join(STATE_DIR)
+    }
+
+    /// Where each task lies in the stack file (derived; see [`index`]).
+    pub fn index_path(&self) -> PathBuf {
+        self.cache_dir().join(INDEX_FILE)
     }
 
     /// The checkpoint journal, folded over the stack by every reader.
@@ -336,7 +344,58 @@ impl Workspace {
         stack
             .validate()
             .map_err(|invalid| Failure::user(format!("{}: {invalid}", path.display())))?;
-        write_atomic(&path, stack.to_json().as_bytes())
+        let text = stack.to_json();
+        write_atomic(&path, text.as_bytes())?;
+        // Derived state: a stack without a matching index is read whole, never misread.
+        let ids: Vec<&str> = stack.tasks.iter().map(|t| t.id.as_str()).collect();
+        if let Err(err) = index::write(
+            &self.index_path(),
+            &path,
+            &text,
+            &ids,
+            stack.journal_generation,
+        ) {
+            tracing::warn!("cannot index {}: {err:#}", path.display());
+        }
+        Ok(())
+    }
+
+    /// The stack as a checkpoint on `task` needs it: the settings and that one task, with the
+    /// journal folded in, read through the index without parsing the rest of the stack. Falls
+    /// back to [`Workspace::load_view`] when the index does not match the stack (a hand edit)
+    /// or lacks the task. Never save it.
+    pub fn load_task_view(&self, task: &str) -> Result<TaskStack> {
+        self.check_layout()?;
+        let path = self.stack_path();
+        let Some(found) = index::Index::open(&self.index_path(), &path) else {
+            return self.load_view();
+        };
+        let settings: Settings = match found.settings {
+            Some(span) => serde_json::from_str(&index::read_span(&path, span)?)
+                .map_err(|err| Failure::user(format!("{}: settings: {err}", path.display())))?,
+            None => Settings::default(),
+        };
+        let mut entry = None;
+        for span in found.candidates(task) {
+            let text = index::read_span(&path, span)?;
+            let parsed: crate::core::stack::Task = serde_json::from_str(&text).map_err(|err| {
+                Failure::user(format!("{}: task `{task}`: {err}", path.display()))
+            })?;
+            if parsed.id == task {
+                entry = Some(parsed);
+                break;
+            }
+        }
+        let Some(entry) = entry else {
+            return self.load_view();
+        };
+        self.check_settings_paths(&settings)?;
+        let mut stack = TaskStack::new(settings);
+        stack.tasks.push(entry);
+        stack.journal_generation = found.journal_generation;
+        let journal = journal::Journal::read(&self.journal_path())?;
+        stack.journal_generation = journal.fold_into_part(&mut stack);
+        Ok(stack)
     }
 
     /// Makes `task_stack.json` current and complete: writes the journal's records into it and

@@ -25,6 +25,7 @@ mod refusals;
 mod run;
 mod seed;
 mod sessions;
+mod store;
 mod task_editing;
 mod tasks;
 mod transcripts;
