@@ -324,10 +324,9 @@ impl Workspace {
     ) -> Result<TaskStack> {
         self.check_layout()?;
         let path = self.stack_path();
-        let text = read_text(&path)?;
+        let text = file::map_text(&path)?;
         let mut stack = parse(&text)
             .map_err(|invalid| Failure::user(format!("{}: {invalid}", path.display())))?;
-        drop(text);
         self.check_settings_paths(&stack.settings)?;
         let journal = journal::Journal::read(&self.journal_path())?;
         stack.journal_generation = journal.fold_into(&mut stack);
@@ -361,10 +360,16 @@ impl Workspace {
     }
 
     /// The stack as a checkpoint on `task` needs it: the settings and that one task, with the
-    /// journal folded in, read through the index without parsing the rest of the stack. Falls
-    /// back to [`Workspace::load_view`] when the index does not match the stack (a hand edit)
-    /// or lacks the task. Never save it.
+    /// journal folded in, read through the index without parsing the rest of the stack. Never
+    /// save it.
     pub fn load_task_view(&self, task: &str) -> Result<TaskStack> {
+        self.load_tasks_view(&[task])
+    }
+
+    /// The settings and the tasks named (those that exist), the journal folded in, read through
+    /// the index. Falls back to [`Workspace::load_view`] when the index does not match the stack
+    /// (a hand edit) or lacks a task. Never save it.
+    pub fn load_tasks_view(&self, tasks: &[&str]) -> Result<TaskStack> {
         self.check_layout()?;
         let path = self.stack_path();
         let Some(found) = index::Index::open(&self.index_path(), &path) else {
@@ -375,23 +380,29 @@ impl Workspace {
                 .map_err(|err| Failure::user(format!("{}: settings: {err}", path.display())))?,
             None => Settings::default(),
         };
-        let mut entry = None;
-        for span in found.candidates(task) {
-            let text = index::read_span(&path, span)?;
-            let parsed: crate::core::stack::Task = serde_json::from_str(&text).map_err(|err| {
-                Failure::user(format!("{}: task `{task}`: {err}", path.display()))
-            })?;
-            if parsed.id == task {
-                entry = Some(parsed);
-                break;
+        let mut stack = TaskStack::new(settings);
+        for &task in tasks {
+            if stack.task(task).is_some() {
+                continue;
+            }
+            let mut entry = None;
+            for span in found.candidates(task) {
+                let text = index::read_span(&path, span)?;
+                let parsed: crate::core::stack::Task =
+                    serde_json::from_str(&text).map_err(|err| {
+                        Failure::user(format!("{}: task `{task}`: {err}", path.display()))
+                    })?;
+                if parsed.id == task {
+                    entry = Some(parsed);
+                    break;
+                }
+            }
+            match entry {
+                Some(entry) => stack.tasks.push(entry),
+                None => return self.load_view(),
             }
         }
-        let Some(entry) = entry else {
-            return self.load_view();
-        };
-        self.check_settings_paths(&settings)?;
-        let mut stack = TaskStack::new(settings);
-        stack.tasks.push(entry);
+        self.check_settings_paths(&stack.settings)?;
         stack.journal_generation = found.journal_generation;
         let journal = journal::Journal::read(&self.journal_path())?;
         stack.journal_generation = journal.fold_into_part(&mut stack);
@@ -425,24 +436,41 @@ impl Workspace {
         Ok(())
     }
 
-    /// Gives `task` to `claim.session`, raising its fencing token. The stack is then saved by
-    /// the caller with the session record.
+    /// Gives `task` to `claim.session`, raising its fencing token: one fsynced journal record,
+    /// applied to `stack` (which may be a view: nothing rewrites the stack here).
     pub fn claim(
         &self,
         _lock: &WorkspaceLock,
+        undo: &mut Undo,
         stack: &mut TaskStack,
         task: &str,
         claim: Claim,
     ) -> Result<ClaimToken> {
+        let generation = stack.journal_generation + 1;
+        let path = self.stack_path();
+        let entry = stack
+            .task_mut(task)
+            .ok_or_else(|| Failure::user(format!("{}: no task `{task}`", path.display())))?;
         let session = claim.session.clone();
-        let entry = stack.task_mut(task).ok_or_else(|| {
-            Failure::user(format!("{}: no task `{task}`", self.stack_path().display()))
-        })?;
-        let fence = entry.claim(claim);
+        let write = crate::core::stack::ClaimWrite {
+            task: task.to_string(),
+            token: entry.fence + 1,
+            claim,
+        };
+        let record = journal::Record {
+            generation,
+            checkpoint: None,
+            claim: Some(write.clone()),
+        };
+        journal::append(&self.journal_path(), undo, &record)?;
+        write
+            .apply(entry)
+            .map_err(|lost| Failure::lost(lost.to_string()))?;
+        stack.journal_generation = generation;
         Ok(ClaimToken {
             task: task.to_string(),
             session,
-            fence,
+            fence: write.token,
         })
     }
 
@@ -475,7 +503,8 @@ impl Workspace {
         self.append_session_event(lock, undo, &write.session, event)?;
         let record = journal::Record {
             generation,
-            checkpoint: write.clone(),
+            checkpoint: Some(write.clone()),
+            claim: None,
         };
         journal::append(&self.journal_path(), undo, &record)?;
         *task = applied;
@@ -670,7 +699,7 @@ pub trait Store {
     fn load_stack(&self) -> Result<TaskStack>;
     /// The stack as selection and status read it, tasks' checkpoints left out. Never saved.
     fn load_view(&self) -> Result<TaskStack>;
-    /// Replaces the stack as a whole (task and config commands, a wrap's stack step, claims).
+    /// Replaces the stack as a whole (task and config commands, a wrap's stack step).
     fn save_stack(&self, lock: &WorkspaceLock, stack: &TaskStack) -> Result<()>;
     /// Makes the exported stack current and complete (the file store folds its journal).
     fn fold(&self, lock: &WorkspaceLock) -> Result<()>;
@@ -678,6 +707,7 @@ pub trait Store {
     fn claim(
         &self,
         lock: &WorkspaceLock,
+        undo: &mut Undo,
         stack: &mut TaskStack,
         task: &str,
         claim: Claim,
@@ -723,11 +753,12 @@ impl Store for Workspace {
     fn claim(
         &self,
         lock: &WorkspaceLock,
+        undo: &mut Undo,
         stack: &mut TaskStack,
         task: &str,
         claim: Claim,
     ) -> Result<ClaimToken> {
-        Workspace::claim(self, lock, stack, task, claim)
+        Workspace::claim(self, lock, undo, stack, task, claim)
     }
     fn append_checkpoint(
         &self,
