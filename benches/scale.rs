@@ -135,8 +135,9 @@ impl Workspace {
         self.orchestrator(&["wrap", "--no-commit", "--no-backup", "--agent", "reader"])
             .status()
             .expect("wrap runs");
-        // Each `start` claims a task; the claim is undone (untimed) by putting the stack back.
-        let snapshot = std::fs::read(self.root().join("task_stack.json")).expect("the stack");
+        // Each `start` claims a task: a record in the checkpoint journal (after the wrap above
+        // folded it, the only one), undone (untimed) by removing it and the session.
+        let journal = self.root().join(".orchestrator/journal.jsonl");
         let (mut ours, mut theirs, mut peak) = (Vec::new(), Vec::new(), 0);
         for _ in 0..runs {
             let (elapsed, rss) =
@@ -144,7 +145,7 @@ impl Workspace {
             ours.push(elapsed);
             peak = peak.max(rss);
             theirs.push(measure(&mut self.git_rev_parse()).0);
-            std::fs::write(self.root().join("task_stack.json"), &snapshot).expect("put back");
+            std::fs::remove_file(&journal).expect("remove the claim");
             let active = self.root().join(".orchestrator/sessions/active");
             std::fs::remove_dir_all(&active).expect("remove the session");
         }

@@ -777,6 +777,30 @@ impl Task {
     }
 }
 
+/// A claim, as the file store's journal records it: the task goes to `claim.session` with the
+/// fencing token `token` (one above the task's token before it).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClaimWrite {
+    pub task: String,
+    pub token: u64,
+    pub claim: Claim,
+}
+
+impl ClaimWrite {
+    /// Applies the claim, unless another claim came between (its token is not the next one).
+    pub fn apply(&self, task: &mut Task) -> Result<(), Lost> {
+        if task.fence + 1 != self.token {
+            return Err(Lost {
+                task: task.id.clone(),
+                session: self.claim.session.clone(),
+                holder: task.claim.as_ref().map(|c| c.session.clone()),
+            });
+        }
+        task.claim(self.claim.clone());
+        Ok(())
+    }
+}
+
 impl CheckpointWrite {
     /// Applies the checkpoint to its task, unless its token is stale.
     pub fn apply(&self, task: &mut Task) -> Result<(), Lost> {

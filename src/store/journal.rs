@@ -17,7 +17,7 @@ use std::io::{ErrorKind, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use crate::core::stack::{CheckpointWrite, TaskStack};
+use crate::core::stack::{CheckpointWrite, ClaimWrite, Lost, Task, TaskStack};
 use crate::error::Failure;
 
 /// The journal is folded into the snapshot once it is this large: large enough that the fold
@@ -39,7 +39,32 @@ pub fn fold_bytes() -> u64 {
 pub struct Record {
     /// One past the highest generation the stack held when this was appended.
     pub generation: u64,
-    pub checkpoint: CheckpointWrite,
+    /// A checkpoint under a claim, or:
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointWrite>,
+    /// a claim (`start`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<ClaimWrite>,
+}
+
+impl Record {
+    fn task(&self) -> Option<&str> {
+        match (&self.checkpoint, &self.claim) {
+            (Some(write), _) => Some(&write.task),
+            (None, Some(claim)) => Some(&claim.task),
+            (None, None) => None,
+        }
+    }
+
+    fn apply(&self, task: &mut Task) -> Result<(), Lost> {
+        if let Some(claim) = &self.claim {
+            claim.apply(task)?;
+        }
+        if let Some(write) = &self.checkpoint {
+            write.apply(task)?;
+        }
+        Ok(())
+    }
 }
 
 /// The journal as read: its records and its length in bytes (torn tail included).
@@ -129,22 +154,17 @@ impl Journal {
         let pending: Vec<Record> = self.pending(stack).cloned().collect();
         for record in pending {
             generation = generation.max(record.generation);
-            let write = &record.checkpoint;
-            let Some(task) = index.get(&write.task).map(|&i| &mut stack.tasks[i]) else {
-                if !whole {
-                    continue;
+            let Some(id) = record.task() else { continue };
+            let Some(task) = index.get(id).map(|&i| &mut stack.tasks[i]) else {
+                if whole {
+                    tracing::warn!("journal: task `{id}` is no longer in the stack");
                 }
-                tracing::warn!(
-                    "journal: task `{}` is no longer in the stack; its checkpoint is in session {}",
-                    write.task,
-                    write.session
-                );
                 continue;
             };
-            if let Err(lost) = write.apply(task) {
+            if let Err(lost) = record.apply(task) {
                 tracing::warn!(
-                    "journal: skipping a checkpoint of session {}: {lost}",
-                    write.session
+                    "journal: skipping the record of generation {}: {lost}",
+                    record.generation
                 );
             }
         }

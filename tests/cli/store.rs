@@ -86,6 +86,8 @@ fn a_checkpoint_sees_a_stack_edited_by_hand_since_it_was_indexed() {
 fn a_stack_and_session_written_before_tokens_and_the_journal_load_unchanged() {
     let ws = Ws::seed();
     ws.ok(&["start"]);
+    ws.ok(&["task", "list"]);
+    assert!(!ws.file(".orchestrator/journal.jsonl").exists());
     // As the previous version left them: no `fence` on the task or the session, no journal.
     edit_task(&ws, |task| {
         task.as_object_mut().unwrap().remove("fence");
