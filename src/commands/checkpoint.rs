@@ -213,6 +213,7 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
     if let Err(err) = folded {
         tracing::warn!("checkpoint recorded, but folding the journal failed: {err:#}");
     }
+    ws.reindex_if_stale(&lock);
     let commit = commits.then(|| {
         let message = wrap::handoff::checkpoint_commit_message(&session, message, progress);
         // The checkpoint is recorded whatever happens here: a failed commit is reported, not fatal.

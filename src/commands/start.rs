@@ -252,6 +252,7 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
         .fence;
     ws.save_active(&lock, &session)?;
     undo.commit();
+    ws.reindex_if_stale(&lock);
     // The whole task for the brief: the view has none of its checkpoints.
     let task = ws
         .load_task_view(&task_id)?

@@ -192,8 +192,19 @@ impl Drop for Mapped {
 
 /// A file's text, mapped or read.
 pub enum Text {
-    Mapped(Mapped),
+    /// With the identity of the file mapped, for the stack's index.
+    Mapped(Mapped, super::index::Identity),
     Read(String),
+}
+
+impl Text {
+    /// The identity of the file the text was mapped from.
+    pub fn identity(&self) -> Option<super::index::Identity> {
+        match self {
+            Text::Mapped(_, identity) => Some(*identity),
+            Text::Read(_) => None,
+        }
+    }
 }
 
 impl std::ops::Deref for Text {
@@ -201,7 +212,7 @@ impl std::ops::Deref for Text {
     fn deref(&self) -> &str {
         match self {
             // SAFETY: checked to be UTF-8 when made (see `map_text`).
-            Text::Mapped(mapped) => unsafe { std::str::from_utf8_unchecked(mapped.bytes()) },
+            Text::Mapped(mapped, _) => unsafe { std::str::from_utf8_unchecked(mapped.bytes()) },
             Text::Read(text) => text,
         }
     }
@@ -214,8 +225,11 @@ pub fn map_text(path: &Path) -> Result<Text> {
     let Ok(file) = File::open(path) else {
         return read();
     };
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0) as usize;
-    if len == 0 || !file.metadata().is_ok_and(|m| m.is_file()) {
+    let Ok(meta) = file.metadata() else {
+        return read();
+    };
+    let len = meta.len() as usize;
+    if len == 0 || !meta.is_file() {
         return read();
     }
     use std::os::fd::AsRawFd;
@@ -241,7 +255,10 @@ pub fn map_text(path: &Path) -> Result<Text> {
             err.valid_up_to()
         )));
     }
-    Ok(Text::Mapped(mapped))
+    Ok(Text::Mapped(
+        mapped,
+        super::index::Identity::from_metadata(&meta),
+    ))
 }
 
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {

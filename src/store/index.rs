@@ -30,12 +30,18 @@ pub struct Identity {
 impl Identity {
     pub fn of(path: &Path) -> Result<Identity> {
         let meta = fs::metadata(path).with_context(|| format!("cannot stat {}", path.display()))?;
-        Ok(Identity {
+        Ok(Identity::from_metadata(&meta))
+    }
+
+    /// The identity of the file `meta` describes (from `fstat` of a file being read, so that
+    /// it is the file whose bytes were read even if another was renamed into place since).
+    pub fn from_metadata(meta: &fs::Metadata) -> Identity {
+        Identity {
             inode: meta.ino(),
             len: meta.len(),
             ctime_sec: meta.ctime(),
             ctime_nsec: meta.ctime_nsec(),
-        })
+        }
     }
 }
 
@@ -68,6 +74,31 @@ pub fn spans(text: &str) -> Result<(Option<Span>, Vec<Span>)> {
     ))
 }
 
+/// Writes the index of `text`, a stack file as it was read, finding the ids itself.
+pub fn write_from_text(index_path: &Path, identity: Identity, text: &str) -> Result<()> {
+    #[derive(Deserialize)]
+    struct Raw<'a> {
+        #[serde(borrow, default)]
+        tasks: Vec<&'a RawValue>,
+        #[serde(default)]
+        journal_generation: u64,
+    }
+    #[derive(Deserialize)]
+    struct Id<'a> {
+        #[serde(borrow)]
+        id: std::borrow::Cow<'a, str>,
+    }
+    let raw: Raw = serde_json::from_str(text).context("cannot index the stack")?;
+    let ids: Vec<Id> = raw
+        .tasks
+        .iter()
+        .map(|task| serde_json::from_str(task.get()))
+        .collect::<Result<_, _>>()
+        .context("cannot index the stack")?;
+    let ids: Vec<&str> = ids.iter().map(|id| id.id.as_ref()).collect();
+    write(index_path, identity, text, &ids, raw.journal_generation)
+}
+
 /// FNV-1a: stable across builds and platforms, which the index on disk needs.
 fn hash(id: &str) -> u64 {
     id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -79,7 +110,7 @@ fn hash(id: &str) -> u64 {
 /// `ids` in order. The stack's `journal_generation` goes in the header.
 pub fn write(
     index_path: &Path,
-    stack_path: &Path,
+    identity: Identity,
     text: &str,
     ids: &[&str],
     journal_generation: u64,
@@ -89,7 +120,6 @@ pub fn write(
         tasks.len() == ids.len(),
         "the stack's tasks changed while indexed"
     );
-    let identity = Identity::of(stack_path)?;
     let mut entries: Vec<(u64, Span)> = ids.iter().map(|id| hash(id)).zip(tasks).collect();
     entries.sort_by_key(|(h, span)| (*h, span.offset));
     let settings = settings.unwrap_or(Span { offset: 0, len: 0 });
@@ -218,7 +248,7 @@ mod tests {
         let index = dir.path().join("stack.index");
         let text = "{\n  \"version\": 1,\n  \"settings\": {\"lease_minutes\": 5},\n  \"tasks\": [\n    {\"id\": \"a\"},\n    {\"id\": \"b\", \"title\": \"x\\\"y\"}\n  ]\n}\n";
         fs::write(&stack, text).unwrap();
-        write(&index, &stack, text, &["a", "b"], 7).unwrap();
+        write(&index, Identity::of(&stack).unwrap(), text, &["a", "b"], 7).unwrap();
         let opened = Index::open(&index, &stack).unwrap();
         assert_eq!(opened.journal_generation, 7);
         let settings = read_span(&stack, opened.settings.unwrap()).unwrap();

@@ -347,13 +347,16 @@ impl Workspace {
         write_atomic(&path, text.as_bytes())?;
         // Derived state: a stack without a matching index is read whole, never misread.
         let ids: Vec<&str> = stack.tasks.iter().map(|t| t.id.as_str()).collect();
-        if let Err(err) = index::write(
-            &self.index_path(),
-            &path,
-            &text,
-            &ids,
-            stack.journal_generation,
-        ) {
+        let written = index::Identity::of(&path).and_then(|identity| {
+            index::write(
+                &self.index_path(),
+                identity,
+                &text,
+                &ids,
+                stack.journal_generation,
+            )
+        });
+        if let Err(err) = written {
             tracing::warn!("cannot index {}: {err:#}", path.display());
         }
         Ok(())
@@ -407,6 +410,25 @@ impl Workspace {
         let journal = journal::Journal::read(&self.journal_path())?;
         stack.journal_generation = journal.fold_into_part(&mut stack);
         Ok(stack)
+    }
+
+    /// Indexes a stack that has no index matching it (written by hand, or before indexes
+    /// existed), so that the next checkpoint reads only its task. Called after a command
+    /// succeeded: derived state, never part of what a refused command would have to undo.
+    pub fn reindex_if_stale(&self, _lock: &WorkspaceLock) {
+        let path = self.stack_path();
+        if index::Index::open(&self.index_path(), &path).is_some() {
+            return;
+        }
+        let indexed = file::map_text(&path).and_then(|text| {
+            let identity = text
+                .identity()
+                .context("an empty or unreadable stack is not indexed")?;
+            index::write_from_text(&self.index_path(), identity, &text)
+        });
+        if let Err(err) = indexed {
+            tracing::debug!("cannot index {}: {err:#}", path.display());
+        }
     }
 
     /// Makes `task_stack.json` current and complete: writes the journal's records into it and
