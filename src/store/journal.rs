@@ -229,3 +229,111 @@ fn cut_torn_tail(path: &Path) -> Result<()> {
         .and_then(|()| file.sync_all())
         .with_context(|| format!("cannot truncate {}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::stack::{Checkpoint, Claim, Task};
+    use chrono::{TimeZone, Utc};
+    use serde_json::Map;
+
+    fn checkpoint(generation: u64, progress: u64) -> Record {
+        let at = Utc.with_ymd_and_hms(2025, 11, 6, 0, 0, 0).unwrap();
+        Record {
+            generation,
+            checkpoint: Some(CheckpointWrite {
+                task: "a".into(),
+                session: "s".into(),
+                token: 1,
+                progress,
+                checkpoint: Checkpoint {
+                    at,
+                    session: "s".into(),
+                    message: format!("to {progress}"),
+                    progress,
+                    tokens: None,
+                    extra: Map::new(),
+                },
+                resolved: Vec::new(),
+                issues: Vec::new(),
+                lease_expires: at,
+            }),
+            claim: None,
+        }
+    }
+
+    fn claimed_stack() -> TaskStack {
+        let mut stack = TaskStack::new(Default::default());
+        let mut task = Task::new("a".into(), String::new(), 1, 10, Vec::new());
+        task.claim(Claim {
+            session: "s".into(),
+            agent: "x".into(),
+            host: "h".into(),
+            pid: 1,
+            lease_expires: Utc.with_ymd_and_hms(2025, 11, 6, 0, 0, 0).unwrap(),
+            extra: Map::new(),
+        });
+        stack.tasks.push(task);
+        stack
+    }
+
+    #[test]
+    fn a_torn_last_line_is_ignored_and_cut_off_by_the_next_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let mut undo = crate::store::undo::Undo::new();
+        append(&path, &mut undo, &checkpoint(1, 1)).unwrap();
+        append(&path, &mut undo, &checkpoint(2, 2)).unwrap();
+        undo.commit();
+        // A writer killed mid-line: half a record, no newline.
+        let mut torn = fs::read(&path).unwrap();
+        torn.extend_from_slice(br#"{"generation":3,"checkpoint":{"task":"a","#);
+        fs::write(&path, &torn).unwrap();
+        let journal = Journal::read(&path).unwrap();
+        assert_eq!(journal.records.len(), 2);
+        let mut stack = claimed_stack();
+        assert_eq!(journal.fold_into(&mut stack), 2);
+        assert_eq!(stack.tasks[0].progress.done, 2);
+
+        let mut undo = crate::store::undo::Undo::new();
+        append(&path, &mut undo, &checkpoint(3, 3)).unwrap();
+        undo.commit();
+        let journal = Journal::read(&path).unwrap();
+        let generations: Vec<u64> = journal.records.iter().map(|r| r.generation).collect();
+        assert_eq!(generations, [1, 2, 3]);
+        assert!(fs::read(&path).unwrap().ends_with(b"}\n"));
+    }
+
+    #[test]
+    fn records_the_stack_already_holds_are_not_applied_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let mut undo = crate::store::undo::Undo::new();
+        for generation in 1..=3 {
+            append(&path, &mut undo, &checkpoint(generation, generation)).unwrap();
+        }
+        undo.commit();
+        let journal = Journal::read(&path).unwrap();
+        let mut stack = claimed_stack();
+        // Folded up to 2 and written, then cut off before the journal went.
+        stack.journal_generation = 2;
+        stack.tasks[0].progress.done = 2;
+        assert_eq!(journal.fold_into(&mut stack), 3);
+        assert_eq!(stack.tasks[0].checkpoints.len(), 1, "only record 3 applied");
+        assert_eq!(stack.tasks[0].progress.done, 3);
+    }
+
+    #[test]
+    fn a_write_under_a_stale_token_is_skipped_by_every_reader() {
+        let mut stack = claimed_stack();
+        // Claimed again since: the token is 2, the record carries 1.
+        stack.tasks[0].fence = 2;
+        let journal = Journal {
+            records: vec![checkpoint(1, 5)],
+            bytes: 0,
+        };
+        journal.fold_into(&mut stack);
+        assert_eq!(stack.tasks[0].progress.done, 0);
+        assert!(stack.tasks[0].checkpoints.is_empty());
+    }
+}
