@@ -100,6 +100,9 @@ impl Workspace {
             ours.push(elapsed);
             peak = peak.max(rss);
             theirs.push(measure(&mut self.git_rev_parse()).0);
+            if i + 1 == runs {
+                peak = peak_memory(&cmd).unwrap_or(peak);
+            }
         }
         let (ours, theirs) = (median(ours), median(theirs));
         println!(
@@ -130,25 +133,39 @@ impl Workspace {
                 peak = peak.max(rss);
                 theirs.push(measure(&mut self.git_rev_parse()).0);
             }
+            peak = peak_memory(&self.orchestrator(command)).unwrap_or(peak);
             self.report(command[0], median(ours), median(theirs), peak);
         }
         self.orchestrator(&["wrap", "--no-commit", "--no-backup", "--agent", "reader"])
             .status()
             .expect("wrap runs");
-        // Each `start` claims a task; the claim is undone (untimed) by putting the stack back.
-        let snapshot = std::fs::read(self.root().join("task_stack.json")).expect("the stack");
+        // Each `start` claims a task: a record in the checkpoint journal (after the wrap above
+        // folded it, the only one), undone (untimed) by removing it and the session.
+        let journal = self.root().join(".orchestrator/journal.jsonl");
         let (mut ours, mut theirs, mut peak) = (Vec::new(), Vec::new(), 0);
+        let undo_start = || {
+            std::fs::remove_file(&journal).expect("remove the claim");
+            let active = self.root().join(".orchestrator/sessions/active");
+            std::fs::remove_dir_all(&active).expect("remove the session");
+        };
+        let measured = peak_memory(&self.orchestrator(&["start", "--agent", "starter", "--json"]));
+        if measured.is_some() {
+            undo_start();
+        }
         for _ in 0..runs {
             let (elapsed, rss) =
                 measure(&mut self.orchestrator(&["start", "--agent", "starter", "--json"]));
             ours.push(elapsed);
             peak = peak.max(rss);
             theirs.push(measure(&mut self.git_rev_parse()).0);
-            std::fs::write(self.root().join("task_stack.json"), &snapshot).expect("put back");
-            let active = self.root().join(".orchestrator/sessions/active");
-            std::fs::remove_dir_all(&active).expect("remove the session");
+            undo_start();
         }
-        self.report("start", median(ours), median(theirs), peak);
+        self.report(
+            "start",
+            median(ours),
+            median(theirs),
+            measured.unwrap_or(peak),
+        );
     }
 
     fn report(&self, command: &str, ours: Duration, theirs: Duration, peak: u64) {
@@ -330,6 +347,42 @@ fn measure(cmd: &mut Command) -> (Duration, u64) {
     assert!(status.success(), "{cmd:?} failed: {status}");
     // Linux reports ru_maxrss in KiB.
     (elapsed, usage.ru_maxrss as u64 * 1024)
+}
+
+/// Peak resident memory of one run of `cmd`, from GNU time (`/usr/bin/time -f %M`), or `None`
+/// without it. A child spawned straight from this process would report this process's own
+/// high-water mark: Linux folds the memory of the process that spawned it into a child's
+/// `ru_maxrss` at exec, and this one holds the whole stack it built. GNU time forks the command
+/// from a small process of its own.
+fn peak_memory(cmd: &Command) -> Option<u64> {
+    let time = Path::new("/usr/bin/time");
+    if !time.exists() {
+        return None;
+    }
+    let out = tempfile::NamedTempFile::new().ok()?;
+    let mut wrapped = Command::new(time);
+    wrapped
+        .args(["-f", "%M", "-o"])
+        .arg(out.path())
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .env_clear()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (key, value) in cmd.get_envs() {
+        if let Some(value) = value {
+            wrapped.env(key, value);
+        }
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    if !wrapped.status().ok()?.success() {
+        return None;
+    }
+    let text = std::fs::read_to_string(out.path()).ok()?;
+    let kib: u64 = text.lines().last()?.trim().parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// The longest "waited ... for the workspace lock" that a worker's debug log reports.

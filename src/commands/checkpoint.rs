@@ -78,9 +78,10 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
         .ok()
         .map(|session| Measured::read(&ws, &session));
     let lock = ws.lock()?;
-    // A view: the checkpoint goes to the journal, the stack is not written back from here.
-    let mut stack = ws.load_view()?;
     let mut session = select_session(&ws, named, agent, false)?;
+    // The settings and this task only: the checkpoint goes to the journal, and the stack is not
+    // written back from here.
+    let mut stack = ws.load_task_view(&session.task)?;
     let meters = record_usage(&ws, &stack, &session, &args.usage)?;
     let lease = Session::lease(stack.settings.lease_minutes);
     let stack_path = ws.stack_path();
@@ -213,6 +214,7 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
     if let Err(err) = folded {
         tracing::warn!("checkpoint recorded, but folding the journal failed: {err:#}");
     }
+    ws.reindex_if_stale(&lock);
     let commit = commits.then(|| {
         let message = wrap::handoff::checkpoint_commit_message(&session, message, progress);
         // The checkpoint is recorded whatever happens here: a failed commit is reported, not fatal.

@@ -13,9 +13,11 @@ pub fn run(ctx: &Context) -> Result<u8> {
     let ws = ctx.workspace()?;
     let stack = ws.load_view()?;
     let selection = select_next(&stack, ctx.now);
+    // One object per task of the stack: built only when it is printed.
     let others: Vec<_> = selection
         .others
         .iter()
+        .filter(|_| ctx.json)
         .map(|(task, reason)| {
             json!({"task": task.id, "status": task.status, "priority": task.priority,
                    "reason": reason.code(), "detail": reason.to_string()})

@@ -100,8 +100,13 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
     }
     let ws = ctx.workspace()?;
     let lock = ws.lock()?;
-    let mut stack = ws.load_stack()?;
     let sessions = ws.active_sessions()?;
+    // Selection needs no task's checkpoints, and the claim goes to the journal: a view does,
+    // unless a recovery will rewrite the stack.
+    let mut stack = ws.load_view()?;
+    if wrap::needs_recovery(&stack, &sessions, ctx.now) {
+        stack = ws.load_stack()?;
+    }
 
     // Refuse a double start before touching anything.
     if let Some(live) = sessions
@@ -312,22 +317,29 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
         lease_expires: expires,
         extra: Map::new(),
     };
-    session.fence = ws.claim(&lock, &mut stack, &task_id, claim)?.fence;
-    let task = stack
-        .task(&task_id)
-        .expect("the chosen task exists")
-        .clone();
-    // A stack that cannot be saved (a full disk) must not leave a session record behind that
-    // claims nothing. Recoveries done above are finished wraps of other sessions and stay.
+    // The claim first: a crash before the session record leaves a claim that no session backs,
+    // which the next `start` releases. A record that cannot be saved (a full disk) undoes the
+    // claim. Recoveries done above are finished wraps of other sessions and stay.
     let mut undo = Undo::new();
     undo.before_replace(&ws.active_path(&id))?;
-    undo.before_replace(&ws.stack_path())?;
+    if worktree.is_some() {
+        undo.before_replace(&wrap::worktree::record_path(ws.root(), &task_id))?;
+    }
+    session.fence = ws
+        .claim(&lock, &mut undo, &mut stack, &task_id, claim)?
+        .fence;
     ws.save_active(&lock, &session)?;
-    ws.save_stack(&lock, &stack)?;
     if let Some(wt) = &worktree {
         wrap::save_record(&ws, &lock, &session, wt, Some(None))?;
     }
     undo.commit();
+    ws.reindex_if_stale(&lock);
+    // The whole task for the brief: the view has none of its checkpoints.
+    let task = ws
+        .load_task_view(&task_id)?
+        .task(&task_id)
+        .cloned()
+        .ok_or_else(|| Failure::user(format!("task `{task_id}` vanished")))?;
     drop(lock);
 
     Ok(brief(&ws, &stack, &session, &task, false, &recovered))

@@ -25,13 +25,14 @@ pub struct StatusArgs {
 
 pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
     let ws = ctx.workspace()?;
-    let stack = ws.load_view()?;
+    let sessions = ws.active_sessions()?;
+    // The settings and the sessions' own tasks: never the whole stack.
+    let tasks: Vec<&str> = sessions.iter().map(|s| s.task.as_str()).collect();
+    let stack = ws.load_tasks_view(&tasks)?;
     meters::warn_about_compaction(&ws, &stack);
     // A wrap cut off halfway (a full disk, a kill) is neither live nor gone: shown with its steps.
-    let (wrapping, live): (Vec<Session>, Vec<Session>) = ws
-        .active_sessions()?
-        .into_iter()
-        .partition(Session::is_wrapping);
+    let (wrapping, live): (Vec<Session>, Vec<Session>) =
+        sessions.into_iter().partition(Session::is_wrapping);
     let wrapping_json: Vec<Value> = wrapping.iter().map(wrapping_entry).collect();
     let wrapping_text: String = wrapping.iter().map(wrapping_lines).collect();
     let named = args.session.session.as_deref();

@@ -39,8 +39,8 @@ macro_rules! deserialize_keeping_unknown_fields {
                         $(let mut $req = None;)*
                         $(let mut $opt = None;)*
                         let mut extra = Map::new();
-                        while let Some(key) = map.next_key::<String>()? {
-                            match key.as_str() {
+                        while let Some(key) = map.next_key_seed(FieldName)? {
+                            match key.as_ref() {
                                 $(stringify!($req) => {
                                     if $req.is_some() {
                                         return Err(serde::de::Error::duplicate_field(stringify!($req)));
@@ -55,7 +55,7 @@ macro_rules! deserialize_keeping_unknown_fields {
                                 })*
                                 _ => {
                                     let value: Value = map.next_value()?;
-                                    extra.insert(key, value);
+                                    extra.insert(key.into_owned(), value);
                                 }
                             }
                         }
@@ -70,6 +70,41 @@ macro_rules! deserialize_keeping_unknown_fields {
             }
         }
     };
+}
+
+/// A field name, borrowed from the text when it has no escape: reading a stack then allocates
+/// nothing per key of every task and checkpoint.
+struct FieldName;
+
+impl<'de> serde::de::DeserializeSeed<'de> for FieldName {
+    type Value = std::borrow::Cow<'de, str>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        struct Name;
+        impl<'de> serde::de::Visitor<'de> for Name {
+            type Value = std::borrow::Cow<'de, str>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+
+            fn visit_borrowed_str<E>(self, name: &'de str) -> Result<Self::Value, E> {
+                Ok(std::borrow::Cow::Borrowed(name))
+            }
+
+            fn visit_str<E>(self, name: &str) -> Result<Self::Value, E> {
+                Ok(std::borrow::Cow::Owned(name.to_string()))
+            }
+
+            fn visit_string<E>(self, name: String) -> Result<Self::Value, E> {
+                Ok(std::borrow::Cow::Owned(name))
+            }
+        }
+        deserializer.deserialize_str(Name)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -856,6 +891,30 @@ impl Task {
         self.status = Status::InProgress;
         self.claim = Some(claim);
         self.fence
+    }
+}
+
+/// A claim, as the file store's journal records it: the task goes to `claim.session` with the
+/// fencing token `token` (one above the task's token before it).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClaimWrite {
+    pub task: String,
+    pub token: u64,
+    pub claim: Claim,
+}
+
+impl ClaimWrite {
+    /// Applies the claim, unless another claim came between (its token is not the next one).
+    pub fn apply(&self, task: &mut Task) -> Result<(), Lost> {
+        if task.fence + 1 != self.token {
+            return Err(Lost {
+                task: task.id.clone(),
+                session: self.claim.session.clone(),
+                holder: task.claim.as_ref().map(|c| c.session.clone()),
+            });
+        }
+        task.claim(self.claim.clone());
+        Ok(())
     }
 }
 

@@ -169,6 +169,98 @@ pub fn read_text(path: &Path) -> Result<String> {
     })
 }
 
+/// A file's bytes mapped read-only, for the stack: the kernel shares its cached pages instead of
+/// copying them into fresh memory, which on a large stack is most of a read's time.
+pub struct Mapped {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Mapped {
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: `ptr` maps `len` readable bytes for as long as `self` lives (see `map_text`).
+        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `map_text` made.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
+/// A file's text, mapped or read.
+pub enum Text {
+    /// With the identity of the file mapped, for the stack's index.
+    Mapped(Mapped, super::index::Identity),
+    Read(String),
+}
+
+impl Text {
+    /// The identity of the file the text was mapped from.
+    pub fn identity(&self) -> Option<super::index::Identity> {
+        match self {
+            Text::Mapped(_, identity) => Some(*identity),
+            Text::Read(_) => None,
+        }
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            // SAFETY: checked to be UTF-8 when made (see `map_text`).
+            Text::Mapped(mapped, _) => unsafe { std::str::from_utf8_unchecked(mapped.bytes()) },
+            Text::Read(text) => text,
+        }
+    }
+}
+
+/// The text of `path`: mapped when it is a non-empty regular file, else read. Our writers never
+/// change a stack file in place (they rename a new one over it), so the mapping stays whole.
+pub fn map_text(path: &Path) -> Result<Text> {
+    let read = || read_text(path).map(Text::Read);
+    let Ok(file) = File::open(path) else {
+        return read();
+    };
+    let Ok(meta) = file.metadata() else {
+        return read();
+    };
+    let len = meta.len() as usize;
+    if len == 0 || !meta.is_file() {
+        return read();
+    }
+    use std::os::fd::AsRawFd;
+    // SAFETY: a fresh private read-only mapping of an open file; checked for failure below.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE | libc::MAP_POPULATE,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return read();
+    }
+    let mapped = Mapped { ptr, len };
+    if let Err(err) = std::str::from_utf8(mapped.bytes()) {
+        return Err(Failure::user(format!(
+            "{}: not valid UTF-8 (byte {})",
+            path.display(),
+            err.valid_up_to()
+        )));
+    }
+    Ok(Text::Mapped(
+        mapped,
+        super::index::Identity::from_metadata(&meta),
+    ))
+}
+
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     let mut text = serde_json::to_string_pretty(value).context("cannot serialize state")?;
     text.push('\n');
@@ -241,8 +333,10 @@ pub(super) fn our_temp_file_pid(name: &str) -> Option<libc::pid_t> {
     let cache = |hash: Option<&str>| {
         hash.is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
     };
-    let ours = matches!(target, STACK_FILE | ".gitignore" | ".gitkeep")
-        || session(target.strip_suffix(".json"))
+    let ours = matches!(
+        target,
+        STACK_FILE | ".gitignore" | ".gitkeep" | super::INDEX_FILE
+    ) || session(target.strip_suffix(".json"))
         || session(target.strip_suffix(".checkpoints.jsonl"))
         || session(
             target

@@ -17,7 +17,7 @@ use std::io::{ErrorKind, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use crate::core::stack::{CheckpointWrite, TaskStack};
+use crate::core::stack::{CheckpointWrite, ClaimWrite, Lost, Task, TaskStack};
 use crate::error::Failure;
 
 /// The journal is folded into the snapshot once it is this large: large enough that the fold
@@ -39,7 +39,32 @@ pub fn fold_bytes() -> u64 {
 pub struct Record {
     /// One past the highest generation the stack held when this was appended.
     pub generation: u64,
-    pub checkpoint: CheckpointWrite,
+    /// A checkpoint under a claim, or:
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointWrite>,
+    /// a claim (`start`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<ClaimWrite>,
+}
+
+impl Record {
+    fn task(&self) -> Option<&str> {
+        match (&self.checkpoint, &self.claim) {
+            (Some(write), _) => Some(&write.task),
+            (None, Some(claim)) => Some(&claim.task),
+            (None, None) => None,
+        }
+    }
+
+    fn apply(&self, task: &mut Task) -> Result<(), Lost> {
+        if let Some(claim) = &self.claim {
+            claim.apply(task)?;
+        }
+        if let Some(write) = &self.checkpoint {
+            write.apply(task)?;
+        }
+        Ok(())
+    }
 }
 
 /// The journal as read: its records and its length in bytes (torn tail included).
@@ -105,6 +130,16 @@ impl Journal {
     /// hand edit of the snapshot can make one) is skipped with a warning, by every reader alike.
     /// Returns the generation the stack then holds.
     pub fn fold_into(&self, stack: &mut TaskStack) -> u64 {
+        self.fold(stack, true)
+    }
+
+    /// [`Journal::fold_into`] for a stack that holds only some of its tasks (one checkpoint's):
+    /// records of the other tasks only count for the generation.
+    pub fn fold_into_part(&self, stack: &mut TaskStack) -> u64 {
+        self.fold(stack, false)
+    }
+
+    fn fold(&self, stack: &mut TaskStack, whole: bool) -> u64 {
         let mut generation = stack.journal_generation;
         let index: HashMap<String, usize> = if self.has_pending(stack) {
             stack
@@ -119,19 +154,17 @@ impl Journal {
         let pending: Vec<Record> = self.pending(stack).cloned().collect();
         for record in pending {
             generation = generation.max(record.generation);
-            let write = &record.checkpoint;
-            let Some(task) = index.get(&write.task).map(|&i| &mut stack.tasks[i]) else {
-                tracing::warn!(
-                    "journal: task `{}` is no longer in the stack; its checkpoint is in session {}",
-                    write.task,
-                    write.session
-                );
+            let Some(id) = record.task() else { continue };
+            let Some(task) = index.get(id).map(|&i| &mut stack.tasks[i]) else {
+                if whole {
+                    tracing::warn!("journal: task `{id}` is no longer in the stack");
+                }
                 continue;
             };
-            if let Err(lost) = write.apply(task) {
+            if let Err(lost) = record.apply(task) {
                 tracing::warn!(
-                    "journal: skipping a checkpoint of session {}: {lost}",
-                    write.session
+                    "journal: skipping the record of generation {}: {lost}",
+                    record.generation
                 );
             }
         }
@@ -195,4 +228,112 @@ fn cut_torn_tail(path: &Path) -> Result<()> {
     file.set_len(keep as u64)
         .and_then(|()| file.sync_all())
         .with_context(|| format!("cannot truncate {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::stack::{Checkpoint, Claim, Task};
+    use chrono::{TimeZone, Utc};
+    use serde_json::Map;
+
+    fn checkpoint(generation: u64, progress: u64) -> Record {
+        let at = Utc.with_ymd_and_hms(2025, 11, 6, 0, 0, 0).unwrap();
+        Record {
+            generation,
+            checkpoint: Some(CheckpointWrite {
+                task: "a".into(),
+                session: "s".into(),
+                token: 1,
+                progress,
+                checkpoint: Checkpoint {
+                    at,
+                    session: "s".into(),
+                    message: format!("to {progress}"),
+                    progress,
+                    tokens: None,
+                    extra: Map::new(),
+                },
+                resolved: Vec::new(),
+                issues: Vec::new(),
+                lease_expires: at,
+            }),
+            claim: None,
+        }
+    }
+
+    fn claimed_stack() -> TaskStack {
+        let mut stack = TaskStack::new(Default::default());
+        let mut task = Task::new("a".into(), String::new(), 1, 10, Vec::new());
+        task.claim(Claim {
+            session: "s".into(),
+            agent: "x".into(),
+            host: "h".into(),
+            pid: 1,
+            lease_expires: Utc.with_ymd_and_hms(2025, 11, 6, 0, 0, 0).unwrap(),
+            extra: Map::new(),
+        });
+        stack.tasks.push(task);
+        stack
+    }
+
+    #[test]
+    fn a_torn_last_line_is_ignored_and_cut_off_by_the_next_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let mut undo = crate::store::undo::Undo::new();
+        append(&path, &mut undo, &checkpoint(1, 1)).unwrap();
+        append(&path, &mut undo, &checkpoint(2, 2)).unwrap();
+        undo.commit();
+        // A writer killed mid-line: half a record, no newline.
+        let mut torn = fs::read(&path).unwrap();
+        torn.extend_from_slice(br#"{"generation":3,"checkpoint":{"task":"a","#);
+        fs::write(&path, &torn).unwrap();
+        let journal = Journal::read(&path).unwrap();
+        assert_eq!(journal.records.len(), 2);
+        let mut stack = claimed_stack();
+        assert_eq!(journal.fold_into(&mut stack), 2);
+        assert_eq!(stack.tasks[0].progress.done, 2);
+
+        let mut undo = crate::store::undo::Undo::new();
+        append(&path, &mut undo, &checkpoint(3, 3)).unwrap();
+        undo.commit();
+        let journal = Journal::read(&path).unwrap();
+        let generations: Vec<u64> = journal.records.iter().map(|r| r.generation).collect();
+        assert_eq!(generations, [1, 2, 3]);
+        assert!(fs::read(&path).unwrap().ends_with(b"}\n"));
+    }
+
+    #[test]
+    fn records_the_stack_already_holds_are_not_applied_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let mut undo = crate::store::undo::Undo::new();
+        for generation in 1..=3 {
+            append(&path, &mut undo, &checkpoint(generation, generation)).unwrap();
+        }
+        undo.commit();
+        let journal = Journal::read(&path).unwrap();
+        let mut stack = claimed_stack();
+        // Folded up to 2 and written, then cut off before the journal went.
+        stack.journal_generation = 2;
+        stack.tasks[0].progress.done = 2;
+        assert_eq!(journal.fold_into(&mut stack), 3);
+        assert_eq!(stack.tasks[0].checkpoints.len(), 1, "only record 3 applied");
+        assert_eq!(stack.tasks[0].progress.done, 3);
+    }
+
+    #[test]
+    fn a_write_under_a_stale_token_is_skipped_by_every_reader() {
+        let mut stack = claimed_stack();
+        // Claimed again since: the token is 2, the record carries 1.
+        stack.tasks[0].fence = 2;
+        let journal = Journal {
+            records: vec![checkpoint(1, 5)],
+            bytes: 0,
+        };
+        journal.fold_into(&mut stack);
+        assert_eq!(stack.tasks[0].progress.done, 0);
+        assert!(stack.tasks[0].checkpoints.is_empty());
+    }
 }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod file;
+pub mod index;
 pub mod journal;
 pub mod postgres;
 pub mod run_state;
@@ -33,6 +34,8 @@ pub const STACK_FILE: &str = "task_stack.json";
 pub const STATE_DIR: &str = ".orchestrator";
 /// Under the state directory: checkpoints not yet folded into the stack (see [`journal`]).
 pub const JOURNAL_FILE: &str = "journal.jsonl";
+/// Under the cache directory: the stack's index.
+pub const INDEX_FILE: &str = "stack.index";
 /// Under the state directory: which git locks a running commit may leave (see `wrap::vcs`).
 const GIT_OWNERS_DIR: &str = "git_owners";
 
@@ -182,6 +185,11 @@ impl Workspace {
 
     pub fn state_dir(&self) -> PathBuf {
         self.root.join(STATE_DIR)
+    }
+
+    /// Where each task lies in the stack file (derived; see [`index`]).
+    pub fn index_path(&self) -> PathBuf {
+        self.cache_dir().join(INDEX_FILE)
     }
 
     /// The checkpoint journal, folded over the stack by every reader.
@@ -350,10 +358,9 @@ impl Workspace {
     ) -> Result<TaskStack> {
         self.check_layout()?;
         let path = self.stack_path();
-        let text = read_text(&path)?;
+        let text = file::map_text(&path)?;
         let mut stack = parse(&text)
             .map_err(|invalid| Failure::user(format!("{}: {invalid}", path.display())))?;
-        drop(text);
         self.check_settings_paths(&stack.settings)?;
         let journal = journal::Journal::read(&self.journal_path())?;
         stack.journal_generation = journal.fold_into(&mut stack);
@@ -370,7 +377,92 @@ impl Workspace {
         stack
             .validate()
             .map_err(|invalid| Failure::user(format!("{}: {invalid}", path.display())))?;
-        write_atomic(&path, stack.to_json().as_bytes())
+        let text = stack.to_json();
+        write_atomic(&path, text.as_bytes())?;
+        // Derived state: a stack without a matching index is read whole, never misread.
+        let ids: Vec<&str> = stack.tasks.iter().map(|t| t.id.as_str()).collect();
+        let written = index::Identity::of(&path).and_then(|identity| {
+            index::write(
+                &self.index_path(),
+                identity,
+                &text,
+                &ids,
+                stack.journal_generation,
+            )
+        });
+        if let Err(err) = written {
+            tracing::warn!("cannot index {}: {err:#}", path.display());
+        }
+        Ok(())
+    }
+
+    /// The stack as a checkpoint on `task` needs it: the settings and that one task, with the
+    /// journal folded in, read through the index without parsing the rest of the stack. Never
+    /// save it.
+    pub fn load_task_view(&self, task: &str) -> Result<TaskStack> {
+        self.load_tasks_view(&[task])
+    }
+
+    /// The settings and the tasks named (those that exist), the journal folded in, read through
+    /// the index. Falls back to [`Workspace::load_view`] when the index does not match the stack
+    /// (a hand edit) or lacks a task. Never save it.
+    pub fn load_tasks_view(&self, tasks: &[&str]) -> Result<TaskStack> {
+        self.check_layout()?;
+        let path = self.stack_path();
+        let Some(found) = index::Index::open(&self.index_path(), &path) else {
+            return self.load_view();
+        };
+        let settings: Settings = match found.settings {
+            Some(span) => serde_json::from_str(&index::read_span(&path, span)?)
+                .map_err(|err| Failure::user(format!("{}: settings: {err}", path.display())))?,
+            None => Settings::default(),
+        };
+        let mut stack = TaskStack::new(settings);
+        for &task in tasks {
+            if stack.task(task).is_some() {
+                continue;
+            }
+            let mut entry = None;
+            for span in found.candidates(task) {
+                let text = index::read_span(&path, span)?;
+                let parsed: crate::core::stack::Task =
+                    serde_json::from_str(&text).map_err(|err| {
+                        Failure::user(format!("{}: task `{task}`: {err}", path.display()))
+                    })?;
+                if parsed.id == task {
+                    entry = Some(parsed);
+                    break;
+                }
+            }
+            match entry {
+                Some(entry) => stack.tasks.push(entry),
+                None => return self.load_view(),
+            }
+        }
+        self.check_settings_paths(&stack.settings)?;
+        stack.journal_generation = found.journal_generation;
+        let journal = journal::Journal::read(&self.journal_path())?;
+        stack.journal_generation = journal.fold_into_part(&mut stack);
+        Ok(stack)
+    }
+
+    /// Indexes a stack that has no index matching it (written by hand, or before indexes
+    /// existed), so that the next checkpoint reads only its task. Called after a command
+    /// succeeded: derived state, never part of what a refused command would have to undo.
+    pub fn reindex_if_stale(&self, _lock: &WorkspaceLock) {
+        let path = self.stack_path();
+        if index::Index::open(&self.index_path(), &path).is_some() {
+            return;
+        }
+        let indexed = file::map_text(&path).and_then(|text| {
+            let identity = text
+                .identity()
+                .context("an empty or unreadable stack is not indexed")?;
+            index::write_from_text(&self.index_path(), identity, &text)
+        });
+        if let Err(err) = indexed {
+            tracing::debug!("cannot index {}: {err:#}", path.display());
+        }
     }
 
     /// Makes `task_stack.json` current and complete: writes the journal's records into it and
@@ -400,24 +492,41 @@ impl Workspace {
         Ok(())
     }
 
-    /// Gives `task` to `claim.session`, raising its fencing token. The stack is then saved by
-    /// the caller with the session record.
+    /// Gives `task` to `claim.session`, raising its fencing token: one fsynced journal record,
+    /// applied to `stack` (which may be a view: nothing rewrites the stack here).
     pub fn claim(
         &self,
         _lock: &WorkspaceLock,
+        undo: &mut Undo,
         stack: &mut TaskStack,
         task: &str,
         claim: Claim,
     ) -> Result<ClaimToken> {
+        let generation = stack.journal_generation + 1;
+        let path = self.stack_path();
+        let entry = stack
+            .task_mut(task)
+            .ok_or_else(|| Failure::user(format!("{}: no task `{task}`", path.display())))?;
         let session = claim.session.clone();
-        let entry = stack.task_mut(task).ok_or_else(|| {
-            Failure::user(format!("{}: no task `{task}`", self.stack_path().display()))
-        })?;
-        let fence = entry.claim(claim);
+        let write = crate::core::stack::ClaimWrite {
+            task: task.to_string(),
+            token: entry.fence + 1,
+            claim,
+        };
+        let record = journal::Record {
+            generation,
+            checkpoint: None,
+            claim: Some(write.clone()),
+        };
+        journal::append(&self.journal_path(), undo, &record)?;
+        write
+            .apply(entry)
+            .map_err(|lost| Failure::lost(lost.to_string()))?;
+        stack.journal_generation = generation;
         Ok(ClaimToken {
             task: task.to_string(),
             session,
-            fence,
+            fence: write.token,
         })
     }
 
@@ -450,7 +559,8 @@ impl Workspace {
         self.append_session_event(lock, undo, &write.session, event)?;
         let record = journal::Record {
             generation,
-            checkpoint: write.clone(),
+            checkpoint: Some(write.clone()),
+            claim: None,
         };
         journal::append(&self.journal_path(), undo, &record)?;
         *task = applied;
@@ -645,7 +755,7 @@ pub trait Store {
     fn load_stack(&self) -> Result<TaskStack>;
     /// The stack as selection and status read it, tasks' checkpoints left out. Never saved.
     fn load_view(&self) -> Result<TaskStack>;
-    /// Replaces the stack as a whole (task and config commands, a wrap's stack step, claims).
+    /// Replaces the stack as a whole (task and config commands, a wrap's stack step).
     fn save_stack(&self, lock: &WorkspaceLock, stack: &TaskStack) -> Result<()>;
     /// Makes the exported stack current and complete (the file store folds its journal).
     fn fold(&self, lock: &WorkspaceLock) -> Result<()>;
@@ -653,6 +763,7 @@ pub trait Store {
     fn claim(
         &self,
         lock: &WorkspaceLock,
+        undo: &mut Undo,
         stack: &mut TaskStack,
         task: &str,
         claim: Claim,
@@ -698,11 +809,12 @@ impl Store for Workspace {
     fn claim(
         &self,
         lock: &WorkspaceLock,
+        undo: &mut Undo,
         stack: &mut TaskStack,
         task: &str,
         claim: Claim,
     ) -> Result<ClaimToken> {
-        Workspace::claim(self, lock, stack, task, claim)
+        Workspace::claim(self, lock, undo, stack, task, claim)
     }
     fn append_checkpoint(
         &self,

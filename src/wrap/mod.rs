@@ -84,6 +84,21 @@ pub fn begin(
     });
 }
 
+/// Whether [`recover`] has anything to do: a session whose wrap was cut off or whose lease ran
+/// out, or a claim that no live session backs.
+pub fn needs_recovery(stack: &TaskStack, sessions: &[Session], now: DateTime<Utc>) -> bool {
+    let live = |id: &str| {
+        sessions
+            .iter()
+            .any(|s| s.id == id && !s.is_wrapping() && !s.is_stale(now))
+    };
+    sessions.iter().any(|s| s.is_wrapping() || s.is_stale(now))
+        || stack
+            .tasks
+            .iter()
+            .any(|t| t.claim.as_ref().is_some_and(|c| !live(&c.session)))
+}
+
 /// Wraps every session whose wrap was cut off or whose lease ran out, and releases claims
 /// that no session file backs (left by a start killed between its two writes).
 pub fn recover(

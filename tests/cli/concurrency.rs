@@ -279,7 +279,8 @@ fn a_fold_cut_off_before_the_journal_is_removed_applies_nothing_twice() {
     // The stack holds all three, and the journal is still there with them.
     assert!(ws.file(".orchestrator/journal.jsonl").exists());
     let raw: serde_json::Value = serde_json::from_str(&ws.read("task_stack.json")).unwrap();
-    assert_eq!(raw["journal_generation"], 3);
+    // Records 1 to 4: the claim of `start`, then the three checkpoints.
+    assert_eq!(raw["journal_generation"], 4);
     let status = ws.json(12, &["status"]);
     assert_eq!(status["progress"]["done"], 3);
     ws.expect(12, &["checkpoint", "four", "--progress", "4"]);

@@ -30,6 +30,7 @@ mod report;
 mod run;
 mod seed;
 mod sessions;
+mod store;
 mod task_editing;
 mod tasks;
 mod transcripts;

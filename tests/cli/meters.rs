@@ -339,7 +339,12 @@ fn a_line_split_across_two_appends_is_read_once_whole() {
     assert_eq!(checkpoint_json(&ws, 10)["used"], 160_000);
     // Read once: a later response of the same id replaces it rather than adding up.
     assert_eq!(checkpoint_json(&ws, 10)["used"], 160_000);
-    let cache = ws.files_in(".orchestrator/cache");
+    // The transcript read positions; the stack's index lives beside them.
+    let cache: Vec<String> = ws
+        .files_in(".orchestrator/cache")
+        .into_iter()
+        .filter(|name| name.starts_with("transcript-"))
+        .collect();
     assert_eq!(cache.len(), 1, "{cache:?}");
     let state: Value =
         serde_json::from_str(&ws.read(&format!(".orchestrator/cache/{}", cache[0]))).unwrap();
@@ -534,7 +539,12 @@ fn a_100_mb_transcript_is_read_whole_once_then_incrementally() {
     let v = ws.json(10, &["status"]);
     assert_eq!(v["used"], 165_000);
     assert_ne!(first, 165_000);
-    let cache = ws.files_in(".orchestrator/cache");
+    // The transcript read positions; the stack's index lives beside them.
+    let cache: Vec<String> = ws
+        .files_in(".orchestrator/cache")
+        .into_iter()
+        .filter(|name| name.starts_with("transcript-"))
+        .collect();
     let state: Value =
         serde_json::from_str(&ws.read(&format!(".orchestrator/cache/{}", cache[0]))).unwrap();
     assert_eq!(

@@ -1,0 +1,114 @@
+//! Issue 15's store: fencing tokens, the stack index a checkpoint reads through, and stacks
+//! written before either existed.
+
+use crate::common::*;
+use serde_json::Value;
+
+const TASK: &str = "integrate_sessions_101_140";
+
+/// The stack file rewritten as a person would, with `edit` applied to the task.
+fn edit_task(ws: &Ws, edit: impl FnOnce(&mut Value)) {
+    let mut stack: Value = serde_json::from_str(&ws.read("task_stack.json")).unwrap();
+    let task = stack["tasks"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|t| t["id"] == TASK)
+        .unwrap();
+    edit(task);
+    ws.write(
+        "task_stack.json",
+        &serde_json::to_string_pretty(&stack).unwrap(),
+    );
+}
+
+#[test]
+fn each_claim_raises_the_fencing_token_the_session_carries() {
+    let ws = Ws::seed();
+    let first = ws.json(0, &["start", "--agent", "a"])["session"].clone();
+    assert_eq!(ws.task(TASK)["fence"], 1);
+    let record: Value = serde_json::from_str(&ws.read(&format!(
+        ".orchestrator/sessions/active/{}.json",
+        first.as_str().unwrap()
+    )))
+    .unwrap();
+    assert_eq!(record["fence"], 1);
+    ws.ok(&["wrap", "--agent", "a"]);
+    ws.set_now(&at_minutes(1));
+    ws.json(0, &["start", "--agent", "b"]);
+    assert_eq!(ws.task(TASK)["fence"], 2);
+    ws.expect(
+        12,
+        &["checkpoint", "b works", "--progress", "1", "--agent", "b"],
+    );
+}
+
+#[test]
+fn a_checkpoint_under_a_stale_token_is_refused_with_exit_5_and_changes_nothing() {
+    let ws = Ws::seed();
+    ws.ok(&["start"]);
+    ws.expect(12, &["checkpoint", "first", "--progress", "1"]);
+    ws.ok(&["task", "list"]);
+    // Another claim since (as a store shared by machines would see it): the token moved on.
+    edit_task(&ws, |task| task["fence"] = 7.into());
+    let before = ws.snapshot();
+    let out = ws.run(&["checkpoint", "late", "--progress", "2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains(&format!("lost task `{TASK}`")), "{stderr}");
+    assert!(
+        ws.snapshot() == before,
+        "a refused checkpoint changed files"
+    );
+}
+
+#[test]
+fn a_checkpoint_sees_a_stack_edited_by_hand_since_it_was_indexed() {
+    let ws = Ws::seed();
+    ws.ok(&["start"]);
+    ws.expect(12, &["checkpoint", "first", "--progress", "1"]);
+    assert!(ws.file(".orchestrator/cache/stack.index").exists());
+    ws.ok(&["task", "list"]);
+    // More units than the index's copy of the task allows: only the edited file has them.
+    edit_task(&ws, |task| task["progress"]["total"] = 50.into());
+    ws.expect(
+        12,
+        &["checkpoint", "past the old total", "--progress", "45"],
+    );
+    assert_eq!(ws.progress(TASK), (45, 50));
+    // Written by us again: indexed, and read through the index.
+    ws.expect(12, &["checkpoint", "again", "--progress", "46"]);
+    assert_eq!(ws.progress(TASK), (46, 50));
+    assert_eq!(ws.json(12, &["status"])["progress"]["done"], 46);
+}
+
+#[test]
+fn a_stack_and_session_written_before_tokens_and_the_journal_load_unchanged() {
+    let ws = Ws::seed();
+    ws.ok(&["start"]);
+    ws.ok(&["task", "list"]);
+    assert!(!ws.file(".orchestrator/journal.jsonl").exists());
+    // As the previous version left them: no `fence` on the task or the session, no journal.
+    edit_task(&ws, |task| {
+        task.as_object_mut().unwrap().remove("fence");
+    });
+    let session = ws.files_in(".orchestrator/sessions/active")[0].clone();
+    let path = format!(".orchestrator/sessions/active/{session}");
+    let mut record: Value = serde_json::from_str(&ws.read(&path)).unwrap();
+    record.as_object_mut().unwrap().remove("fence");
+    record["who_knows"] = "kept".into();
+    ws.write(&path, &serde_json::to_string_pretty(&record).unwrap());
+    let text = ws.read("task_stack.json");
+    // The only task is held: nothing is ready.
+    ws.expect(3, &["next"]);
+    ws.ok(&["task", "list"]);
+    assert_eq!(ws.read("task_stack.json"), text, "a read changed the stack");
+    ws.expect(12, &["checkpoint", "still mine", "--progress", "1"]);
+    ws.ok(&["wrap"]);
+    assert_eq!(ws.progress(TASK), (1, 40));
+    let archived = ws.files_in(".orchestrator/sessions/archive")[0].clone();
+    let record: Value =
+        serde_json::from_str(&ws.read(&format!(".orchestrator/sessions/archive/{archived}")))
+            .unwrap();
+    assert_eq!(record["who_knows"], "kept");
+}
