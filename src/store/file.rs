@@ -401,11 +401,13 @@ impl Workspace {
     ) -> Result<TaskStack> {
         self.check_layout()?;
         let path = self.stack_path();
+        // The journal before the stack: a fold between the two reads then leaves records the
+        // new stack already holds (skipped), never a stack without the records it removed.
+        let journal = journal::Journal::read(&self.journal_path())?;
         let text = map_text(&path)?;
         let mut stack = parse(&text)
             .map_err(|invalid| Failure::user(format!("{}: {invalid}", path.display())))?;
         self.check_settings_paths(&stack.settings)?;
-        let journal = journal::Journal::read(&self.journal_path())?;
         stack.journal_generation = journal.fold_into(&mut stack);
         Ok(stack)
     }
@@ -452,11 +454,16 @@ impl Workspace {
     pub fn load_tasks_view(&self, tasks: &[&str]) -> Result<TaskStack> {
         self.check_layout()?;
         let path = self.stack_path();
-        let Some(found) = index::Index::open(&self.index_path(), &path) else {
+        // The journal first, as in `read_stack`.
+        let journal = journal::Journal::read(&self.journal_path())?;
+        let Ok(file) = File::open(&path) else {
+            return self.load_view();
+        };
+        let Some(found) = index::Index::open(&self.index_path(), &file) else {
             return self.load_view();
         };
         let settings: Settings = match found.settings {
-            Some(span) => serde_json::from_str(&index::read_span(&path, span)?)
+            Some(span) => serde_json::from_str(&index::read_span(&file, &path, span)?)
                 .map_err(|err| Failure::user(format!("{}: settings: {err}", path.display())))?,
             None => Settings::default(),
         };
@@ -467,7 +474,7 @@ impl Workspace {
             }
             let mut entry = None;
             for span in found.candidates(task) {
-                let text = index::read_span(&path, span)?;
+                let text = index::read_span(&file, &path, span)?;
                 let parsed: crate::core::stack::Task =
                     serde_json::from_str(&text).map_err(|err| {
                         Failure::user(format!("{}: task `{task}`: {err}", path.display()))
@@ -484,7 +491,6 @@ impl Workspace {
         }
         self.check_settings_paths(&stack.settings)?;
         stack.journal_generation = found.journal_generation;
-        let journal = journal::Journal::read(&self.journal_path())?;
         stack.journal_generation = journal.fold_into_part(&mut stack);
         Ok(stack)
     }
@@ -494,7 +500,10 @@ impl Workspace {
     /// succeeded: derived state, never part of what a refused command would have to undo.
     pub fn reindex_if_stale(&self, _lock: &WorkspaceLock) {
         let path = self.stack_path();
-        if index::Index::open(&self.index_path(), &path).is_some() {
+        let current = File::open(&path)
+            .ok()
+            .and_then(|file| index::Index::open(&self.index_path(), &file));
+        if current.is_some() {
             return;
         }
         let indexed = map_text(&path).and_then(|text| {
