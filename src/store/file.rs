@@ -749,6 +749,9 @@ impl Store for Workspace {
     fn load_view(&self) -> Result<TaskStack> {
         Workspace::load_view(self)
     }
+    fn load_tasks_view(&self, tasks: &[&str]) -> Result<TaskStack> {
+        Workspace::load_tasks_view(self, tasks)
+    }
     fn save_stack(&self, lock: &WorkspaceLock, stack: &TaskStack) -> Result<()> {
         Workspace::save_stack(self, lock, stack)
     }

@@ -366,8 +366,11 @@ pub trait Store {
     fn lock(&self) -> Result<WorkspaceLock>;
     /// The whole stack, every acknowledged write in it: for commands that rewrite it.
     fn load_stack(&self) -> Result<TaskStack>;
-    /// The stack as selection and status read it, tasks' checkpoints left out. Never saved.
+    /// The stack as selection reads it, tasks' checkpoints left out. Never saved.
     fn load_view(&self) -> Result<TaskStack>;
+    /// The settings and only the tasks named, every acknowledged write in them (what a
+    /// checkpoint, `status` and the brief need, whatever the size of the stack). Never saved.
+    fn load_tasks_view(&self, tasks: &[&str]) -> Result<TaskStack>;
     /// Replaces the stack as a whole (task and config commands, a wrap's stack step).
     fn save_stack(&self, lock: &WorkspaceLock, stack: &TaskStack) -> Result<()>;
     /// Makes the exported stack current and complete (the file store folds its journal).
