@@ -1,4 +1,7 @@
-//! The file backend's internals: atomic writes, the lock file, reads, temp names, symlink checks.
+//! The file store, the store seam's first implementation, and its atomic writes, lock and reads.
+//!
+//! The stack is a snapshot (`task_stack.json`) with the checkpoint journal folded over it, the
+//! session records beside it.
 //!
 //! Every write goes to a temp file in the same directory, is fsynced, renamed over the target,
 //! and the directory is fsynced, so a reader (or a crash) only ever sees a whole old or a whole
@@ -12,8 +15,11 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::STACK_FILE;
+use super::undo::Undo;
+use super::{ClaimToken, STACK_FILE, Store, Workspace, WorkspaceLock, index, journal};
 use crate::core::ids::check_session_id;
+use crate::core::session::{CheckpointEvent, Session};
+use crate::core::stack::{CheckpointWrite, Claim, Settings, TaskStack};
 use crate::error::Failure;
 
 /// In every temp name we make, so the sweep and `.gitignore` know them.
@@ -371,6 +377,445 @@ pub(super) fn symlink_target(path: &Path) -> Result<Option<PathBuf>> {
         Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
         Err(err) => Err(err).with_context(|| format!("cannot inspect {}", path.display())),
     }
+}
+
+/// The file store: the stack as a snapshot (`task_stack.json`) with the checkpoint journal
+/// folded over it, session records beside, every write under the workspace lock.
+impl Workspace {
+    /// Also refuses a workspace whose state or settings would lead writes outside it, so that
+    /// every command stops before it has done anything. The journal is folded in: this is the
+    /// stack as every acknowledged write left it.
+    pub fn load_stack(&self) -> Result<TaskStack> {
+        self.read_stack(TaskStack::parse)
+    }
+
+    /// The stack for a command that never writes it back (`next`, `status`): as
+    /// [`Workspace::load_stack`], but no task's checkpoints are parsed. Never save it.
+    pub fn load_view(&self) -> Result<TaskStack> {
+        self.read_stack(TaskStack::parse_view)
+    }
+
+    fn read_stack(
+        &self,
+        parse: fn(&str) -> Result<TaskStack, crate::core::stack::Invalid>,
+    ) -> Result<TaskStack> {
+        self.check_layout()?;
+        let path = self.stack_path();
+        // The journal before the stack: a fold between the two reads then leaves records the
+        // new stack already holds (skipped), never a stack without the records it removed.
+        let journal = journal::Journal::read(&self.journal_path())?;
+        let text = map_text(&path)?;
+        let mut stack = parse(&text)
+            .map_err(|invalid| Failure::user(format!("{}: {invalid}", path.display())))?;
+        self.check_settings_paths(&stack.settings)?;
+        stack.journal_generation = journal.fold_into(&mut stack);
+        Ok(stack)
+    }
+
+    /// Validates and writes the stack. An invalid stack is refused before anything is written.
+    /// The stack must have been loaded under `lock` ([`Workspace::load_stack`]): it then holds
+    /// every journal record, and is written as holding them, so they are not applied again.
+    /// The journal itself stays until [`Workspace::fold_journal`]: an undo that puts the old
+    /// stack back brings its records back to life with it.
+    pub fn save_stack(&self, _lock: &WorkspaceLock, stack: &TaskStack) -> Result<()> {
+        let path = self.stack_path();
+        stack
+            .validate()
+            .map_err(|invalid| Failure::user(format!("{}: {invalid}", path.display())))?;
+        let text = stack.to_json();
+        write_atomic(&path, text.as_bytes())?;
+        // Derived state: a stack without a matching index is read whole, never misread.
+        let ids: Vec<&str> = stack.tasks.iter().map(|t| t.id.as_str()).collect();
+        let written = index::Identity::of(&path).and_then(|identity| {
+            index::write(
+                &self.index_path(),
+                identity,
+                &text,
+                &ids,
+                stack.journal_generation,
+            )
+        });
+        if let Err(err) = written {
+            tracing::warn!("cannot index {}: {err:#}", path.display());
+        }
+        Ok(())
+    }
+
+    /// The stack as a checkpoint on `task` needs it: the settings and that one task, with the
+    /// journal folded in, read through the index without parsing the rest of the stack. Never
+    /// save it.
+    pub fn load_task_view(&self, task: &str) -> Result<TaskStack> {
+        self.load_tasks_view(&[task])
+    }
+
+    /// The settings and the tasks named (those that exist), the journal folded in, read through
+    /// the index. Falls back to [`Workspace::load_view`] when the index does not match the stack
+    /// (a hand edit) or lacks a task. Never save it.
+    pub fn load_tasks_view(&self, tasks: &[&str]) -> Result<TaskStack> {
+        self.check_layout()?;
+        let path = self.stack_path();
+        // The journal first, as in `read_stack`.
+        let journal = journal::Journal::read(&self.journal_path())?;
+        let Ok(file) = File::open(&path) else {
+            return self.load_view();
+        };
+        let Some(found) = index::Index::open(&self.index_path(), &file) else {
+            return self.load_view();
+        };
+        let settings: Settings = match found.settings {
+            Some(span) => serde_json::from_str(&index::read_span(&file, &path, span)?)
+                .map_err(|err| Failure::user(format!("{}: settings: {err}", path.display())))?,
+            None => Settings::default(),
+        };
+        let mut stack = TaskStack::new(settings);
+        for &task in tasks {
+            if stack.task(task).is_some() {
+                continue;
+            }
+            let mut entry = None;
+            for span in found.candidates(task) {
+                let text = index::read_span(&file, &path, span)?;
+                let parsed: crate::core::stack::Task =
+                    serde_json::from_str(&text).map_err(|err| {
+                        Failure::user(format!("{}: task `{task}`: {err}", path.display()))
+                    })?;
+                if parsed.id == task {
+                    entry = Some(parsed);
+                    break;
+                }
+            }
+            match entry {
+                Some(entry) => stack.tasks.push(entry),
+                None => return self.load_view(),
+            }
+        }
+        self.check_settings_paths(&stack.settings)?;
+        stack.journal_generation = found.journal_generation;
+        stack.journal_generation = journal.fold_into_part(&mut stack);
+        Ok(stack)
+    }
+
+    /// Indexes a stack that has no index matching it (written by hand, or before indexes
+    /// existed), so that the next checkpoint reads only its task. Called after a command
+    /// succeeded: derived state, never part of what a refused command would have to undo.
+    pub fn reindex_if_stale(&self, _lock: &WorkspaceLock) {
+        let path = self.stack_path();
+        let current = File::open(&path)
+            .ok()
+            .and_then(|file| index::Index::open(&self.index_path(), &file));
+        if current.is_some() {
+            return;
+        }
+        let indexed = map_text(&path).and_then(|text| {
+            let identity = text
+                .identity()
+                .context("an empty or unreadable stack is not indexed")?;
+            index::write_from_text(&self.index_path(), identity, &text)
+        });
+        if let Err(err) = indexed {
+            tracing::debug!("cannot index {}: {err:#}", path.display());
+        }
+    }
+
+    /// Makes `task_stack.json` current and complete: writes the journal's records into it and
+    /// removes the journal. A crash between the two is harmless: the stack says which
+    /// generation it holds, and readers skip those records.
+    pub fn fold_journal(&self, lock: &WorkspaceLock) -> Result<()> {
+        let path = self.journal_path();
+        if fs::symlink_metadata(&path).is_err() {
+            return Ok(());
+        }
+        let stack = self.load_stack()?;
+        let on_disk = journal_generation_on_disk(&self.stack_path())?;
+        if stack.journal_generation != on_disk {
+            self.save_stack(lock, &stack)?;
+            crash_point("fold-snapshot");
+        }
+        remove_if_exists(&path)
+    }
+
+    /// Fold when the journal has grown past its bound ([`journal::fold_bytes`]).
+    pub fn fold_journal_if_large(&self, lock: &WorkspaceLock) -> Result<()> {
+        let large =
+            fs::metadata(self.journal_path()).is_ok_and(|meta| meta.len() > journal::fold_bytes());
+        if large {
+            self.fold_journal(lock)?;
+        }
+        Ok(())
+    }
+
+    /// Gives `task` to `claim.session`, raising its fencing token: one fsynced journal record,
+    /// applied to `stack` (which may be a view: nothing rewrites the stack here).
+    pub fn claim(
+        &self,
+        _lock: &WorkspaceLock,
+        undo: &mut Undo,
+        stack: &mut TaskStack,
+        task: &str,
+        claim: Claim,
+    ) -> Result<ClaimToken> {
+        let generation = stack.journal_generation + 1;
+        let path = self.stack_path();
+        let entry = stack
+            .task_mut(task)
+            .ok_or_else(|| Failure::user(format!("{}: no task `{task}`", path.display())))?;
+        let session = claim.session.clone();
+        let write = crate::core::stack::ClaimWrite {
+            task: task.to_string(),
+            token: entry.fence + 1,
+            claim,
+        };
+        let record = journal::Record {
+            generation,
+            checkpoint: None,
+            claim: Some(write.clone()),
+        };
+        journal::append(&self.journal_path(), undo, &record)?;
+        write
+            .apply(entry)
+            .map_err(|lost| Failure::lost(lost.to_string()))?;
+        stack.journal_generation = generation;
+        Ok(ClaimToken {
+            task: task.to_string(),
+            session,
+            fence: write.token,
+        })
+    }
+
+    /// Records a checkpoint under its claim: the session's own log, then the stack's journal,
+    /// each one fsynced append. A stale token is refused (exit 5) before anything is written.
+    /// `stack` is the stack as loaded under `lock`, and gets the checkpoint applied.
+    pub fn append_checkpoint(
+        &self,
+        lock: &WorkspaceLock,
+        undo: &mut Undo,
+        stack: &mut TaskStack,
+        write: &CheckpointWrite,
+        event: &CheckpointEvent,
+    ) -> Result<()> {
+        let generation = stack.journal_generation + 1;
+        let task = stack.task_mut(&write.task).ok_or_else(|| {
+            Failure::user(format!(
+                "{}: task `{}` of session {} is no longer in the stack",
+                self.stack_path().display(),
+                write.task,
+                write.session
+            ))
+        })?;
+        let mut applied = task.clone();
+        write
+            .apply(&mut applied)
+            .map_err(|lost| Failure::lost(lost.to_string()))?;
+        // The session's log first: a crash between the two appends loses the stack's copy of
+        // this checkpoint, never the full record.
+        self.append_session_event(lock, undo, &write.session, event)?;
+        let record = journal::Record {
+            generation,
+            checkpoint: Some(write.clone()),
+            claim: None,
+        };
+        journal::append(&self.journal_path(), undo, &record)?;
+        *task = applied;
+        stack.journal_generation = generation;
+        Ok(())
+    }
+    pub fn load_session(&self, path: &Path) -> Result<Session> {
+        let text = read_text(path)?;
+        serde_json::from_str(&text).map_err(|err| {
+            Failure::user(format!(
+                "{}: line {}, column {}: not a session record: {err}",
+                path.display(),
+                err.line(),
+                err.column()
+            ))
+        })
+    }
+
+    /// A live session: its record with the checkpoint log replayed on top.
+    pub fn load_active(&self, id: &str) -> Result<Session> {
+        let mut session = self.load_session(&self.active_path(id))?;
+        let log = self.checkpoint_log_path(id);
+        let text = match fs::read(&log) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(session),
+            Err(err) => return Err(err).with_context(|| format!("cannot read {}", log.display())),
+        };
+        for (number, line) in text.split(|&b| b == b'\n').enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            match serde_json::from_slice::<CheckpointEvent>(line) {
+                Ok(event) => session.apply(event),
+                // Only a power loss can tear an append; the line is skipped, not fatal.
+                Err(err) => tracing::warn!(
+                    "{}:{}: skipping a damaged checkpoint: {err}",
+                    log.display(),
+                    number + 1
+                ),
+            }
+        }
+        Ok(session)
+    }
+
+    /// Rewrites the whole record; the log it now contains is then removed.
+    pub fn save_active(&self, _lock: &WorkspaceLock, session: &Session) -> Result<()> {
+        write_json(&self.active_path(&session.id), session)?;
+        remove_if_exists(&self.checkpoint_log_path(&session.id))
+    }
+
+    /// One durable append: far cheaper than rewriting the record at every checkpoint.
+    /// Registered with `undo` first, so a failure here or later truncates a torn or orphaned
+    /// line away instead of leaving a checkpoint the command reported as failed.
+    fn append_session_event(
+        &self,
+        _lock: &WorkspaceLock,
+        undo: &mut Undo,
+        session: &str,
+        event: &CheckpointEvent,
+    ) -> Result<()> {
+        let path = self.checkpoint_log_path(session);
+        let mut line = serde_json::to_vec(event).context("cannot serialize a checkpoint")?;
+        line.push(b'\n');
+        let refuse_link = || {
+            Failure::user(format!(
+                "{} is a symbolic link; orchestrator writes state only inside the workspace: replace it with the file itself",
+                path.display()
+            ))
+        };
+        // Refused before the undo records the length, which it would read through the link.
+        if symlink_target(&path)?.is_some() {
+            return Err(refuse_link());
+        }
+        undo.before_append(&path)?;
+        // O_NOFOLLOW too: a link put in place since the check is refused by the open itself.
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|err| match err.raw_os_error() {
+                Some(libc::ELOOP) => refuse_link(),
+                _ => anyhow::Error::new(err).context(format!("cannot open {}", path.display())),
+            })?;
+        // One write call: a killed process leaves the whole line or none of it. A write cut
+        // short (a full disk) leaves part of one, which the caller's undo truncates away.
+        file.write_all(&line)
+            .and_then(|()| file.sync_data())
+            .with_context(|| format!("cannot append to {}", path.display()))
+    }
+
+    pub fn save_archive(&self, _lock: &WorkspaceLock, session: &Session) -> Result<()> {
+        write_json(&self.archive_path(&session.id), session)
+    }
+
+    pub fn remove_active(&self, _lock: &WorkspaceLock, id: &str) -> Result<()> {
+        remove_if_exists(&self.active_path(id))?;
+        remove_if_exists(&self.checkpoint_log_path(id))
+    }
+
+    /// Every session in the active directory (live ones and ones whose wrap was cut off),
+    /// oldest first.
+    pub fn active_sessions(&self) -> Result<Vec<Session>> {
+        let dir = self.active_dir();
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(err).with_context(|| format!("cannot list {}", dir.display())),
+        };
+        let mut sessions = Vec::new();
+        for entry in entries {
+            let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+            let name = entry.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            if check_session_id(id).is_err() {
+                continue;
+            }
+            sessions.push(self.load_active(id)?);
+        }
+        sessions.sort_by(|a, b| (a.started, &a.id).cmp(&(b.started, &b.id)));
+        Ok(sessions)
+    }
+}
+
+impl Store for Workspace {
+    fn lock(&self) -> Result<WorkspaceLock> {
+        Workspace::lock(self)
+    }
+    fn load_stack(&self) -> Result<TaskStack> {
+        Workspace::load_stack(self)
+    }
+    fn load_view(&self) -> Result<TaskStack> {
+        Workspace::load_view(self)
+    }
+    fn load_tasks_view(&self, tasks: &[&str]) -> Result<TaskStack> {
+        Workspace::load_tasks_view(self, tasks)
+    }
+    fn save_stack(&self, lock: &WorkspaceLock, stack: &TaskStack) -> Result<()> {
+        Workspace::save_stack(self, lock, stack)
+    }
+    fn fold(&self, lock: &WorkspaceLock) -> Result<()> {
+        self.fold_journal(lock)
+    }
+    fn claim(
+        &self,
+        lock: &WorkspaceLock,
+        undo: &mut Undo,
+        stack: &mut TaskStack,
+        task: &str,
+        claim: Claim,
+    ) -> Result<ClaimToken> {
+        Workspace::claim(self, lock, undo, stack, task, claim)
+    }
+    fn append_checkpoint(
+        &self,
+        lock: &WorkspaceLock,
+        undo: &mut Undo,
+        stack: &mut TaskStack,
+        write: &CheckpointWrite,
+        event: &CheckpointEvent,
+    ) -> Result<()> {
+        Workspace::append_checkpoint(self, lock, undo, stack, write, event)
+    }
+    fn load_active(&self, id: &str) -> Result<Session> {
+        Workspace::load_active(self, id)
+    }
+    fn active_sessions(&self) -> Result<Vec<Session>> {
+        Workspace::active_sessions(self)
+    }
+    fn save_active(&self, lock: &WorkspaceLock, session: &Session) -> Result<()> {
+        Workspace::save_active(self, lock, session)
+    }
+    fn archive(&self, lock: &WorkspaceLock, session: &Session) -> Result<()> {
+        self.save_archive(lock, session)
+    }
+    fn release(&self, lock: &WorkspaceLock, session: &str) -> Result<()> {
+        self.remove_active(lock, session)
+    }
+}
+
+/// Test-only: exit abruptly at a named point of a store write, as a kill -9 would.
+const CRASH_AT_VAR: &str = "ORCHESTRATOR_TEST_CRASH_AFTER";
+
+fn crash_point(point: &str) {
+    if std::env::var_os(CRASH_AT_VAR).is_some_and(|v| v == point) {
+        eprintln!("{CRASH_AT_VAR}: exiting after {point}");
+        std::process::exit(86);
+    }
+}
+
+/// The `journal_generation` the stack file on disk says it holds (0 when it does not say).
+fn journal_generation_on_disk(path: &Path) -> Result<u64> {
+    #[derive(serde::Deserialize)]
+    struct Generation {
+        #[serde(default)]
+        journal_generation: u64,
+    }
+    let text = read_text(path)?;
+    Ok(serde_json::from_str::<Generation>(&text)
+        .map(|g| g.journal_generation)
+        .unwrap_or(0))
 }
 
 #[cfg(test)]

@@ -153,8 +153,9 @@ pub struct Index {
 }
 
 impl Index {
-    /// The index at `index_path` when it describes the stack at `stack_path` as it is now.
-    pub fn open(index_path: &Path, stack_path: &Path) -> Option<Index> {
+    /// The index at `index_path` when it describes `stack`, the stack file opened for reading
+    /// (identified by `fstat`, so that its spans are read from the very file they describe).
+    pub fn open(index_path: &Path, stack: &File) -> Option<Index> {
         let file = File::open(index_path).ok()?;
         let len = file.metadata().ok()?.len();
         let mut header = [0u8; HEADER_LEN as usize];
@@ -173,7 +174,7 @@ impl Index {
             ctime_sec: field(2) as i64,
             ctime_nsec: field(3) as i64,
         };
-        if Identity::of(stack_path).ok()? != recorded {
+        if Identity::from_metadata(&stack.metadata().ok()?) != recorded {
             return None;
         }
         let settings = Span {
@@ -228,9 +229,8 @@ impl Index {
     }
 }
 
-/// The bytes of `span` in the file at `path`.
-pub fn read_span(path: &Path, span: Span) -> Result<String> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+/// The bytes of `span` in `file`, the stack at `path`.
+pub fn read_span(file: &File, path: &Path, span: Span) -> Result<String> {
     let mut bytes = vec![0u8; span.len as usize];
     file.read_exact_at(&mut bytes, span.offset)
         .with_context(|| format!("cannot read {}", path.display()))?;
@@ -249,9 +249,10 @@ mod tests {
         let text = "{\n  \"version\": 1,\n  \"settings\": {\"lease_minutes\": 5},\n  \"tasks\": [\n    {\"id\": \"a\"},\n    {\"id\": \"b\", \"title\": \"x\\\"y\"}\n  ]\n}\n";
         fs::write(&stack, text).unwrap();
         write(&index, Identity::of(&stack).unwrap(), text, &["a", "b"], 7).unwrap();
-        let opened = Index::open(&index, &stack).unwrap();
+        let file = File::open(&stack).unwrap();
+        let opened = Index::open(&index, &file).unwrap();
         assert_eq!(opened.journal_generation, 7);
-        let settings = read_span(&stack, opened.settings.unwrap()).unwrap();
+        let settings = read_span(&file, &stack, opened.settings.unwrap()).unwrap();
         assert_eq!(settings, "{\"lease_minutes\": 5}");
         for (id, want) in [
             ("a", "{\"id\": \"a\"}"),
@@ -259,7 +260,7 @@ mod tests {
         ] {
             let spans = opened.candidates(id);
             assert_eq!(spans.len(), 1);
-            assert_eq!(read_span(&stack, spans[0]).unwrap(), want);
+            assert_eq!(read_span(&file, &stack, spans[0]).unwrap(), want);
         }
         assert!(opened.candidates("c").is_empty());
         // Another stack in its place (rewritten by hand): the index no longer matches it.
@@ -267,6 +268,6 @@ mod tests {
         let rewritten = dir.path().join("other");
         fs::write(&rewritten, "x").unwrap();
         fs::rename(&rewritten, &stack).unwrap();
-        assert!(Index::open(&index, &stack).is_none());
+        assert!(Index::open(&index, &File::open(&stack).unwrap()).is_none());
     }
 }

@@ -296,3 +296,62 @@ fn a_fold_cut_off_before_the_journal_is_removed_applies_nothing_twice() {
     assert_eq!(task["progress"]["done"], 4);
     assert!(!ws.file(".orchestrator/journal.jsonl").exists());
 }
+
+/// Readers take no lock: while checkpoints append and fold (every one of them, the bound set to
+/// nothing), what `status` reports never goes backwards.
+#[test]
+fn readers_never_see_progress_go_back_while_folds_run() {
+    let ws = Ws::new();
+    ws.ok(&[
+        "task",
+        "add",
+        "work",
+        "--title",
+        "work task",
+        "--total",
+        "1000",
+    ]);
+    for i in 0..50 {
+        ws.ok(&[
+            "task",
+            "add",
+            &format!("filler_{i:02}"),
+            "--title",
+            &"x".repeat(100),
+        ]);
+    }
+    ws.ok(&["start", "--task", "work"]);
+    let commands: Vec<_> = (0..60)
+        .map(|i| {
+            let mut cmd = ws.command(&["checkpoint", &format!("step {i}"), "--advance", "1"]);
+            cmd.env("ORCHESTRATOR_TEST_FOLD_BYTES", "0");
+            cmd
+        })
+        .collect();
+    let writer = std::thread::spawn(move || {
+        for mut cmd in commands {
+            assert_eq!(cmd.output().unwrap().status.code(), Some(12));
+        }
+    });
+    let mut last = 0;
+    let mut reads = 0;
+    while !writer.is_finished() {
+        let out = ws.run(&["status", "--json"]);
+        let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "status --json: {e}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let done = value["progress"]["done"].as_u64().unwrap();
+        assert!(
+            done >= last,
+            "a reader saw progress go back from {last} to {done}"
+        );
+        last = done;
+        reads += 1;
+    }
+    writer.join().unwrap();
+    assert!(reads > 5, "only {reads} reads overlapped the writes");
+    assert_eq!(ws.json(12, &["status"])["progress"]["done"], 60);
+}
