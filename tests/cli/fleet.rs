@@ -117,8 +117,13 @@ fn a_stack_goes_in_and_comes_back_out_byte_for_byte() {
         "task_stack.json",
         &original.replace("Cost report", "Changed here"),
     );
+    // A local checkpoint still in the journal must not be replayed over the exported stack.
+    ws.ok(&["start", "--agent", "local"]);
+    ws.expect(12, &["checkpoint", "local work", "--advance", "2"]);
+    assert!(ws.file(".orchestrator/journal.jsonl").exists());
     let said = stdout(&with_store(&ws, &pg, &["fleet", "export"]));
     assert!(said.contains("exported 3 tasks"), "{said}");
+    assert!(!ws.file(".orchestrator/journal.jsonl").exists());
     assert_eq!(ws.read("task_stack.json"), original);
 }
 

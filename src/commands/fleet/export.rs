@@ -38,6 +38,8 @@ pub fn run(ctx: &Context, args: FleetExportArgs) -> Result<u8> {
         None => {
             let ws = ctx.workspace()?;
             let lock = ws.lock()?;
+            // Local checkpoints not yet folded would otherwise be replayed over the store's stack.
+            ws.fold_journal(&lock)?;
             ws.save_stack(&lock, &stack)?;
             ws.stack_path()
         }
