@@ -1,8 +1,8 @@
 //! The transcript meter on a ~100 MB Claude Code transcript, in one run:
 //! - the first full read, in-process (`agents::read_transcript` from a fresh state) and through
-//!   the CLI (`status --json` with no cache file), as MB/s (target >= 300 MB/s);
+//!   the CLI (`status --json` with no cache file), as MB/s (target >= 1 GB/s, issue 10);
 //! - `checkpoint` after a ~1 KB append to the transcript against `checkpoint --tokens N` in a
-//!   session without a transcript, as a ratio (target <= 2x).
+//!   session without a transcript, as a ratio (target <= 1.2x, issue 10).
 //!
 //! Run with `cargo bench --bench transcript [-- SIZE_MB]` (default 100 MiB). Prints medians and
 //! ratios; asserts nothing. The transcript is generated, so it sits in the page cache: the
@@ -143,7 +143,7 @@ fn main() {
         ms(c)
     );
     println!(
-        "  a/c {:.2}x (target <= 2x), a/b {:.2}x",
+        "  a/c {:.2}x (target <= 1.2x), a/b {:.2}x",
         ms(a) / ms(c),
         ms(a) / ms(b)
     );
@@ -181,12 +181,12 @@ fn main() {
     println!();
     println!("summary");
     println!(
-        "  transcript first read: {:.0} MB/s in-process (best of 3), {:.0} MB/s via status --json (target >= 300; file in the page cache)",
+        "  transcript first read: {:.0} MB/s in-process (best of 3), {:.0} MB/s via status --json (target >= 1000; file in the page cache)",
         rate(len, in_process.0),
         rate(len, cold_best)
     );
     println!(
-        "  checkpoint after 1 KB append: {:.2} ms vs --tokens {:.2} ms = {:.2}x (target <= 2x)",
+        "  checkpoint after 1 KB append: {:.2} ms vs --tokens {:.2} ms = {:.2}x (target <= 1.2x)",
         ms(a),
         ms(c),
         ms(a) / ms(c)
@@ -882,8 +882,9 @@ fn cache_file_len(cache_dir: &Path) -> u64 {
 
 /// The offset the cache file says the next read starts at.
 fn cache_offset(cache_dir: &Path) -> Option<u64> {
-    let bytes = fs::read(cache_file(cache_dir)?).ok()?;
-    let entry: Value = serde_json::from_slice(&bytes).ok()?;
+    let text = fs::read_to_string(cache_file(cache_dir)?).ok()?;
+    // The JSON state, then its checksum line.
+    let entry: Value = serde_json::from_str(text.lines().next()?).ok()?;
     entry["state"]["offset"].as_u64()
 }
 

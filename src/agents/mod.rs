@@ -354,7 +354,9 @@ pub fn read_cached(cache_dir: &Path, transcript: &Path) -> Result<Reading> {
 pub fn read_cached_later(cache_dir: &Path, transcript: &Path) -> Result<(Reading, CacheUpdate)> {
     let cache = cache_path(cache_dir, transcript);
     let entry = read_cache(&cache)
-        .and_then(|bytes| serde_json::from_slice::<CacheEntry>(&bytes).ok())
+        .and_then(|bytes| {
+            checked_cache(&bytes).and_then(|json| serde_json::from_slice::<CacheEntry>(json).ok())
+        })
         .filter(|entry| entry.path == transcript);
     let (mut state, old_subagents) =
         entry.map_or_else(Default::default, |e| (e.state, e.subagents));
@@ -494,17 +496,41 @@ fn describe_type(meta: &Metadata) -> &'static str {
 }
 
 fn write_cache(cache: &Path, entry: &CacheEntry) -> Result<()> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
     let dir = cache.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let bytes = serde_json::to_vec(entry)?;
-    let name = cache
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("cache");
-    // Not fsynced: losing the cache in a crash only costs a re-read.
-    let temp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    std::fs::write(&temp, bytes).with_context(|| format!("writing {}", temp.display()))?;
-    std::fs::rename(&temp, cache).with_context(|| format!("replacing {}", cache.display()))
+    let mut bytes = serde_json::to_vec(entry)?;
+    let sum = fnv1a(&bytes);
+    bytes.extend_from_slice(format!("\n{sum:016x}\n").as_bytes());
+    // Rewritten in place, not replaced: on ext4 a new inode per checkpoint (and the eviction of
+    // the old one) cost more than the rest of an incremental read. The checksum line makes a
+    // torn file (a crash, a reader racing the write, two writers) read as no cache, which only
+    // costs a re-read. Not fsynced for the same reason.
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(cache)
+        .with_context(|| format!("opening {}", cache.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("reading metadata of {}", cache.display()))?;
+    if !meta.is_file() {
+        anyhow::bail!("{} is not a regular file", cache.display());
+    }
+    file.write_all_at(&bytes, 0)
+        .and_then(|()| file.set_len(bytes.len() as u64))
+        .with_context(|| format!("writing {}", cache.display()))
+}
+
+/// The JSON of a cache file whose checksum line matches it; `None` for a torn or foreign file.
+fn checked_cache(bytes: &[u8]) -> Option<&[u8]> {
+    let body = bytes.strip_suffix(b"\n")?;
+    let split = memchr::memrchr(b'\n', body)?;
+    let (json, sum) = (&body[..split], &body[split + 1..]);
+    let sum = u64::from_str_radix(std::str::from_utf8(sum).ok()?, 16).ok()?;
+    (fnv1a(json) == sum).then_some(json)
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -789,6 +815,41 @@ fn head_hash(file: &mut File, n: u64) -> std::io::Result<Option<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cache_rewritten_in_place_or_torn_is_read_only_when_its_checksum_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.jsonl");
+        append(&p, &line(assistant("msg_1", 10, 0, 0, 1)));
+        let cache_dir = dir.path().join("cache");
+        let first = read_cached(&cache_dir, &p).unwrap();
+        assert_eq!(first.bytes_read, std::fs::metadata(&p).unwrap().len());
+        let cache = cache_path(&cache_dir, &p);
+        let whole = std::fs::read(&cache).unwrap();
+        assert!(checked_cache(&whole).is_some());
+
+        // A longer file shortened in place: no stale tail survives the rewrite.
+        std::fs::write(
+            &cache,
+            [whole.as_slice(), b"stale tail".as_slice()].concat(),
+        )
+        .unwrap();
+        assert!(checked_cache(&std::fs::read(&cache).unwrap()).is_none());
+        append(&p, &line(assistant("msg_2", 20, 0, 0, 1)));
+        let second = read_cached(&cache_dir, &p).unwrap();
+        assert_eq!((second.fill, second.cumulative), (Some(20), 32));
+        let rewritten = std::fs::read(&cache).unwrap();
+        assert!(checked_cache(&rewritten).is_some());
+
+        // Torn: one byte of the state changed. Read as no cache: a full re-read, same figures.
+        let mut torn = rewritten.clone();
+        let at = torn.iter().position(|b| b.is_ascii_digit()).unwrap();
+        torn[at] = if torn[at] == b'9' { b'8' } else { torn[at] + 1 };
+        std::fs::write(&cache, &torn).unwrap();
+        let third = read_cached(&cache_dir, &p).unwrap();
+        assert_eq!(third.bytes_read, std::fs::metadata(&p).unwrap().len());
+        assert_eq!((third.fill, third.cumulative), (Some(20), 32));
+    }
     use serde_json::json;
     use std::io::Write;
 

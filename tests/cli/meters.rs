@@ -346,8 +346,9 @@ fn a_line_split_across_two_appends_is_read_once_whole() {
         .filter(|name| name.starts_with("transcript-"))
         .collect();
     assert_eq!(cache.len(), 1, "{cache:?}");
-    let state: Value =
-        serde_json::from_str(&ws.read(&format!(".orchestrator/cache/{}", cache[0]))).unwrap();
+    // The cache file is the JSON state, then its checksum line.
+    let cache_text = ws.read(&format!(".orchestrator/cache/{}", cache[0]));
+    let state: Value = serde_json::from_str(cache_text.lines().next().unwrap()).unwrap();
     assert_eq!(state["path"], json!(path));
     assert_eq!(
         state["state"]["offset"].as_u64(),
@@ -545,8 +546,9 @@ fn a_100_mb_transcript_is_read_whole_once_then_incrementally() {
         .into_iter()
         .filter(|name| name.starts_with("transcript-"))
         .collect();
-    let state: Value =
-        serde_json::from_str(&ws.read(&format!(".orchestrator/cache/{}", cache[0]))).unwrap();
+    // The cache file is the JSON state, then its checksum line.
+    let cache_text = ws.read(&format!(".orchestrator/cache/{}", cache[0]));
+    let state: Value = serde_json::from_str(cache_text.lines().next().unwrap()).unwrap();
     assert_eq!(
         state["state"]["offset"].as_u64(),
         Some(std::fs::metadata(&path).unwrap().len())
