@@ -335,12 +335,7 @@ pub fn commit_message(
         None => "unknown".to_string(),
     };
     let minutes = (journal.ended - session.started).num_minutes().max(0);
-    // Prefixed, so a summary can never be a line a trailer lookup would believe.
-    let summary = journal
-        .summary
-        .as_deref()
-        .and_then(|s| s.lines().map(one_line).find(|l| !l.is_empty()))
-        .map_or(String::new(), |line| format!("Summary: {line}\n\n"));
+    let summary = summary_paragraph(journal);
     let message = format!(
         "{WRAP_SUBJECT_PREFIX}{task}\n\n{summary}Token usage: {tokens}\nDuration: {minutes} minute{plural}\n\nProgress: {progress}\nCheckpoints: {checkpoints}\n\nSession: {id}\nStarted: {started}\n\nOrchestrator-Session: {id}\nOrchestrator-Task: {task}\n",
         task = session.task,
@@ -419,6 +414,16 @@ fn describe_cost(cost: &Cost) -> String {
     } else {
         format!("{total} ({})", models.join(", "))
     }
+}
+
+/// The summary's first line as a commit message paragraph, or nothing. Prefixed, so a summary
+/// can never be a line a trailer lookup would believe.
+pub fn summary_paragraph(journal: &WrapJournal) -> String {
+    journal
+        .summary
+        .as_deref()
+        .and_then(|s| s.lines().map(one_line).find(|l| !l.is_empty()))
+        .map_or(String::new(), |line| format!("Summary: {line}\n\n"))
 }
 
 #[cfg(test)]

@@ -868,11 +868,7 @@ fn branch_commit_step(
     )? {
         return Ok(json!({"result": "committed", "oid": oid, "found_existing": true}));
     }
-    let summary = journal
-        .summary
-        .as_deref()
-        .and_then(|s| s.lines().map(one_line).find(|l| !l.is_empty()))
-        .map_or(String::new(), |line| format!("Summary: {line}\n\n"));
+    let summary = handoff::summary_paragraph(journal);
     let message = format!(
         "{WORK_SUBJECT_PREFIX}{task}\n\n{summary}Orchestrator-Session: {id}\nOrchestrator-Task: {task}\n",
         task = session.task,
