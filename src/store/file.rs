@@ -224,7 +224,10 @@ impl std::ops::Deref for Text {
     }
 }
 
-/// The text of `path`: mapped when it is a non-empty regular file, else read. Our writers never
+/// The smallest stack that is mapped rather than read.
+const MAP_AT_LEAST: usize = 4 * 1024 * 1024;
+
+/// The text of `path`: mapped when it is a regular file of [`MAP_AT_LEAST`] or more, else read. Our writers never
 /// change a stack file in place (they rename a new one over it), so the mapping stays whole.
 pub fn map_text(path: &Path) -> Result<Text> {
     let read = || read_text(path).map(Text::Read);
@@ -235,7 +238,10 @@ pub fn map_text(path: &Path) -> Result<Text> {
         return read();
     };
     let len = meta.len() as usize;
-    if len == 0 || !meta.is_file() {
+    // A stack edited in place by hand (an editor writing over the file, `jq ... > file`) while
+    // it is mapped would kill us with SIGBUS instead of a parse error: only a stack large enough
+    // for the copy to matter takes that risk.
+    if len < MAP_AT_LEAST || !meta.is_file() {
         return read();
     }
     use std::os::fd::AsRawFd;
@@ -821,6 +827,30 @@ fn journal_generation_on_disk(path: &Path) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_large_stack_is_mapped_and_a_small_one_read_with_the_same_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = dir.path().join("small.json");
+        std::fs::write(&small, "{\"version\": 1}\n").unwrap();
+        let text = map_text(&small).unwrap();
+        assert!(matches!(text, Text::Read(_)));
+        assert_eq!(&*text, "{\"version\": 1}\n");
+
+        let large = dir.path().join("large.json");
+        let body = format!("[{}\"é\"]\n", "1, ".repeat(MAP_AT_LEAST / 3 + 1));
+        std::fs::write(&large, &body).unwrap();
+        let text = map_text(&large).unwrap();
+        assert!(matches!(text, Text::Mapped(..)));
+        assert_eq!(&*text, body.as_str());
+
+        // Not UTF-8: refused with the file and the byte, mapped or not.
+        let mut bad = body.into_bytes();
+        bad[10] = 0xff;
+        std::fs::write(&large, &bad).unwrap();
+        let err = map_text(&large).err().unwrap().to_string();
+        assert!(err.contains("not valid UTF-8 (byte 10)"), "{err}");
+    }
 
     #[test]
     fn atomic_write_replaces_whole_file_and_leaves_no_temp() {
