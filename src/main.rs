@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     if let Some(text) = cli::verbose_version(std::env::args_os()) {
-        print!("{text}");
+        commands::output::print_stdout(&text);
         return ExitCode::SUCCESS;
     }
     let cli = cli::Cli::parse();

@@ -46,7 +46,7 @@ pub fn run(ctx: &Context) -> Result<u8> {
     let exe = std::env::current_exe().context("cannot find the orchestrator binary")?;
     let say = |line: &str| {
         if !ctx.json && !ctx.quiet {
-            println!("{line}");
+            super::output::print_stdout(&format!("{line}\n"));
         }
     };
 

@@ -153,7 +153,7 @@ impl Context {
     /// [`Context::emit`] with the command's own [`Shape`]: what `--quiet` keeps, what is bold.
     pub fn emit_shaped(&self, json: Value, text: &str, shape: Shape) {
         if self.json {
-            println!("{}", json_escape_controls(&json.to_string()));
+            output::print_stdout(&format!("{}\n", json_escape_controls(&json.to_string())));
             return;
         }
         let text = strip_controls(text);
@@ -173,9 +173,10 @@ impl Context {
         } else {
             text
         };
-        print!("{text}");
-        if !text.ends_with('\n') {
-            println!();
+        if text.ends_with('\n') {
+            output::print_stdout(&text);
+        } else {
+            output::print_stdout(&format!("{text}\n"));
         }
     }
 }

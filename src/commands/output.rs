@@ -7,6 +7,7 @@
 use anstyle::{AnsiColor, Style};
 use std::borrow::Cow;
 use std::ffi::OsString;
+use std::io::{ErrorKind, Write};
 
 /// What a command prints beyond its plain text: the part `--quiet` keeps, and what is bold.
 #[derive(Debug, Default)]
@@ -162,6 +163,18 @@ fn paint_levels(line: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// Writes machine output to stdout. A reader that went away (`orchestrator next | head`) is not
+/// an error: the command's work is done, so the rest of the text is dropped and it exits with its
+/// own code, as `git log | head` does. `print!` would panic there instead.
+pub fn print_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => {}
+        Err(err) if err.kind() == ErrorKind::BrokenPipe => {}
+        Err(err) => tracing::warn!("cannot write to stdout: {err}"),
+    }
 }
 
 #[cfg(test)]

@@ -552,3 +552,41 @@ fn quiet_task_rm_and_config_set_print_nothing_and_config_list_prints_all() {
     assert!(all.lines().count() > 1, "{all}");
     assert_eq!(ws.ok(&["config", "list", "-q"]), all);
 }
+
+#[test]
+fn a_reader_that_goes_away_is_not_a_crash() {
+    // `orchestrator next | head -1`: more text than a pipe holds, and the reader leaves after
+    // the first bytes. The command has done its work; it ends with its own code, no panic.
+    use std::io::Read;
+    let ws = Ws::new();
+    let mut stack = ws.stack();
+    stack["tasks"] = (0..3000)
+        .map(|i| {
+            serde_json::json!({
+                "id": format!("task_{i:04}"),
+                "title": format!("Integrate sessions {} to {}", i * 40 + 1, i * 40 + 40),
+                "depends_on": if i == 0 { vec![] } else { vec![format!("task_{:04}", i - 1)] },
+                "progress": {"done": 0, "total": 40},
+            })
+        })
+        .collect();
+    ws.write(
+        "task_stack.json",
+        &serde_json::to_string_pretty(&stack).unwrap(),
+    );
+    for args in [&["next"][..], &["next", "--json"], &["task", "list"]] {
+        let mut child = ws
+            .command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 64];
+        child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+        // The read end is dropped here, with most of the text unread.
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

@@ -27,7 +27,7 @@ pub fn run(ctx: &Context, args: FleetExportArgs) -> Result<u8> {
     let mut store = connect(ctx, settings.as_ref())?;
     let stack = store.export()?;
     if to_stdout {
-        print!("{}", stack.to_json());
+        crate::commands::output::print_stdout(&stack.to_json());
         return Ok(code::OK);
     }
     let path = match args.out {

@@ -116,7 +116,10 @@ pub fn run(ctx: &Context, args: HookClaudeArgs) {
         let _ = done.send(answer(&ctx, &args));
     });
     match outcome.recv_timeout(deadline) {
-        Ok(Ok(Some(output))) => println!("{}", json_escape_controls(&output.to_string())),
+        Ok(Ok(Some(output))) => crate::commands::output::print_stdout(&format!(
+            "{}\n",
+            json_escape_controls(&output.to_string())
+        )),
         Ok(Ok(None)) => {}
         Ok(Err(err)) => tracing::warn!("hook: {err:#}"),
         Err(RecvTimeoutError::Timeout) => tracing::warn!(
