@@ -158,6 +158,28 @@ fn lock_holder(inode: u64) -> Option<(u32, Option<String>)> {
     Some((pid, command.filter(|c| !c.is_empty())))
 }
 
+/// The records of a JSON-lines file, in order. Only a power loss can tear an append, so a line
+/// that does not parse is skipped with a warning naming the file, the line and `what` it held,
+/// never fatal.
+pub fn json_lines<T: serde::de::DeserializeOwned>(bytes: &[u8], path: &Path, what: &str) -> Vec<T> {
+    bytes
+        .split(|&b| b == b'\n')
+        .enumerate()
+        .filter(|(_, line)| !line.is_empty())
+        .filter_map(|(number, line)| match serde_json::from_slice(line) {
+            Ok(record) => Some(record),
+            Err(err) => {
+                tracing::warn!(
+                    "{}:{}: skipping a damaged {what}: {err}",
+                    path.display(),
+                    number + 1
+                );
+                None
+            }
+        })
+        .collect()
+}
+
 pub fn read_text(path: &Path) -> Result<String> {
     let bytes = fs::read(path).map_err(|err| {
         if err.kind() == ErrorKind::NotFound {
@@ -646,19 +668,8 @@ impl Workspace {
             Err(err) if err.kind() == ErrorKind::NotFound => return Ok(session),
             Err(err) => return Err(err).with_context(|| format!("cannot read {}", log.display())),
         };
-        for (number, line) in text.split(|&b| b == b'\n').enumerate() {
-            if line.is_empty() {
-                continue;
-            }
-            match serde_json::from_slice::<CheckpointEvent>(line) {
-                Ok(event) => session.apply(event),
-                // Only a power loss can tear an append; the line is skipped, not fatal.
-                Err(err) => tracing::warn!(
-                    "{}:{}: skipping a damaged checkpoint: {err}",
-                    log.display(),
-                    number + 1
-                ),
-            }
+        for event in json_lines::<CheckpointEvent>(&text, &log, "checkpoint") {
+            session.apply(event);
         }
         Ok(session)
     }

@@ -94,20 +94,7 @@ impl Journal {
                 bytes.len() - complete.len()
             );
         }
-        let mut records = Vec::new();
-        for (number, line) in complete.split(|&b| b == b'\n').enumerate() {
-            if line.is_empty() {
-                continue;
-            }
-            match serde_json::from_slice::<Record>(line) {
-                Ok(record) => records.push(record),
-                Err(err) => tracing::warn!(
-                    "{}:{}: skipping a damaged journal record: {err}",
-                    path.display(),
-                    number + 1
-                ),
-            }
-        }
+        let records = super::file::json_lines::<Record>(complete, path, "journal record");
         Ok(Journal {
             records,
             bytes: bytes.len() as u64,
