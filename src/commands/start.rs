@@ -236,7 +236,7 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
     if !sharing.is_empty() && vcs::in_repository(ws.root()).unwrap_or(false) {
         eprintln!(
             "warning: another session works in this same tree ({}): each wrap commits only its own bookkeeping while others are live, and the work tree's changes wait for the last one; give each session its own worktree with `start --worktree` (or settings.parallel.worktrees)",
-            sharing.join(", ")
+            name_a_few(&sharing)
         );
     }
 
@@ -575,4 +575,14 @@ fn host_name() -> String {
         .filter(|h| !h.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "localhost".into())
+}
+
+/// The first three of `names`, and how many more: a warning stays one readable line however many
+/// sessions share the tree.
+fn name_a_few(names: &[String]) -> String {
+    const SHOWN: usize = 3;
+    match names.len() {
+        n if n <= SHOWN => names.join(", "),
+        n => format!("{} and {} more", names[..SHOWN].join(", "), n - SHOWN),
+    }
 }

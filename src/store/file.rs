@@ -10,7 +10,7 @@
 
 use anyhow::{Context, Result};
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -218,19 +218,19 @@ impl Drop for Mapped {
     }
 }
 
-/// A file's text, mapped or read.
+/// A file's text, mapped or read, with the identity of the file it came from when known (for
+/// the stack's index: it must describe the very file whose bytes these are).
 pub enum Text {
-    /// With the identity of the file mapped, for the stack's index.
     Mapped(Mapped, super::index::Identity),
-    Read(String),
+    Read(String, Option<super::index::Identity>),
 }
 
 impl Text {
-    /// The identity of the file the text was mapped from.
+    /// The identity of the file the text was read from.
     pub fn identity(&self) -> Option<super::index::Identity> {
         match self {
             Text::Mapped(_, identity) => Some(*identity),
-            Text::Read(_) => None,
+            Text::Read(_, identity) => *identity,
         }
     }
 }
@@ -241,7 +241,7 @@ impl std::ops::Deref for Text {
         match self {
             // SAFETY: checked to be UTF-8 when made (see `map_text`).
             Text::Mapped(mapped, _) => unsafe { std::str::from_utf8_unchecked(mapped.bytes()) },
-            Text::Read(text) => text,
+            Text::Read(text, _) => text,
         }
     }
 }
@@ -249,10 +249,11 @@ impl std::ops::Deref for Text {
 /// The smallest stack that is mapped rather than read.
 const MAP_AT_LEAST: usize = 4 * 1024 * 1024;
 
-/// The text of `path`: mapped when it is a regular file of [`MAP_AT_LEAST`] or more, else read. Our writers never
-/// change a stack file in place (they rename a new one over it), so the mapping stays whole.
+/// The text of `path`: mapped when it is a regular file of [`MAP_AT_LEAST`] or more, else read.
+/// Our writers never change a stack file in place (they rename a new one over it), so the
+/// mapping stays whole.
 pub fn map_text(path: &Path) -> Result<Text> {
-    let read = || read_text(path).map(Text::Read);
+    let read = || read_text(path).map(|text| Text::Read(text, None));
     let Ok(file) = File::open(path) else {
         return read();
     };
@@ -263,8 +264,27 @@ pub fn map_text(path: &Path) -> Result<Text> {
     // A stack edited in place by hand (an editor writing over the file, `jq ... > file`) while
     // it is mapped would kill us with SIGBUS instead of a parse error: only a stack large enough
     // for the copy to matter takes that risk.
-    if len < MAP_AT_LEAST || !meta.is_file() {
+    if !meta.is_file() {
         return read();
+    }
+    if len < MAP_AT_LEAST {
+        // From the handle whose metadata names the file: a stack renamed into place meanwhile
+        // must not be indexed under the other's identity.
+        let mut bytes = Vec::with_capacity(len);
+        (&file)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let text = String::from_utf8(bytes).map_err(|err| {
+            Failure::user(format!(
+                "{}: not valid UTF-8 (byte {})",
+                path.display(),
+                err.utf8_error().valid_up_to()
+            ))
+        })?;
+        return Ok(Text::Read(
+            text,
+            Some(super::index::Identity::from_metadata(&meta)),
+        ));
     }
     use std::os::fd::AsRawFd;
     // SAFETY: a fresh private read-only mapping of an open file; checked for failure below.
@@ -845,7 +865,7 @@ mod tests {
         let small = dir.path().join("small.json");
         std::fs::write(&small, "{\"version\": 1}\n").unwrap();
         let text = map_text(&small).unwrap();
-        assert!(matches!(text, Text::Read(_)));
+        assert!(matches!(text, Text::Read(_, Some(_))));
         assert_eq!(&*text, "{\"version\": 1}\n");
 
         let large = dir.path().join("large.json");

@@ -112,3 +112,32 @@ fn a_stack_and_session_written_before_tokens_and_the_journal_load_unchanged() {
             .unwrap();
     assert_eq!(record["who_knows"], "kept");
 }
+
+#[test]
+fn a_small_stack_edited_by_hand_is_indexed_again_after_the_next_checkpoint() {
+    use std::os::unix::fs::MetadataExt;
+    // The index header (see src/store/index.rs): magic, then inode, length, ctime seconds and
+    // nanoseconds of the stack file it describes, little-endian.
+    let described = |ws: &Ws| {
+        let index = std::fs::read(ws.file(".orchestrator/cache/stack.index")).unwrap();
+        let field = |i: usize| u64::from_le_bytes(index[8 + 8 * i..16 + 8 * i].try_into().unwrap());
+        (field(0), field(1), field(2) as i64, field(3) as i64)
+    };
+    let on_disk = |ws: &Ws| {
+        let meta = std::fs::metadata(ws.file("task_stack.json")).unwrap();
+        (meta.ino(), meta.len(), meta.ctime(), meta.ctime_nsec())
+    };
+    let ws = Ws::seed();
+    ws.ok(&["start"]);
+    ws.expect(12, &["checkpoint", "first", "--progress", "1"]);
+    ws.ok(&["task", "list"]);
+    assert_eq!(described(&ws), on_disk(&ws));
+    edit_task(&ws, |task| task["notes"] = "edited by hand".into());
+    assert_ne!(described(&ws), on_disk(&ws));
+    ws.expect(12, &["checkpoint", "after the edit", "--progress", "2"]);
+    assert_eq!(
+        described(&ws),
+        on_disk(&ws),
+        "the index still describes the stack as it was before the hand edit"
+    );
+}

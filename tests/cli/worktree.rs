@@ -820,3 +820,20 @@ fn a_worktree_without_a_record_is_listed_as_an_orphan_and_pruned_when_it_holds_n
     assert_eq!(git(&ws, &["worktree", "list"]).lines().count(), 1);
     assert_eq!(git(&ws, &["branch", "--list", "orchestrator/*"]), "");
 }
+
+#[test]
+fn the_shared_tree_warning_names_three_sessions_and_counts_the_rest() {
+    let ws = repo(&["t1", "t2", "t3", "t4", "t5"]);
+    for (agent, task) in [("a", "t1"), ("b", "t2"), ("c", "t3"), ("d", "t4")] {
+        ws.ok(&["start", "--agent", agent, "--task", task]);
+    }
+    let out = ws.run(&["start", "--agent", "e", "--task", "t5"]);
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warning = stderr
+        .lines()
+        .find(|l| l.starts_with("warning: another session works in this same tree"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(warning.contains(" and 1 more)"), "{warning}");
+    assert_eq!(warning.matches("session_").count(), 3, "{warning}");
+}
