@@ -837,3 +837,50 @@ fn the_shared_tree_warning_names_three_sessions_and_counts_the_rest() {
     assert!(warning.contains(" and 1 more)"), "{warning}");
     assert_eq!(warning.matches("session_").count(), 3, "{warning}");
 }
+
+#[test]
+fn max_cost_is_the_whole_runs_limit_across_its_workers() {
+    // Each session's transcript costs one Opus line ($0.2276): past $0.50 after three sessions
+    // of the run, whichever loop ran them. Counted per loop, each of the two would go on to three.
+    let tasks: Vec<String> = (0..10).map(|i| format!("task_{i:02}")).collect();
+    let ids: Vec<&str> = tasks.iter().map(String::as_str).collect();
+    let ws = repo(&ids);
+    ws.write("opus_line.jsonl", &format!("{}\n", crate::cost::OPUS_LINE));
+    crate::run::agent(
+        &ws,
+        "spend.sh",
+        &format!(
+            r#"set -e
+export CLAUDE_CODE_SESSION_ID="$ORCHESTRATOR_SESSION"
+mkdir -p "$HOME/.claude/projects/-work"
+cp '{}' "$HOME/.claude/projects/-work/$ORCHESTRATOR_SESSION.jsonl"
+orchestrator checkpoint spent --progress 1 --exit-zero >/dev/null"#,
+            ws.file("opus_line.jsonl").display()
+        ),
+    );
+    git(&ws, &["add", "spend.sh"]);
+    git(&ws, &["commit", "-qm", "the agent"]);
+    let out = crate::run::run(
+        &ws,
+        &[
+            "run",
+            "--json",
+            "--workers",
+            "2",
+            "--max-cost",
+            "0.5",
+            "--poll",
+            "50ms",
+            "--",
+            "./spend.sh",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(25), "{}", crate::run::stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["stop"], "max_cost", "{v}");
+    let sessions = v["sessions"].as_u64().unwrap();
+    // Three to pass the limit, and at most one more already under way in the other loop.
+    assert!((3..=4).contains(&sessions), "{v}");
+    let spent = v["cost_usd"].as_f64().unwrap();
+    assert!(spent > 0.5 && spent < 4.0 * 0.2277, "{v}");
+}

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 mod unattended;
 use unattended::{
-    LoopOptions, PidFile, back_off, check_agent_command, honour_pause, save_breaker, start_breaker,
-    timeout_message, wrap_reason,
+    LoopOptions, PidFile, RunSpend, back_off, check_agent_command, honour_pause, save_breaker,
+    start_breaker, timeout_message, wrap_reason,
 };
 
 use super::start::{StartArgs, check_agent_name, open_session};
@@ -242,7 +242,9 @@ fn run_loop(
         spent_usd: 0.0,
     };
     let stop = loop {
-        if let Some(reason) = stop_before_session(ws, args, signals, &loop_state, began) {
+        if let Some(reason) =
+            stop_before_session(ws, args, &options.spent, signals, &loop_state, began)
+        {
             break reason;
         }
         if honour_pause(&mut runner, &mut loop_state.honoured_pause)? {
@@ -293,7 +295,9 @@ fn run_loop(
             json!({"session": session_id, "task": task, "progress": brief["progress"]}),
         );
         let (outcome, final_output) = drive(&mut runner, &session_id, &task, &brief_text)?;
-        loop_state.spent_usd += session_cost(ws, &session_id);
+        let cost = session_cost(ws, &session_id);
+        loop_state.spent_usd += cost;
+        options.spent.add(cost);
         tell_merge_conflict(&mut runner, &session_id);
         let tripped = loop_state.breaker.record(outcome);
         save_breaker(ws, agent, &loop_state.breaker);
@@ -363,6 +367,7 @@ fn session_cost(ws: &Workspace, session_id: &str) -> f64 {
 fn stop_before_session(
     ws: &Workspace,
     args: &RunArgs,
+    spent: &RunSpend,
     signals: &Signals,
     state: &LoopState,
     began: Instant,
@@ -387,7 +392,7 @@ fn stop_before_session(
     if args.max_duration.is_some_and(|max| began.elapsed() >= max) {
         return Some(StopReason::MaxDuration);
     }
-    if args.max_cost.is_some_and(|max| state.spent_usd > max) {
+    if args.max_cost.is_some_and(|max| spent.usd() > max) {
         return Some(StopReason::MaxCost);
     }
     None

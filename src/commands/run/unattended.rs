@@ -24,6 +24,25 @@ pub(super) struct LoopOptions {
     pub idle_timeout: Option<Duration>,
     pub on_event: Vec<String>,
     pub settings: RunSettings,
+    /// What the run's sessions cost so far, over all its loops: `--max-cost` is the run's limit,
+    /// not each worker's.
+    pub spent: RunSpend,
+}
+
+/// US dollars, counted in millionths so that loops on several threads can add to them.
+#[derive(Default)]
+pub(super) struct RunSpend(std::sync::atomic::AtomicU64);
+
+impl RunSpend {
+    pub fn add(&self, usd: f64) {
+        let micro = (usd.max(0.0) * 1_000_000.0).round() as u64;
+        self.0
+            .fetch_add(micro, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn usd(&self) -> f64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1_000_000.0
+    }
 }
 
 impl LoopOptions {
@@ -37,6 +56,7 @@ impl LoopOptions {
                 None => settings.on_event.clone(),
             },
             settings: settings.clone(),
+            spent: RunSpend::default(),
         }
     }
 
