@@ -254,3 +254,23 @@ pub fn git_stdout(ws: &Ws, args: &[&str]) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// A JSON record as one line of a JSON-lines file (a transcript, a log).
+pub fn line(record: &Value) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec(record).unwrap();
+    bytes.push(b'\n');
+    bytes
+}
+
+/// Appends bytes to a file, making its directory first: an agent writing its transcript.
+pub fn append(path: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(bytes)
+        .unwrap();
+}

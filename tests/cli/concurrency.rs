@@ -74,8 +74,9 @@ impl Lcg {
     }
 }
 
-#[test]
-fn kill_9_during_checkpoints_never_leaves_a_torn_stack() {
+/// The task `work` (100,000 units) behind 150 fillers with long titles: a stack big enough for
+/// a write of it to take long enough to be interrupted.
+fn bulky_stack() -> Ws {
     let ws = Ws::new();
     ws.ok(&[
         "task",
@@ -86,7 +87,6 @@ fn kill_9_during_checkpoints_never_leaves_a_torn_stack() {
         "--total",
         "100000",
     ]);
-    // Bulk up the stack so a write takes long enough to be interrupted.
     for i in 0..150 {
         ws.ok(&[
             "task",
@@ -96,6 +96,12 @@ fn kill_9_during_checkpoints_never_leaves_a_torn_stack() {
             &"x".repeat(200),
         ]);
     }
+    ws
+}
+
+#[test]
+fn kill_9_during_checkpoints_never_leaves_a_torn_stack() {
+    let ws = bulky_stack();
     ws.ok(&["start", "--task", "work"]);
     let mut rng = Lcg(0x5eed);
     let (mut kills, mut attempts) = (0, 0);
@@ -164,25 +170,7 @@ fn kill_9_during_checkpoints_never_leaves_a_torn_stack() {
 /// stack file is never torn.
 #[test]
 fn kill_9_during_folds_loses_no_acknowledged_checkpoint() {
-    let ws = Ws::new();
-    ws.ok(&[
-        "task",
-        "add",
-        "work",
-        "--title",
-        "work task",
-        "--total",
-        "100000",
-    ]);
-    for i in 0..150 {
-        ws.ok(&[
-            "task",
-            "add",
-            &format!("filler_{i:03}"),
-            "--title",
-            &"x".repeat(200),
-        ]);
-    }
+    let ws = bulky_stack();
     let session = ws.json(0, &["start", "--task", "work"])["session"]
         .as_str()
         .unwrap()

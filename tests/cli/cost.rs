@@ -4,7 +4,6 @@
 //! (section numbers below) and in each fixture's comment.
 
 use serde_json::{Value, json};
-use std::io::Write;
 use std::path::Path;
 
 use crate::common::*;
@@ -43,23 +42,6 @@ fn unknown_model() -> Value {
     v["requestId"] = json!("req_unknown");
     v["message"]["usage"] = json!({"input_tokens": 10, "output_tokens": 5});
     v
-}
-
-fn line(record: &Value) -> Vec<u8> {
-    let mut bytes = serde_json::to_vec(record).unwrap();
-    bytes.push(b'\n');
-    bytes
-}
-
-fn append(path: &Path, bytes: &[u8]) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap()
-        .write_all(bytes)
-        .unwrap();
 }
 
 fn set_settings(ws: &Ws, key: &str, value: Value) {

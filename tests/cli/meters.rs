@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::common::*;
 
@@ -196,22 +196,6 @@ fn assistant(id: &str, fill: u64) -> Value {
         "content": [{"type": "text", "text": "working"}],
         "usage": {"input_tokens": 3, "cache_creation_input_tokens": 1000,
                   "cache_read_input_tokens": fill - 1003, "output_tokens": 50}}})
-}
-
-fn line(record: &Value) -> Vec<u8> {
-    let mut bytes = serde_json::to_vec(record).unwrap();
-    bytes.push(b'\n');
-    bytes
-}
-
-fn append(path: &Path, bytes: &[u8]) {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap()
-        .write_all(bytes)
-        .unwrap();
 }
 
 /// A seed workspace with a live session reading `transcript.jsonl`.

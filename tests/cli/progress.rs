@@ -52,18 +52,7 @@ fn the_first_read_of_a_large_transcript_shows_a_bar_on_a_terminal_only() {
 
     // On a terminal: the bar, then the report.
     let ws = started_on_large_transcript();
-    let line = format!("{BIN} status --exit-zero");
-    let out = Command::new("script")
-        .args(["-qec", &line, "/dev/null"])
-        .current_dir(ws.path())
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", ws.home())
-        .env("ORCHESTRATOR_NOW", ws.now())
-        .env("SHELL", "/bin/sh")
-        .env("TERM", "xterm")
-        .output()
-        .unwrap();
+    let out = on_a_terminal(&ws, "status --exit-zero");
     let screen = String::from_utf8_lossy(&out.stdout);
     assert!(
         screen.contains("reading transcript big.jsonl: "),
@@ -73,9 +62,15 @@ fn the_first_read_of_a_large_transcript_shows_a_bar_on_a_terminal_only() {
     assert!(screen.contains("used=147759"), "{screen:?}");
 
     // The next read goes on from the cache: no bar.
-    let line = format!("{BIN} status --exit-zero");
-    let again = Command::new("script")
-        .args(["-qec", &line, "/dev/null"])
+    let again = on_a_terminal(&ws, "status --exit-zero");
+    let screen = String::from_utf8_lossy(&again.stdout);
+    assert!(!screen.contains("reading transcript"), "{screen:?}");
+}
+
+/// The binary run with `args` under script(1), so that its stdout and stderr are a terminal.
+fn on_a_terminal(ws: &Ws, args: &str) -> std::process::Output {
+    Command::new("script")
+        .args(["-qec", &format!("{BIN} {args}"), "/dev/null"])
         .current_dir(ws.path())
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -84,7 +79,5 @@ fn the_first_read_of_a_large_transcript_shows_a_bar_on_a_terminal_only() {
         .env("SHELL", "/bin/sh")
         .env("TERM", "xterm")
         .output()
-        .unwrap();
-    let screen = String::from_utf8_lossy(&again.stdout);
-    assert!(!screen.contains("reading transcript"), "{screen:?}");
+        .unwrap()
 }

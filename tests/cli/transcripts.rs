@@ -4,7 +4,6 @@
 //! quoted in the research notes, /work/wt/research/issue10-formats.md (section numbers below).
 
 use serde_json::{Value, json};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::common::*;
@@ -37,23 +36,6 @@ fn subagent(id: &str, cache_read: u64, output: u64) -> Value {
     v["slug"] = json!("structured-doodling-boole");
     v["version"] = json!("2.1.47");
     v
-}
-
-fn line(record: &Value) -> Vec<u8> {
-    let mut bytes = serde_json::to_vec(record).unwrap();
-    bytes.push(b'\n');
-    bytes
-}
-
-fn append(path: &Path, bytes: &[u8]) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap()
-        .write_all(bytes)
-        .unwrap();
 }
 
 /// A seed workspace with a transcript meter counting the session's total tokens.
