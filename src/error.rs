@@ -12,6 +12,8 @@ pub mod code {
     pub const BUSY: u8 = 4;
     /// A write under a claim the session no longer holds (a stale fencing token).
     pub const LOST: u8 = 5;
+    /// The fleet store could not be reached, or stopped answering, within its timeout.
+    pub const UNREACHABLE: u8 = 6;
 }
 
 #[derive(Debug)]
@@ -54,6 +56,18 @@ impl Failure {
     pub fn lost(message: impl Into<String>) -> anyhow::Error {
         Failure {
             code: code::LOST,
+            message: message.into(),
+        }
+        .into()
+    }
+}
+
+impl Failure {
+    /// The fleet store cannot be reached or stopped answering: exit 6; nothing was written
+    /// (each store write is one transaction), so the same command can simply be run again.
+    pub fn unreachable(message: impl Into<String>) -> anyhow::Error {
+        Failure {
+            code: code::UNREACHABLE,
             message: message.into(),
         }
         .into()

@@ -94,7 +94,10 @@ pub fn run(ctx: &Context, args: CheckpointArgs) -> Result<u8> {
         ))
     })?;
     task.check_token(&session.id, session.fence)
-        .map_err(|lost| Failure::lost(format!("{lost}; {LOST_HINT}")))?;
+        .map_err(|lost| {
+            ws.note_lost(&lost, &session.agent, ctx.now);
+            Failure::lost(format!("{lost}; {LOST_HINT}"))
+        })?;
 
     if let Some(unknown) = args
         .resolve

@@ -113,7 +113,7 @@ impl Context {
     /// stderr: inside someone else's workspace (a clone's example stack, say) a command would
     /// otherwise act on it silently.
     pub fn workspace(&self) -> Result<Workspace> {
-        let ws = Workspace::find(self.dir.as_deref())?;
+        let ws = Workspace::find(self.dir.as_deref())?.with_store_flag(self.store.clone());
         if ws.found_above() {
             eprintln!(
                 "note: using workspace {} (found above the current directory)",
@@ -133,6 +133,14 @@ impl Context {
             color: false,
             now,
             store: None,
+        }
+    }
+
+    /// [`Context::inner`] for a command on `ws`, with the store it was given.
+    pub fn inner_for(ws: &Workspace, now: DateTime<Utc>) -> Context {
+        Context {
+            store: ws.store_flag().map(str::to_string),
+            ..Context::inner(Some(ws.root().to_path_buf()), now)
         }
     }
 
@@ -202,20 +210,6 @@ pub fn run(cli: Cli) -> Result<u8> {
         now,
         store: cli.global.store,
     };
-    let postgres = ctx
-        .store
-        .as_deref()
-        .is_some_and(|store| !store.is_empty() && store != "file");
-    if postgres
-        && !matches!(
-            cli.command,
-            Command::Fleet(_) | Command::Completions(_) | Command::Man(_)
-        )
-    {
-        return Err(Failure::user(
-            "--store (or ORCHESTRATOR_STORE) names a PostgreSQL store, which only `orchestrator fleet` commands use so far; the others act on the workspace's files: unset it for them",
-        ));
-    }
     match cli.command {
         Command::Init(args) => init::run(&ctx, args),
         Command::Task(cmd) => task::run(&ctx, cmd),

@@ -13,7 +13,7 @@ use crate::core::brief::{
 };
 use crate::core::ids::{check_task_id, new_session_id};
 use crate::core::meters;
-use crate::core::select::{readiness, select_next};
+use crate::core::select::{readiness, ready_in_order, select_next};
 use crate::core::session::{Session, TokenReading, TranscriptOrigin};
 use crate::core::stack::{Claim, Progress, Status, Task, TaskStack};
 use crate::core::text::{one_line, strip_controls};
@@ -148,7 +148,7 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
         );
     }
 
-    let task_id = match &args.task {
+    let mut task_id = match &args.task {
         Some(id) => {
             let task = stack.task(id).ok_or_else(|| {
                 Failure::user(format!("{}: no task `{id}`", ws.stack_path().display()))
@@ -180,6 +180,69 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
             }
         }
     };
+
+    let id = new_session_id(ctx.now, |id| ws.session_id_taken(id));
+    let expires = ctx.now + Session::lease(stack.settings.lease_minutes);
+    let host = crate::store::host_name();
+    let pid = std::process::id();
+    let claim = Claim {
+        session: id.clone(),
+        agent: agent.clone(),
+        host: host.clone(),
+        pid,
+        lease_expires: expires,
+        extra: Map::new(),
+    };
+    // On a fleet store the claim comes first: another machine may take the chosen task at
+    // any moment, so the store picks the first ready task nobody holds, and the session is
+    // built around the task it got. Until the session record is saved, a failure gives the
+    // claim back.
+    let fleet_claim = match ws.fleet().cloned() {
+        Some(fleet) => {
+            let candidates: Vec<String> = match &args.task {
+                Some(id) => vec![id.clone()],
+                None => ready_in_order(&stack, ctx.now)
+                    .iter()
+                    .map(|t| t.id.clone())
+                    .collect(),
+            };
+            let candidates: Vec<&str> = candidates.iter().map(String::as_str).collect();
+            let Some(claimed) = ws.fleet_claim_first(&fleet, &candidates, &claim, ctx.now)? else {
+                return Err(Failure::nothing_to_do(match &args.task {
+                    Some(id) => format!("task `{id}` was claimed by another session meanwhile"),
+                    None => {
+                        "no ready task: sessions on other machines took every ready one meanwhile"
+                            .to_string()
+                    }
+                }));
+            };
+            if let Some(from) = &claimed.reclaimed_from {
+                eprintln!(
+                    "took over task `{}` from session {} on {} (agent {}), whose lease ran out at {}",
+                    claimed.task.id,
+                    from.session,
+                    from.host,
+                    from.agent,
+                    crate::clock::format(from.lease_expires)
+                );
+            }
+            task_id = claimed.task.id.clone();
+            match stack.task_mut(&task_id) {
+                Some(entry) => *entry = claimed.task.clone(),
+                None => stack.tasks.push(claimed.task.clone()),
+            }
+            Some(GiveBack {
+                ws: &ws,
+                fleet,
+                task: task_id.clone(),
+                session: id.clone(),
+                token: claimed.token,
+                armed: true,
+            })
+        }
+        None => None,
+    };
+    let mut fleet_claim = fleet_claim;
 
     // The setting asks for worktrees where git can make them; `--worktree` insists.
     let use_worktree = args.worktree
@@ -240,10 +303,6 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
         );
     }
 
-    let id = new_session_id(ctx.now, |id| ws.session_id_taken(id));
-    let expires = ctx.now + Session::lease(stack.settings.lease_minutes);
-    let host = host_name();
-    let pid = std::process::id();
     let budget = args.budget.unwrap_or(stack.settings.budget.tokens);
     let metrics_at_start = wrap::read_metrics(&ws, &stack);
     let task = stack.task_mut(&task_id).expect("the chosen task exists");
@@ -309,14 +368,6 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
         extra: Map::new(),
     };
     let mut session = session;
-    let claim = Claim {
-        session: id.clone(),
-        agent: agent.clone(),
-        host,
-        pid,
-        lease_expires: expires,
-        extra: Map::new(),
-    };
     // The claim first: a crash before the session record leaves a claim that no session backs,
     // which the next `start` releases. A record that cannot be saved (a full disk) undoes the
     // claim. Recoveries done above are finished wraps of other sessions and stay.
@@ -325,10 +376,17 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
     if worktree.is_some() {
         undo.before_replace(&wrap::worktree::record_path(ws.root(), &task_id))?;
     }
-    session.fence = ws
-        .claim(&lock, &mut undo, &mut stack, &task_id, claim)?
-        .fence;
+    session.fence = match &fleet_claim {
+        Some(claimed) => claimed.token,
+        None => {
+            ws.claim(&lock, &mut undo, &mut stack, &task_id, claim)?
+                .fence
+        }
+    };
     ws.save_active(&lock, &session)?;
+    if let Some(claimed) = fleet_claim.as_mut() {
+        claimed.armed = false;
+    }
     if let Some(wt) = &worktree {
         wrap::save_record(&ws, &lock, &session, wt, Some(None))?;
     }
@@ -567,18 +625,27 @@ pub(super) fn check_agent_name(agent: &str) -> Result<()> {
     }
 }
 
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 /// The first three of `names`, and how many more: a warning stays one readable line however many
 /// sessions share the tree.
+/// A fleet claim that a `start` failing before its session record gives back.
+struct GiveBack<'a> {
+    ws: &'a Workspace,
+    fleet: std::sync::Arc<crate::store::postgres::Fleet>,
+    task: String,
+    session: String,
+    token: u64,
+    armed: bool,
+}
+
+impl Drop for GiveBack<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.ws
+                .fleet_unclaim(&self.fleet, &self.task, &self.session, self.token);
+        }
+    }
+}
+
 fn name_a_few(names: &[String]) -> String {
     const SHOWN: usize = 3;
     match names.len() {

@@ -19,11 +19,18 @@ pub struct StatusArgs {
     /// Exit 0 whatever the budget level
     #[arg(long)]
     pub exit_zero: bool,
+    /// Every live session on every machine of the fleet store (host, agent, task, level,
+    /// lease left), and the quota pauses
+    #[arg(long)]
+    pub fleet: bool,
     #[command(flatten)]
     pub session: SessionArg,
 }
 
 pub fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
+    if args.fleet {
+        return super::fleet::status::run(ctx);
+    }
     let ws = ctx.workspace()?;
     let sessions = ws.active_sessions()?;
     // The settings and the sessions' own tasks: never the whole stack.

@@ -69,6 +69,28 @@ pub(super) fn wrap_session(ctx: &Context, args: WrapArgs) -> Result<WrapReport> 
     let mut session = select_session(&ws, named, agent, true)?;
     ws.clean_temp_files(&lock, &[ws.root().join(&stack.settings.handoff_dir)]);
     let fresh = !session.is_wrapping();
+    // A session that lost its task (its lease ran out and another took it) must not write
+    // it: refused, changing nothing. A later `start` here wraps it as recovered.
+    if fresh
+        && ws.fleet().is_some()
+        && let Some(holder) = stack
+            .task(&session.task)
+            .and_then(|task| wrap::lost_to(task, &session))
+    {
+        ws.note_lost(
+            &crate::core::stack::Lost {
+                task: session.task.clone(),
+                session: session.id.clone(),
+                holder: Some(holder.clone()),
+            },
+            &session.agent,
+            ctx.now,
+        );
+        return Err(Failure::lost(format!(
+            "session {} lost task `{}`: {holder} holds it now (its fencing token is newer); nothing was written",
+            session.id, session.task
+        )));
+    }
     // The session's files as they are, to put back if the wrap fails at once. Saved as hard
     // links, so putting them back needs no space even when a full disk failed the wrap.
     let mut undo = Undo::new();

@@ -123,6 +123,20 @@ pub fn select_next(stack: &TaskStack, now: DateTime<Utc>) -> Selection<'_> {
     Selection { chosen, others }
 }
 
+/// Every ready task, the one [`select_next`] picks first and the rest in the order it would
+/// pick them: what a shared store tries in turn when other machines claim at the same time.
+pub fn ready_in_order(stack: &TaskStack, now: DateTime<Utc>) -> Vec<&Task> {
+    let by_id: HashMap<&str, &Task> = stack.tasks.iter().map(|t| (t.id.as_str(), t)).collect();
+    let mut ready: Vec<&Task> = stack
+        .tasks
+        .iter()
+        .filter(|task| readiness_by(|id| by_id.get(id).copied(), task, now).is_ok())
+        .collect();
+    // Stable: ties stay in file order, as `min_by_key` keeps the first of equal keys.
+    ready.sort_by_key(|task| (task.priority, task.status != Status::InProgress));
+    ready
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +201,26 @@ mod tests {
             task("p2", 1, Status::Pending, &[]),
         ]);
         assert_eq!(select_next(&s, now()).chosen.unwrap().id, "p1");
+    }
+
+    #[test]
+    fn ready_in_order_starts_with_the_pick_and_skips_what_is_not_ready() {
+        let mut held = task("held", 0, Status::Pending, &[]);
+        held.claim = Some(claim(now() + Duration::minutes(5)));
+        let s = stack(vec![
+            task("p2", 2, Status::Pending, &[]),
+            task("p1", 1, Status::Pending, &[]),
+            task("ip", 1, Status::InProgress, &[]),
+            task("after", 0, Status::Pending, &["p2"]),
+            held,
+            task("p1b", 1, Status::Pending, &[]),
+        ]);
+        let order: Vec<&str> = ready_in_order(&s, now())
+            .iter()
+            .map(|t| t.id.as_str())
+            .collect();
+        assert_eq!(order, ["ip", "p1", "p1b", "p2"]);
+        assert_eq!(select_next(&s, now()).chosen.unwrap().id, order[0]);
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub const RECENT_CHECKPOINTS: usize = 10;
 /// flatten buffers every value of every task and checkpoint, which made reading a large stack
 /// several times slower, and every checkpoint reads the whole stack.
 macro_rules! deserialize_keeping_unknown_fields {
-    ($ty:ident { required: [$($req:ident),*], optional: [$($opt:ident = $default:expr),*] }) => {
+    ($ty:ident { required: [$($req:ident),*], optional: [$($opt:ident = $default:expr),*] $(, unread: [$($unread:ident),*])? }) => {
         impl<'de> Deserialize<'de> for $ty {
             fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
                 struct FieldsVisitor;
@@ -62,6 +62,7 @@ macro_rules! deserialize_keeping_unknown_fields {
                         Ok($ty {
                             $($req: $req.ok_or_else(|| serde::de::Error::missing_field(stringify!($req)))?,)*
                             $($opt: $opt.unwrap_or_else(|| $default),)*
+                            $($($unread: Default::default(),)*)?
                             extra,
                         })
                     }
@@ -116,8 +117,33 @@ pub struct TaskStack {
     /// `store::journal`): journal records of this generation or older are already in it.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub journal_generation: u64,
+    /// What a shared store gave for each task (see [`Loaded`]); empty for the file store.
+    #[serde(skip)]
+    pub loaded: Loaded,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// Each task's text as a shared store gave it when the stack was loaded, so that saving the
+/// stack writes only the tasks a command changed, and refuses one that another machine
+/// changed meanwhile (compare and swap) rather than overwrite it. Shared by the stack's clones
+/// and updated by a save. Never part of the file, nor of a stack's equality.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded(pub Option<std::sync::Arc<std::sync::Mutex<HashMap<String, String>>>>);
+
+impl PartialEq for Loaded {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Loaded {
+    /// The key under which the stack's top level (version, settings) is kept.
+    pub const TOP: &'static str = "";
+
+    pub fn new(texts: HashMap<String, String>) -> Loaded {
+        Loaded(Some(std::sync::Arc::new(std::sync::Mutex::new(texts))))
+    }
 }
 
 // Not serde's derive: its `flatten` would buffer the whole task list before reading it.
@@ -127,7 +153,8 @@ deserialize_keeping_unknown_fields!(TaskStack {
         settings = Settings::default(),
         tasks = Vec::new(),
         journal_generation = 0
-    ]
+    ],
+    unread: [loaded]
 });
 
 fn is_zero(n: &u64) -> bool {
@@ -959,6 +986,7 @@ impl TaskStack {
             settings,
             tasks: Vec::new(),
             journal_generation: 0,
+            loaded: Loaded::default(),
             extra: Map::new(),
         }
     }

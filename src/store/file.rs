@@ -434,19 +434,29 @@ impl Workspace {
     /// every command stops before it has done anything. The journal is folded in: this is the
     /// stack as every acknowledged write left it.
     pub fn load_stack(&self) -> Result<TaskStack> {
-        self.read_stack(TaskStack::parse)
+        self.read_stack(TaskStack::parse, true)
+    }
+
+    /// `task_stack.json` itself, whichever store holds the queue (`fleet import` reads it).
+    pub fn load_stack_file(&self) -> Result<TaskStack> {
+        self.read_stack(TaskStack::parse, false)
     }
 
     /// The stack for a command that never writes it back (`next`, `status`): as
     /// [`Workspace::load_stack`], but no task's checkpoints are parsed. Never save it.
     pub fn load_view(&self) -> Result<TaskStack> {
-        self.read_stack(TaskStack::parse_view)
+        self.read_stack(TaskStack::parse_view, true)
     }
 
+    /// `use_fleet`: the settings of the file name a fleet store, which then gives the stack.
     fn read_stack(
         &self,
         parse: fn(&str) -> Result<TaskStack, crate::core::stack::Invalid>,
+        use_fleet: bool,
     ) -> Result<TaskStack> {
+        if use_fleet && let Some(fleet) = self.fleet() {
+            return self.fleet_stack(fleet, None);
+        }
         self.check_layout()?;
         let path = self.stack_path();
         // The journal before the stack: a fold between the two reads then leaves records the
@@ -456,6 +466,9 @@ impl Workspace {
         let mut stack = parse(&text)
             .map_err(|invalid| Failure::user(format!("{}: {invalid}", path.display())))?;
         self.check_settings_paths(&stack.settings)?;
+        if use_fleet && let Some(fleet) = self.fleet_for(&stack.settings)? {
+            return self.fleet_stack(fleet, None);
+        }
         stack.journal_generation = journal.fold_into(&mut stack);
         Ok(stack)
     }
@@ -465,7 +478,16 @@ impl Workspace {
     /// every journal record, and is written as holding them, so they are not applied again.
     /// The journal itself stays until [`Workspace::fold_journal`]: an undo that puts the old
     /// stack back brings its records back to life with it.
-    pub fn save_stack(&self, _lock: &WorkspaceLock, stack: &TaskStack) -> Result<()> {
+    pub fn save_stack(&self, lock: &WorkspaceLock, stack: &TaskStack) -> Result<()> {
+        if let Some(fleet) = self.fleet() {
+            return self.fleet_save(lock, fleet, stack);
+        }
+        self.save_stack_file(lock, stack)
+    }
+
+    /// Writes `task_stack.json` itself, whichever store holds the queue (`fleet export`, and
+    /// the fleet store's copy in the repository).
+    pub fn save_stack_file(&self, _lock: &WorkspaceLock, stack: &TaskStack) -> Result<()> {
         let path = self.stack_path();
         stack
             .validate()
@@ -500,6 +522,9 @@ impl Workspace {
     /// the index. Falls back to [`Workspace::load_view`] when the index does not match the stack
     /// (a hand edit) or lacks a task. Never save it.
     pub fn load_tasks_view(&self, tasks: &[&str]) -> Result<TaskStack> {
+        if let Some(fleet) = self.fleet() {
+            return self.fleet_stack(fleet, Some(tasks));
+        }
         self.check_layout()?;
         let path = self.stack_path();
         // The journal first, as in `read_stack`.
@@ -515,6 +540,9 @@ impl Workspace {
                 .map_err(|err| Failure::user(format!("{}: settings: {err}", path.display())))?,
             None => Settings::default(),
         };
+        if let Some(fleet) = self.fleet_for(&settings)? {
+            return self.fleet_stack(fleet, Some(tasks));
+        }
         let mut stack = TaskStack::new(settings);
         for &task in tasks {
             if stack.task(task).is_some() {
@@ -569,6 +597,9 @@ impl Workspace {
     /// removes the journal. A crash between the two is harmless: the stack says which
     /// generation it holds, and readers skip those records.
     pub fn fold_journal(&self, lock: &WorkspaceLock) -> Result<()> {
+        if let Some(fleet) = self.fleet() {
+            return self.fleet_export_here(lock, fleet);
+        }
         let path = self.journal_path();
         if fs::symlink_metadata(&path).is_err() {
             return Ok(());
@@ -584,6 +615,9 @@ impl Workspace {
 
     /// Fold when the journal has grown past its bound ([`journal::fold_bytes`]).
     pub fn fold_journal_if_large(&self, lock: &WorkspaceLock) -> Result<()> {
+        if self.fleet().is_some() {
+            return Ok(());
+        }
         let large =
             fs::metadata(self.journal_path()).is_ok_and(|meta| meta.len() > journal::fold_bytes());
         if large {
@@ -641,6 +675,11 @@ impl Workspace {
         write: &CheckpointWrite,
         event: &CheckpointEvent,
     ) -> Result<()> {
+        if let Some(fleet) = self.fleet() {
+            // The session's own log first, as below.
+            self.append_session_event(lock, undo, &write.session, event)?;
+            return self.fleet_checkpoint(fleet, stack, write, event);
+        }
         let generation = stack.journal_generation + 1;
         let task = stack.task_mut(&write.task).ok_or_else(|| {
             Failure::user(format!(
@@ -697,7 +736,11 @@ impl Workspace {
     /// Rewrites the whole record; the log it now contains is then removed.
     pub fn save_active(&self, _lock: &WorkspaceLock, session: &Session) -> Result<()> {
         write_json(&self.active_path(&session.id), session)?;
-        remove_if_exists(&self.checkpoint_log_path(&session.id))
+        remove_if_exists(&self.checkpoint_log_path(&session.id))?;
+        if let Some(fleet) = self.fleet() {
+            self.fleet_save_session(fleet, session)?;
+        }
+        Ok(())
     }
 
     /// One durable append: far cheaper than rewriting the record at every checkpoint.
@@ -746,6 +789,11 @@ impl Workspace {
     }
 
     pub fn remove_active(&self, _lock: &WorkspaceLock, id: &str) -> Result<()> {
+        if let Some(fleet) = self.fleet()
+            && let Ok(session) = self.load_session(&self.active_path(id))
+        {
+            self.fleet_end_session(fleet, &session)?;
+        }
         remove_if_exists(&self.active_path(id))?;
         remove_if_exists(&self.checkpoint_log_path(id))
     }

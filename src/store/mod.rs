@@ -9,6 +9,7 @@
 use anyhow::{Context, Result};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub mod file;
@@ -22,6 +23,7 @@ use crate::core::session::{CheckpointEvent, Session};
 use crate::core::stack::{BACKUP_DIR_SETTING, CheckpointWrite, Claim, Settings, TaskStack};
 use crate::error::Failure;
 use file::{TEMP_MARKER, lock_timeout, our_temp_file_pid, process_alive, symlink_target};
+use postgres::Fleet;
 use undo::Undo;
 
 pub const STACK_FILE: &str = "task_stack.json";
@@ -84,6 +86,11 @@ pub struct Workspace {
     /// Found by walking up from a directory below the root, so the user may not know which
     /// workspace this is (a clone's example stack above a scratch folder, say).
     found_above: bool,
+    /// `--store` (or `ORCHESTRATOR_STORE`), which wins over `settings.store`.
+    store_flag: Option<String>,
+    /// Which store holds the queue: decided at the first read, from the flag or the settings
+    /// of the workspace's `task_stack.json` (`None`: the files themselves).
+    fleet: Arc<OnceLock<Option<Arc<Fleet>>>>,
 }
 
 /// Proof that the workspace lock is held; required by every write.
@@ -96,7 +103,34 @@ impl Workspace {
         Workspace {
             root,
             found_above: false,
+            store_flag: None,
+            fleet: Arc::default(),
         }
+    }
+
+    /// The workspace with `--store` (or `ORCHESTRATOR_STORE`) given: it wins over the settings.
+    pub fn with_store_flag(mut self, flag: Option<String>) -> Self {
+        self.store_flag = flag.filter(|f| !f.is_empty());
+        self
+    }
+
+    pub fn store_flag(&self) -> Option<&str> {
+        self.store_flag.as_deref()
+    }
+
+    /// The fleet store, when `settings` (the workspace file's) or the flag name one. Decided
+    /// once per command.
+    pub fn fleet_for(&self, settings: &Settings) -> Result<Option<&Arc<Fleet>>> {
+        if self.fleet.get().is_none() {
+            let target = postgres::target(self.store_flag.as_deref(), settings.store.as_ref())?;
+            let _ = self.fleet.set(target.map(|t| Arc::new(Fleet::new(t))));
+        }
+        Ok(self.fleet.get().and_then(|f| f.as_ref()))
+    }
+
+    /// The fleet store, once a read has decided there is one.
+    pub fn fleet(&self) -> Option<&Arc<Fleet>> {
+        self.fleet.get().and_then(|f| f.as_ref())
     }
 
     /// The workspace holding `task_stack.json`: `dir` itself when given, else the current
@@ -136,8 +170,8 @@ impl Workspace {
             .ancestors()
             .find(|dir| dir.join(STACK_FILE).is_file())
             .map(|root| Workspace {
-                root: root.to_path_buf(),
                 found_above: root != start,
+                ..Workspace::at(root.to_path_buf())
             })
     }
 
@@ -152,10 +186,7 @@ impl Workspace {
                 && state.file_name()? == STATE_DIR
                 && candidate.join(".git").is_file()
                 && main.join(STACK_FILE).is_file())
-            .then(|| Workspace {
-                root: main.to_path_buf(),
-                found_above: false,
-            })
+            .then(|| Workspace::at(main.to_path_buf()))
         })
     }
 
@@ -447,6 +478,17 @@ pub struct ClaimToken {
     pub task: String,
     pub session: String,
     pub fence: u64,
+}
+
+/// This machine's name, as claims, sessions and the fleet store record it.
+pub fn host_name() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 fn absolute(dir: &Path) -> Result<PathBuf> {

@@ -137,6 +137,11 @@ pub fn recover(
         }
         reports.push(finish_wrap(ws, lock, stack, session, now, true)?);
     }
+    // On a fleet store a claim with no session here is another machine's; an expired one is
+    // taken over by the next claim (or `fleet reap`).
+    if ws.fleet().is_some() {
+        return Ok(reports);
+    }
     let mut released = false;
     for task in &mut stack.tasks {
         if let Some(claim) = &task.claim
@@ -316,6 +321,14 @@ fn finish_wrap(
 
     if !journal.steps.stack {
         match stack.task_mut(&session.task) {
+            // Another session claimed the task since (its lease ran out): what this one did
+            // is in its handoff and commit, but the task is the new holder's to write.
+            Some(task) if lost_to(task, &session).is_some() => tracing::warn!(
+                "session {} lost task `{}` to {}: the task is left as that session has it",
+                session.id,
+                session.task,
+                lost_to(task, &session).unwrap_or_default()
+            ),
             Some(task) => {
                 task.progress = progress;
                 task.status = status;
@@ -410,6 +423,15 @@ fn finish_wrap(
         resumed,
         progress,
         status,
+    })
+}
+
+/// Who holds `task` now, when a claim since `session`'s raised its fencing token.
+pub fn lost_to(task: &crate::core::stack::Task, session: &Session) -> Option<String> {
+    (session.fence != 0 && task.fence != session.fence).then(|| {
+        task.claim
+            .as_ref()
+            .map_or_else(|| "a later session".to_string(), |c| c.session.clone())
     })
 }
 

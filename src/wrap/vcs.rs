@@ -623,7 +623,7 @@ impl Ownership {
         let record = OwnerRecord {
             pid,
             start_time: process_start_time(pid),
-            host: host_name(),
+            host: crate::store::host_name(),
             locks: locks.to_vec(),
         };
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -719,7 +719,7 @@ fn remove_stale_locks(dir: &Path) -> Result<Vec<String>> {
 /// is a zombie, or belongs to a process started at another time. Anything unknowable (another
 /// host, no /proc) counts as alive.
 fn owner_is_gone(record: &OwnerRecord) -> bool {
-    if record.host != host_name() || !Path::new("/proc/self/stat").exists() {
+    if record.host != crate::store::host_name() || !Path::new("/proc/self/stat").exists() {
         return false;
     }
     match fs::read_to_string(format!("/proc/{}/stat", record.pid)) {
@@ -748,12 +748,6 @@ fn parse_stat(stat: &str) -> Option<(char, u64)> {
     // Field 22 of the whole line; the state is field 3.
     let start = fields.get(22 - 3)?.parse().ok()?;
     Some((state, start))
-}
-
-fn host_name() -> String {
-    fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
 }
 
 /// Where HEAD is and what it points at.
@@ -2681,7 +2675,7 @@ mod tests {
         let record = OwnerRecord {
             pid,
             start_time,
-            host: host_name(),
+            host: crate::store::host_name(),
             locks: locks.to_vec(),
         };
         let path = dir.join(format!("{pid}.json"));

@@ -485,6 +485,13 @@ fn command_scenario(code: i32) -> Option<Option<i32>> {
             ws.ok(&["start", "--agent", "b"]);
             exit(&["checkpoint", "late", "--session", &session])
         }
+        6 => ws
+            .command(&["next"])
+            .env("ORCHESTRATOR_STORE", "postgresql://fleet@127.0.0.1:1/queue")
+            .output()
+            .unwrap()
+            .status
+            .code(),
         _ => return None,
     })
 }

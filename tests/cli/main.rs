@@ -12,6 +12,7 @@ mod cost;
 mod docs;
 mod effects;
 mod fleet;
+mod fleet_queue;
 mod fresh_clone;
 mod handoff_history;
 mod hardening_git;

@@ -40,7 +40,7 @@ pub fn run(ctx: &Context, args: FleetExportArgs) -> Result<u8> {
             let lock = ws.lock()?;
             // Local checkpoints not yet folded would otherwise be replayed over the store's stack.
             ws.fold_journal(&lock)?;
-            ws.save_stack(&lock, &stack)?;
+            ws.save_stack_file(&lock, &stack)?;
             ws.stack_path()
         }
     };

@@ -31,7 +31,7 @@ pub fn run(ctx: &Context, args: FleetImportArgs) -> Result<u8> {
         }
         None => {
             let ws = ctx.workspace()?;
-            let stack = ws.load_stack()?;
+            let stack = ws.load_stack_file()?;
             (ws.stack_path(), stack)
         }
     };

@@ -4,6 +4,9 @@
 mod export;
 mod import;
 mod init;
+mod log;
+mod reap;
+pub(super) mod status;
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -15,13 +18,18 @@ use crate::store::postgres::{self, PgStore};
 use export::FleetExportArgs;
 use import::FleetImportArgs;
 use init::FleetInitArgs;
+use log::FleetLogArgs;
+use reap::FleetReapArgs;
 
-/// The fleet store on PostgreSQL: create its schema, move a task stack in and out
+/// The fleet store on PostgreSQL: create its schema, move a task stack in and out, read its
+/// events, release expired leases
 #[derive(Debug, Subcommand)]
 pub enum FleetCommand {
     Init(FleetInitArgs),
     Import(FleetImportArgs),
     Export(FleetExportArgs),
+    Log(FleetLogArgs),
+    Reap(FleetReapArgs),
 }
 
 pub fn run(ctx: &Context, cmd: FleetCommand) -> Result<u8> {
@@ -29,7 +37,28 @@ pub fn run(ctx: &Context, cmd: FleetCommand) -> Result<u8> {
         FleetCommand::Init(args) => init::run(ctx, args),
         FleetCommand::Import(args) => import::run(ctx, args),
         FleetCommand::Export(args) => export::run(ctx, args),
+        FleetCommand::Log(args) => log::run(ctx, args),
+        FleetCommand::Reap(args) => reap::run(ctx, args),
     }
+}
+
+/// The workspace's fleet store, for the commands that act on a workspace using one.
+fn workspace_fleet(
+    ctx: &Context,
+) -> Result<(
+    crate::store::Workspace,
+    crate::core::stack::TaskStack,
+    std::sync::Arc<postgres::Fleet>,
+)> {
+    let ws = ctx.workspace()?;
+    let stack = ws.load_view()?;
+    let fleet = ws.fleet().cloned().ok_or_else(|| {
+        Failure::user(format!(
+            "{}: this workspace uses no fleet store: give --store URL, set ORCHESTRATOR_STORE, or settings.store.postgres.url_env",
+            ws.stack_path().display()
+        ))
+    })?;
+    Ok((ws, stack, fleet))
 }
 
 /// Connects to the store named by `--store`/`ORCHESTRATOR_STORE`, else by `settings.store`.
@@ -51,5 +80,5 @@ fn workspace_settings(ctx: &Context) -> Result<Option<Settings>> {
     if ctx.store.as_deref().is_some_and(|s| !s.is_empty()) {
         return Ok(None);
     }
-    Ok(Some(ctx.workspace()?.load_stack()?.settings))
+    Ok(Some(ctx.workspace()?.load_stack_file()?.settings))
 }

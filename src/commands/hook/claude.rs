@@ -111,7 +111,10 @@ pub fn run(ctx: &Context, args: HookClaudeArgs) {
     // Claude Code's own kill at its timeout.
     let (done, outcome) = mpsc::channel();
     // The hook's answer is Claude Code's JSON on stdout, never shaped by --quiet or colours.
-    let ctx = Context::inner(ctx.dir.clone(), ctx.now);
+    let ctx = Context {
+        store: ctx.store.clone(),
+        ..Context::inner(ctx.dir.clone(), ctx.now)
+    };
     std::thread::spawn(move || {
         let _ = done.send(answer(&ctx, &args));
     });
@@ -160,7 +163,7 @@ fn handle(ctx: &Context, args: &HookClaudeArgs, input: &[u8]) -> Result<Option<V
             }
         }
     };
-    let ctx = Context::inner(Some(ws.root().to_path_buf()), ctx.now);
+    let ctx = Context::inner_for(&ws, ctx.now);
     let name = event.hook_event_name.as_str();
     // Tool events fire inside subagents too; the subagent is not the one to wrap the session.
     if event.agent_id.is_some() {

@@ -251,7 +251,7 @@ fn run_loop(
             continue;
         }
         let now = clock::now()?;
-        let session_ctx = Context::inner(Some(ws.root().to_path_buf()), now);
+        let session_ctx = Context::inner_for(ws, now);
         let start = StartArgs {
             task: None,
             agent: agent.to_string(),
@@ -780,7 +780,7 @@ fn finish_session(
     if !ws.active_path(session_id).exists() {
         return Ok(false);
     }
-    let ctx = Context::inner(Some(ws.root().to_path_buf()), clock::now()?);
+    let ctx = Context::inner_for(ws, clock::now()?);
     let args = WrapArgs {
         summary: Some(summary.to_string()),
         next: Vec::new(),

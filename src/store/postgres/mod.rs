@@ -24,6 +24,10 @@ use std::time::Duration;
 use crate::core::stack::{StoreSettings, Task, TaskStack};
 use crate::error::Failure;
 
+mod queue;
+mod workspace;
+pub use queue::{Claimed, FleetEvent, FleetSession, Origin};
+
 /// The migrations, oldest first: the schema's version is how many have been applied.
 const MIGRATIONS: &[&str] = &[include_str!("0001_queue.sql")];
 /// The schema version this binary reads and writes.
@@ -148,7 +152,7 @@ impl PgStore {
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(30));
         let client = config.connect(NoTls).map_err(|err| {
-            Failure::user(format!(
+            Failure::unreachable(format!(
                 "cannot reach the fleet store {} (from {}): {}",
                 target.display(),
                 target.source,
@@ -395,8 +399,70 @@ fn newer_schema(display: &str, version: i32) -> anyhow::Error {
 }
 
 /// A server error as one line naming the store: what the server said, or why it could not say.
+/// A lost connection, a server shutting down or a statement past its timeout is exit 6 (run
+/// it again; the transaction did not happen); anything else the server refused is exit 1.
 fn sql(display: &str, err: postgres::Error) -> anyhow::Error {
-    Failure::user(format!("the fleet store {display}: {}", one_line(&err)))
+    let message = format!("the fleet store {display}: {}", one_line(&err));
+    let gone = match err.code() {
+        None => true,
+        Some(code) => {
+            *code == SqlState::QUERY_CANCELED
+                || *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+                || code.code().starts_with("08")
+        }
+    };
+    if gone {
+        Failure::unreachable(message)
+    } else {
+        Failure::user(message)
+    }
+}
+
+/// The fleet store of a workspace whose settings (or `--store`) name one: connected at its
+/// first use, its schema checked then, the connection kept for the rest of the command.
+pub struct Fleet {
+    target: Target,
+    store: std::sync::Mutex<Option<PgStore>>,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("target", &self.target.display())
+            .finish()
+    }
+}
+
+impl Fleet {
+    pub fn new(target: Target) -> Fleet {
+        Fleet {
+            target,
+            store: std::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Runs `op` on the connection, connecting first if needed. A connection that failed is
+    /// dropped, so the next use connects again (the server may have restarted).
+    pub fn with<T>(&self, op: impl FnOnce(&mut PgStore) -> Result<T>) -> Result<T> {
+        let mut guard = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            let mut store = PgStore::connect(&self.target)?;
+            store.check_schema()?;
+            *guard = Some(store);
+        }
+        let store = guard.as_mut().expect("connected above");
+        let result = op(store);
+        if store.client.is_closed() {
+            *guard = None;
+        }
+        result
+    }
 }
 
 fn one_line(err: &postgres::Error) -> String {

@@ -1,0 +1,199 @@
+//! The workspace's operations when a fleet store holds the queue: the stack, claims and
+//! checkpoints go to PostgreSQL; session records stay on this machine (each machine wraps its
+//! own sessions), with a summary of each in the store for `status --fleet`; `task_stack.json`
+//! is the store's export, written after every whole-stack save for the wrap to commit.
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+use super::{Claimed, Fleet, Origin};
+use crate::core::session::{CheckpointEvent, Session};
+use crate::core::stack::{CheckpointWrite, Claim, Loaded, TaskStack};
+use crate::error::Failure;
+use crate::store::{Workspace, WorkspaceLock};
+
+impl Workspace {
+    /// The stack (or, with `only`, its settings and those tasks) from the fleet store.
+    pub(in crate::store) fn fleet_stack(
+        &self,
+        fleet: &Arc<Fleet>,
+        only: Option<&[&str]>,
+    ) -> Result<TaskStack> {
+        let stack = fleet.with(|pg| pg.load_stack(only))?;
+        self.check_settings_paths(&stack.settings)?;
+        Ok(stack)
+    }
+
+    /// Saves what the command changed (compare and swap per task), then refreshes
+    /// `task_stack.json` from the store.
+    pub(in crate::store) fn fleet_save(
+        &self,
+        lock: &WorkspaceLock,
+        fleet: &Arc<Fleet>,
+        stack: &TaskStack,
+    ) -> Result<()> {
+        stack
+            .validate()
+            .map_err(|invalid| Failure::user(format!("{}: {invalid}", fleet.target().display())))?;
+        fleet.with(|pg| pg.save_stack(stack))?;
+        self.fleet_export_here(lock, fleet)
+    }
+
+    /// Writes the store's stack to `task_stack.json`, the copy that the wrap commits.
+    pub(in crate::store) fn fleet_export_here(
+        &self,
+        lock: &WorkspaceLock,
+        fleet: &Arc<Fleet>,
+    ) -> Result<()> {
+        let mut exported = fleet.with(|pg| pg.export())?;
+        exported.loaded = Loaded::default();
+        self.save_stack_file(lock, &exported)
+    }
+
+    pub(in crate::store) fn fleet_checkpoint(
+        &self,
+        fleet: &Arc<Fleet>,
+        stack: &mut TaskStack,
+        write: &CheckpointWrite,
+        event: &CheckpointEvent,
+    ) -> Result<()> {
+        let Some(task) = stack.task(&write.task).cloned() else {
+            return Err(Failure::user(format!(
+                "the fleet store {}: task `{}` of session {} is no longer in the stack",
+                fleet.target().display(),
+                write.task,
+                write.session
+            )));
+        };
+        let loaded_text = stack
+            .loaded
+            .0
+            .as_ref()
+            .and_then(|texts| texts.lock().ok()?.get(&write.task).cloned());
+        let session = self.load_active(&write.session).ok();
+        let origin = Origin {
+            host: &crate::store::host_name(),
+            agent: session.as_ref().map_or("", |s| s.agent.as_str()),
+            session: &write.session,
+        };
+        let mut summary = json!({
+            "progress_done": write.progress,
+            "lease_expires": crate::clock::format(event.lease_expires),
+        });
+        if let Some(tokens) = &event.tokens {
+            summary["tokens_used"] = json!(tokens.used);
+        }
+        let written = fleet.with(|pg| {
+            pg.append_checkpoint(
+                write,
+                &task,
+                loaded_text,
+                &summary,
+                &origin,
+                event.checkpoint.at,
+            )
+        })?;
+        if let Some(entry) = stack.task_mut(&write.task) {
+            *entry = written;
+        }
+        Ok(())
+    }
+
+    /// Claims the first of `candidates` no other machine holds; `None` when all are taken.
+    pub fn fleet_claim_first(
+        &self,
+        fleet: &Arc<Fleet>,
+        candidates: &[&str],
+        claim: &Claim,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Claimed>> {
+        let origin = Origin {
+            host: &crate::store::host_name(),
+            agent: &claim.agent,
+            session: &claim.session,
+        };
+        fleet.with(|pg| pg.claim_first(candidates, claim, &origin, now))
+    }
+
+    /// Logs, on a fleet store, a write refused because its session lost the task.
+    pub fn note_lost(&self, lost: &crate::core::stack::Lost, agent: &str, now: DateTime<Utc>) {
+        if let Some(fleet) = self.fleet() {
+            let origin = Origin {
+                host: &crate::store::host_name(),
+                agent,
+                session: &lost.session,
+            };
+            let _ = fleet.with(|pg| {
+                pg.record_refusal(lost, &origin, now);
+                Ok(())
+            });
+        }
+    }
+
+    /// Gives back a claim that a failed `start` took.
+    pub fn fleet_unclaim(&self, fleet: &Arc<Fleet>, task: &str, session: &str, token: u64) {
+        if let Err(err) = fleet.with(|pg| pg.unclaim(task, session, token)) {
+            tracing::warn!(
+                "cannot give back the claim on `{task}` (its lease runs out by itself): {err:#}"
+            );
+        }
+    }
+
+    pub(in crate::store) fn fleet_save_session(
+        &self,
+        fleet: &Arc<Fleet>,
+        session: &Session,
+    ) -> Result<()> {
+        let origin = Origin {
+            host: &session.host,
+            agent: &session.agent,
+            session: &session.id,
+        };
+        let state = if session.is_wrapping() {
+            "wrapping"
+        } else {
+            "live"
+        };
+        fleet.with(|pg| {
+            pg.save_session(
+                &session.id,
+                &session.task,
+                &origin,
+                state,
+                &session_summary(self, session),
+                session.started,
+            )
+        })
+    }
+
+    pub(in crate::store) fn fleet_end_session(
+        &self,
+        fleet: &Arc<Fleet>,
+        session: &Session,
+    ) -> Result<()> {
+        let origin = Origin {
+            host: &session.host,
+            agent: &session.agent,
+            session: &session.id,
+        };
+        let at = session
+            .wrap
+            .as_ref()
+            .map_or_else(|| session.last_activity(), |w| w.ended);
+        fleet.with(|pg| pg.end_session(&origin, &session.task, at))
+    }
+}
+
+/// What the store keeps of a session for `status --fleet`: where it runs and how far it is.
+pub fn session_summary(ws: &Workspace, session: &Session) -> Value {
+    json!({
+        "workspace": ws.root().display().to_string(),
+        "pid": session.pid,
+        "budget": session.budget,
+        "tokens_used": session.tokens_used(),
+        "progress_done": session.checkpoints.last().map_or(session.progress_at_start.done, |c| c.progress),
+        "lease_expires": crate::clock::format(session.lease_expires),
+    })
+}

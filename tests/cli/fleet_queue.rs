@@ -1,0 +1,314 @@
+//! Commands on the fleet store, against a real throwaway PostgreSQL cluster: claims with
+//! fencing tokens, checkpoints and wraps through the store, expired leases taken over, the
+//! fleet's view of its sessions, reaping, and a server that cannot be reached.
+
+use crate::common::{Ws, at_minutes};
+use crate::pg_cluster::PgCluster;
+use serde_json::Value;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+/// A workspace ("machine") whose stack is `stack` and whose commands use the store at `url`.
+struct Machine {
+    ws: Ws,
+    url: String,
+}
+
+impl Machine {
+    fn new(url: &str, stack: &str) -> Machine {
+        let ws = Ws::new();
+        ws.write("task_stack.json", stack);
+        Machine {
+            ws,
+            url: url.to_string(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.ws
+            .command(args)
+            .env("ORCHESTRATOR_STORE", &self.url)
+            .output()
+            .unwrap()
+    }
+
+    fn expect(&self, code: i32, args: &[&str]) -> (String, String) {
+        let out = self.run(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{args:?}\nstdout: {stdout}\nstderr: {stderr}"
+        );
+        (stdout, stderr)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        self.expect(0, args).0
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        serde_json::from_str(&self.ok(&all)).unwrap()
+    }
+}
+
+/// A store holding three tasks: `schema` (4 units), `claims` after it (6), `report` (3,
+/// priority 2); and the stack text every machine starts from.
+fn fleet(pg: &PgCluster) -> String {
+    let seed = Ws::new();
+    seed.ok(&[
+        "task",
+        "add",
+        "schema",
+        "--title",
+        "Design the schema",
+        "--total",
+        "4",
+    ]);
+    seed.ok(&[
+        "task", "add", "claims", "--title", "Claims", "--total", "6", "--after", "schema",
+    ]);
+    seed.ok(&[
+        "task",
+        "add",
+        "report",
+        "--title",
+        "Cost report",
+        "--total",
+        "3",
+        "--priority",
+        "2",
+    ]);
+    let stack = seed.read("task_stack.json");
+    let machine = Machine::new(&pg.url(), &stack);
+    machine.ok(&["fleet", "init"]);
+    machine.ok(&["fleet", "import"]);
+    stack
+}
+
+#[test]
+fn a_session_claims_checkpoints_and_wraps_through_the_store() {
+    let Some(pg) = PgCluster::start() else { return };
+    let stack = fleet(&pg);
+    let m = Machine::new(&pg.url(), &stack);
+
+    let brief = m.json(&["start", "--agent", "alpha"]);
+    assert_eq!(brief["task"], "schema", "{brief}");
+    assert_eq!(
+        pg.psql("SELECT fencing_token || ':' || (lease_session IS NOT NULL) FROM orchestrator.task WHERE id = 'schema'"),
+        "1:true"
+    );
+    let session = brief["session"].as_str().unwrap().to_string();
+
+    // 160,000 of 200,000 tokens: the warn level, exit 10.
+    m.expect(
+        10,
+        &[
+            "checkpoint",
+            "tables drafted",
+            "--progress",
+            "2",
+            "--tokens",
+            "160000",
+        ],
+    );
+    assert_eq!(
+        pg.psql("SELECT doc->'progress'->>'done' FROM orchestrator.task WHERE id = 'schema'"),
+        "2"
+    );
+
+    let fleet_status = m.json(&["status", "--fleet"]);
+    let sessions = fleet_status["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 1, "{fleet_status}");
+    assert_eq!(sessions[0]["session"], session.as_str());
+    assert_eq!(sessions[0]["agent"], "alpha");
+    assert_eq!(sessions[0]["task"], "schema");
+    assert_eq!(sessions[0]["level"], "warn");
+    assert_eq!(sessions[0]["progress"], "2/4");
+    assert_eq!(sessions[0]["lease_seconds_left"], 30 * 60);
+
+    m.ok(&["wrap", "--done", "--summary", "schema done"]);
+    assert_eq!(
+        pg.psql("SELECT status || ':' || (lease_session IS NULL) FROM orchestrator.task WHERE id = 'schema'"),
+        "done:true"
+    );
+    assert_eq!(
+        pg.psql(&format!(
+            "SELECT state FROM orchestrator.session WHERE id = '{session}'"
+        )),
+        "archived"
+    );
+    // The repository's copy is the store's export.
+    let local: Value = serde_json::from_str(&m.ws.read("task_stack.json")).unwrap();
+    assert_eq!(local["tasks"][0]["status"], "done");
+    assert_eq!(
+        m.ws.read("task_stack.json"),
+        m.ok(&["fleet", "export", "-o", "-"])
+    );
+
+    let kinds: Vec<String> = m.json(&["fleet", "log"])["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kinds, ["claim", "checkpoint", "wrap"]);
+    assert!(
+        m.json(&["status", "--fleet"])["sessions"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn an_expired_lease_is_taken_over_with_a_higher_token_and_the_old_session_is_refused() {
+    let Some(pg) = PgCluster::start() else { return };
+    let stack = fleet(&pg);
+    let a = Machine::new(&pg.url(), &stack);
+    let b = Machine::new(&pg.url(), &stack);
+
+    let first = a.json(&["start", "--agent", "alpha"]);
+    assert_eq!(first["task"], "schema");
+    a.ok(&["checkpoint", "half", "--progress", "2", "--tokens", "1000"]);
+    // While the lease holds, the other machine gets the next ready task, never the same one.
+    let other = b.json(&["start", "--agent", "beta"]);
+    assert_eq!(other["task"], "report");
+
+    // Alpha's machine goes silent; its 30-minute lease runs out.
+    b.ws.set_now(&at_minutes(31));
+    b.ok(&["wrap", "--summary", "report paused"]);
+    let (stdout, stderr) = b.expect(0, &["start", "--agent", "beta"]);
+    assert!(stdout.contains("schema"), "{stdout}");
+    assert!(stderr.contains("took over task `schema`"), "{stderr}");
+    assert_eq!(
+        pg.psql("SELECT fencing_token FROM orchestrator.task WHERE id = 'schema'"),
+        "2"
+    );
+    // The progress alpha reported is kept for the new holder.
+    assert_eq!(
+        pg.psql("SELECT doc->'progress'->>'done' FROM orchestrator.task WHERE id = 'schema'"),
+        "2"
+    );
+
+    // Alpha comes back: its late checkpoint and its wrap are refused, and change nothing.
+    a.ws.set_now(&at_minutes(32));
+    let before = pg.psql("SELECT doc::text FROM orchestrator.task WHERE id = 'schema'");
+    let (_, stderr) = a.expect(
+        5,
+        &["checkpoint", "late", "--progress", "4", "--tokens", "2000"],
+    );
+    assert!(stderr.contains("schema"), "{stderr}");
+    let (_, stderr) = a.expect(5, &["wrap", "--done", "--summary", "late"]);
+    assert!(stderr.contains("lost task `schema`"), "{stderr}");
+    assert_eq!(
+        pg.psql("SELECT doc::text FROM orchestrator.task WHERE id = 'schema'"),
+        before
+    );
+    let kinds = pg.psql(
+        "SELECT string_agg(kind, ',' ORDER BY id) FROM orchestrator.event WHERE task_id = 'schema'",
+    );
+    assert_eq!(kinds, "claim,checkpoint,reclaim,refused,refused");
+
+    // Its own next start recovers the stale session without touching the task it lost.
+    a.ws.set_now(&at_minutes(33));
+    let next = a.json(&["start", "--agent", "alpha"]);
+    assert_eq!(next["task"], "report", "{next}");
+    assert_eq!(next["recovered"].as_array().unwrap().len(), 1, "{next}");
+    assert_eq!(
+        pg.psql("SELECT doc::text FROM orchestrator.task WHERE id = 'schema'"),
+        before
+    );
+    assert_eq!(
+        pg.psql("SELECT fencing_token || ':' || (lease_session = (SELECT id FROM orchestrator.session WHERE agent = 'beta' AND task_id = 'schema')) FROM orchestrator.task WHERE id = 'schema'"),
+        "2:true"
+    );
+}
+
+#[test]
+fn reap_releases_leases_that_ran_out_and_the_old_holder_is_refused() {
+    let Some(pg) = PgCluster::start() else { return };
+    let stack = fleet(&pg);
+    let a = Machine::new(&pg.url(), &stack);
+    a.ok(&["start", "--agent", "alpha"]);
+    let reaped = a.json(&["fleet", "reap"]);
+    assert!(reaped["reaped"].as_array().unwrap().is_empty(), "{reaped}");
+
+    a.ws.set_now(&at_minutes(40));
+    let reaped = a.json(&["fleet", "reap"]);
+    assert_eq!(reaped["reaped"][0]["task"], "schema", "{reaped}");
+    assert_eq!(
+        pg.psql("SELECT (lease_session IS NULL) || ':' || fencing_token FROM orchestrator.task WHERE id = 'schema'"),
+        "true:1"
+    );
+    a.expect(
+        5,
+        &["checkpoint", "late", "--progress", "1", "--tokens", "10"],
+    );
+    let fleet_status = a.json(&["status", "--fleet"]);
+    assert_eq!(
+        fleet_status["sessions"][0]["state"], "lost",
+        "{fleet_status}"
+    );
+}
+
+#[test]
+fn task_commands_write_through_the_store_and_refresh_the_local_copy() {
+    let Some(pg) = PgCluster::start() else { return };
+    let stack = fleet(&pg);
+    let a = Machine::new(&pg.url(), &stack);
+    let b = Machine::new(&pg.url(), &stack);
+    a.ok(&[
+        "task",
+        "add",
+        "docs",
+        "--title",
+        "Write the docs",
+        "--total",
+        "2",
+    ]);
+    assert_eq!(
+        pg.psql("SELECT string_agg(id, ',' ORDER BY position) FROM orchestrator.task"),
+        "schema,claims,report,docs"
+    );
+    assert!(a.ws.read("task_stack.json").contains("Write the docs"));
+    // Another machine sees it at once, before any git push.
+    assert!(b.ok(&["task", "list"]).contains("docs"));
+    b.ok(&["task", "set", "docs", "--total", "5"]);
+    assert_eq!(
+        pg.psql("SELECT doc->'progress'->>'total' FROM orchestrator.task WHERE id = 'docs'"),
+        "5"
+    );
+    assert!(a.ok(&["task", "show", "docs"]).contains("0/5"));
+    a.ok(&["task", "rm", "docs"]);
+    assert_eq!(pg.psql("SELECT count(*) FROM orchestrator.task"), "3");
+}
+
+#[test]
+fn an_unreachable_store_fails_within_its_timeout_with_exit_6_and_changes_nothing() {
+    let ws = Ws::new();
+    ws.ok(&["task", "add", "a", "--title", "A", "--total", "1"]);
+    let before = ws.snapshot();
+    let began = Instant::now();
+    // Nothing listens on port 1.
+    let out = ws
+        .command(&["start", "--agent", "alpha"])
+        .env(
+            "ORCHESTRATOR_STORE",
+            "postgresql://fleet:s3cret@127.0.0.1:1/queue",
+        )
+        .output()
+        .unwrap();
+    assert!(began.elapsed() < Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(6), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot reach the fleet store postgresql://fleet:***@127.0.0.1:1/queue"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+    assert_eq!(ws.snapshot(), before);
+}
