@@ -88,7 +88,7 @@ pub enum Command {
 }
 
 /// `--session`, shared by the commands that act on a live session.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct SessionArg {
     /// The session (default: $ORCHESTRATOR_SESSION, else the only live session)
     #[arg(long, env = "ORCHESTRATOR_SESSION", value_name = "ID")]

@@ -12,7 +12,7 @@ use crate::store::undo::Undo;
 use crate::wrap::{self, WrapOptions, WrapReport};
 
 /// End the session gracefully: backup, handoff, progress saved, session archived, commit
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct WrapArgs {
     /// What this session achieved
     #[arg(long, value_name = "TEXT")]

@@ -101,6 +101,10 @@ pub struct AgentSettings {
     /// What the agent's session-end hook does with the agent's live session.
     #[serde(default, skip_serializing_if = "OnSessionEnd::is_default")]
     pub on_session_end: OnSessionEnd,
+    /// The account whose quota the agent draws on: on a fleet store, a rate limit one loop
+    /// meets pauses every loop of every agent with the same account. Default: the agent's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }

@@ -101,6 +101,7 @@ fn every_setting() -> Settings {
                 compact_at: Some(0.8),
                 on_session_start: OnSessionStart::Start,
                 on_session_end: OnSessionEnd::Wrap,
+                account: Some("team".into()),
                 extra: Map::new(),
             },
         )]),

@@ -312,3 +312,168 @@ fn an_unreachable_store_fails_within_its_timeout_with_exit_6_and_changes_nothing
     assert!(!stderr.contains("s3cret"), "{stderr}");
     assert_eq!(ws.snapshot(), before);
 }
+
+/// A store whose stack is `stack` with `settings` merged into its settings.
+fn fleet_with(pg: &PgCluster, tasks: &[(&str, &str)], settings: Value) -> String {
+    let seed = Ws::new();
+    for (id, total) in tasks {
+        seed.ok(&["task", "add", id, "--title", id, "--total", total]);
+    }
+    let mut stack: Value = serde_json::from_str(&seed.read("task_stack.json")).unwrap();
+    for (key, value) in settings.as_object().unwrap() {
+        stack["settings"][key] = value.clone();
+    }
+    let text = serde_json::to_string_pretty(&stack).unwrap();
+    let machine = Machine::new(&pg.url(), &text);
+    machine.ok(&["fleet", "init"]);
+    machine.ok(&["fleet", "import"]);
+    text
+}
+
+/// `orchestrator run` on machine `m`, the binary on PATH for its agent.
+fn run_on(m: &Machine, args: &[&str]) -> std::process::Command {
+    let mut cmd = crate::run::run_command(&m.ws, args);
+    cmd.env("ORCHESTRATOR_STORE", &m.url);
+    cmd
+}
+
+#[test]
+fn a_rate_limit_one_loop_meets_pauses_every_loop_of_the_account_on_every_machine() {
+    let Some(pg) = PgCluster::start() else { return };
+    let stack = fleet_with(
+        &pg,
+        &[("one", "1"), ("two", "1")],
+        serde_json::json!({
+            "run": {"rate_limit_exit_codes": [75], "backoff_seconds": 600},
+            "agents": {"alpha": {"account": "team"}, "beta": {"account": "team"}},
+        }),
+    );
+    let a = Machine::new(&pg.url(), &stack);
+    let b = Machine::new(&pg.url(), &stack);
+    crate::run::agent(&a.ws, "limited.sh", "exit 75");
+    let out = run_on(
+        &a,
+        &[
+            "run",
+            "--agent",
+            "alpha",
+            "--max-sessions",
+            "1",
+            "--",
+            "./limited.sh",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(20), "{out:?}");
+    assert_eq!(
+        pg.psql("SELECT account || ' ' || to_char(until AT TIME ZONE 'UTC', 'HH24:MI:SS') FROM orchestrator.quota_pause"),
+        "team 00:23:55"
+    );
+
+    let fleet_status = b.json(&["status", "--fleet"]);
+    assert_eq!(
+        fleet_status["pauses"][0]["account"], "team",
+        "{fleet_status}"
+    );
+    assert_eq!(fleet_status["pauses"][0]["until"], "2025-11-06T00:23:55Z");
+
+    // The other machine's loop, another agent on the same account, waits the pause out first.
+    crate::run::agent(
+        &b.ws,
+        "works.sh",
+        "orchestrator checkpoint done --progress 1 --tokens 10",
+    );
+    let out = run_on(
+        &b,
+        &[
+            "run",
+            "--agent",
+            "beta",
+            "--max-sessions",
+            "1",
+            "--",
+            "./works.sh",
+        ],
+    )
+    .env("ORCHESTRATOR_SLEEP_LOG", b.ws.file("sleeps.log"))
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(20), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("paused until 2025-11-06T00:23:55Z"),
+        "{stderr}"
+    );
+    assert_eq!(b.ws.read("sleeps.log").lines().next(), Some("600"));
+    let kinds = pg.psql("SELECT string_agg(kind, ',' ORDER BY id) FROM orchestrator.event WHERE kind = 'quota_pause'");
+    assert_eq!(kinds, "quota_pause");
+}
+
+#[test]
+fn a_run_outlives_the_server_stopping_and_restarting_in_the_middle_of_a_session() {
+    let Some(pg) = PgCluster::start() else { return };
+    let stack = fleet_with(
+        &pg,
+        &[("one", "1"), ("two", "1")],
+        serde_json::json!({"store": {"postgres": {"url_env": "FLEET_URL", "timeout_seconds": 2}}}),
+    );
+    let m = Machine::new(&pg.url(), &stack);
+    // The agent reports its unit, then waits for the test to let it exit.
+    crate::run::agent(
+        &m.ws,
+        "slow.sh",
+        "orchestrator checkpoint unit --progress 1 --tokens 10\ntouch started\nwhile [ ! -f go ]; do sleep 0.05; done\nrm -f go started",
+    );
+    let mut child = crate::run::run_command(
+        &m.ws,
+        &[
+            "run",
+            "--agent",
+            "alpha",
+            "--poll",
+            "50ms",
+            "--",
+            "./slow.sh",
+        ],
+    )
+    .env("FLEET_URL", pg.url())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    crate::run::wait_for("the first session", || m.ws.file("started").exists());
+    pg.stop();
+    // The agent exits while the server is down: the wrap cannot reach it and is tried again.
+    m.ws.write("go", "");
+    std::thread::sleep(Duration::from_secs(3));
+    pg.start_server();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !m.ws.file("started").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if !m.ws.file("started").exists() {
+        child.kill().unwrap();
+        let out = child.wait_with_output().unwrap();
+        panic!(
+            "no second session\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    m.ws.write("go", "");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("trying again"), "{stderr}");
+    assert_eq!(
+        pg.psql(
+            "SELECT string_agg(id || ':' || status, ',' ORDER BY position) FROM orchestrator.task"
+        ),
+        "one:done,two:done"
+    );
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM orchestrator.event WHERE kind = 'wrap'"),
+        "2"
+    );
+}

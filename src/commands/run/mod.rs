@@ -240,6 +240,7 @@ fn run_loop(
         rate_limits_in_row: 0,
         honoured_pause: None,
         spent_usd: 0.0,
+        unreachable_in_row: 0,
     };
     let stop = loop {
         if let Some(reason) =
@@ -276,6 +277,21 @@ fn run_loop(
                     }
                 }
             }
+            // The fleet store is down or restarting: nothing was claimed; wait and try again.
+            Err(err) if crate::error::exit_code(&err) == code::UNREACHABLE => {
+                loop_state.unreachable_in_row += 1;
+                let wait = unreachable_wait(loop_state.unreachable_in_row);
+                runner.log.event(
+                    "store_unreachable",
+                    json!({"error": format!("{err:#}"), "retry_in_seconds": wait.as_secs()}),
+                );
+                live_line::say(&format!(
+                    "the fleet store cannot be reached; trying again in {}",
+                    describe_wait(wait)
+                ));
+                pause(ws, signals, wait);
+                continue;
+            }
             Err(err) => {
                 runner
                     .log
@@ -283,6 +299,7 @@ fn run_loop(
                 return Err(err);
             }
         };
+        loop_state.unreachable_in_row = 0;
         loop_state.sessions += 1;
         let session_id = brief["session"].as_str().unwrap_or_default().to_string();
         let task = brief["task"].as_str().unwrap_or_default().to_string();
@@ -353,6 +370,8 @@ struct LoopState {
     honoured_pause: Option<chrono::DateTime<chrono::Utc>>,
     /// What this run's sessions cost, as their records price them.
     spent_usd: f64,
+    /// Claims in a row that found the fleet store unreachable: the wait before the next.
+    unreachable_in_row: u32,
 }
 
 /// What a finished session cost, from its archived record (0 when it recorded no cost).
@@ -625,7 +644,9 @@ fn drive(
         json!({"session": session_id, "exit": exit, "code": status.code()}),
     );
 
-    let settings = ws.load_stack()?.settings.run;
+    let settings = through_outages("read the stack", || ws.load_stack())?
+        .settings
+        .run;
     let rate_limited = settings.is_rate_limited(status.code(), &tail);
     let (reason, summary) = match stopping.map(|state| state.why) {
         Some(Stopping::ShutdownLevel) => (
@@ -665,7 +686,7 @@ fn drive(
         live_line::say(&format!("{summary} Wrapped it as `{reason}`."));
     }
 
-    let stack = ws.load_stack()?;
+    let stack = through_outages("read the stack", || ws.load_stack())?;
     let task_now = stack.task(task);
     let units_moved = task_now.is_some_and(|t| {
         t.progress.done != started_session.progress_at_start.done
@@ -794,9 +815,46 @@ fn finish_session(
         },
         agent_output: agent_output.map(str::to_string),
     };
-    wrap_session(&ctx, args)
-        .with_context(|| format!("cannot wrap session {session_id} after its agent exited"))?;
+    // A fleet store that is down or restarting: the wrap's journal keeps what was done, and
+    // the same wrap is tried again.
+    through_outages(&format!("wrap session {session_id}"), || {
+        wrap_session(&ctx, args.clone())
+    })
+    .with_context(|| format!("cannot wrap session {session_id} after its agent exited"))?;
     Ok(true)
+}
+
+/// How many times an operation is tried again while the fleet store cannot be reached (about
+/// eight minutes in all), before the loop gives up.
+const ATTEMPTS_UNREACHABLE: u32 = 12;
+
+/// `op`, tried again while it fails because the fleet store cannot be reached (exit 6: it
+/// wrote nothing, or its journal says what it did), waiting longer each time.
+fn through_outages<T>(what: &str, mut op: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut attempt = 0;
+    loop {
+        match op() {
+            Err(err)
+                if crate::error::exit_code(&err) == code::UNREACHABLE
+                    && attempt < ATTEMPTS_UNREACHABLE =>
+            {
+                attempt += 1;
+                let wait = unreachable_wait(attempt);
+                tracing::warn!(
+                    "cannot {what}: {err:#}; trying again in {}",
+                    describe_wait(wait)
+                );
+                std::thread::sleep(wait);
+            }
+            result => return result,
+        }
+    }
+}
+
+/// The wait before trying an unreachable fleet store again: doubling from a second, at most a
+/// minute.
+fn unreachable_wait(attempt: u32) -> Duration {
+    Duration::from_secs(1u64 << attempt.saturating_sub(1).min(6)).min(Duration::from_secs(60))
 }
 
 /// The agent is alive while the loop watches it: keep its lease from running out even when it

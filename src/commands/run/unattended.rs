@@ -192,11 +192,20 @@ pub(super) fn back_off(runner: &mut Runner, nth: u32, final_output: &str) -> Res
         .unwrap_or_default()
         .trim()
         .to_string();
-    let pause = runner.ws.extend_pause(&Pause {
+    let mut pause = runner.ws.extend_pause(&Pause {
         until,
         reason: reason.clone(),
         agent: runner.agent.to_string(),
     })?;
+    // On a fleet store the pause is the account's, for every loop on every machine.
+    if runner.ws.fleet().is_some() {
+        let account = runner.account()?;
+        match runner.ws.fleet_set_pause(&account, &pause, now) {
+            Ok(Some(shared)) => pause.until = pause.until.max(shared),
+            Ok(None) => {}
+            Err(err) => tracing::warn!("cannot share the pause through the fleet store: {err:#}"),
+        }
+    }
     let message = match resets {
         Some(at) => format!(
             "the agent hit a limit that resets at {}; pausing every loop of this workspace until {} ({})",
@@ -227,10 +236,25 @@ pub(super) fn honour_pause(
     runner: &mut Runner,
     honoured: &mut Option<DateTime<Utc>>,
 ) -> Result<bool> {
-    let Some(pause) = runner.ws.load_pause() else {
+    let now = clock::now()?;
+    let shared = match runner.ws.fleet() {
+        Some(_) => {
+            let account = runner.account()?;
+            runner.ws.fleet_pause(&account, now).unwrap_or_else(|err| {
+                tracing::warn!("cannot read the account's pause from the fleet store: {err:#}");
+                None
+            })
+        }
+        None => None,
+    };
+    let local = runner.ws.load_pause().filter(|p| p.until > now);
+    let Some(pause) = [local, shared]
+        .into_iter()
+        .flatten()
+        .max_by_key(|p| p.until)
+    else {
         return Ok(false);
     };
-    let now = clock::now()?;
     if pause.until <= now || *honoured == Some(pause.until) {
         return Ok(false);
     }
@@ -247,11 +271,14 @@ pub(super) fn honour_pause(
         json!({"until": clock::format(pause.until), "seconds": wait.as_secs_f64()}),
     );
     let (ws, signals) = (runner.ws, runner.signals);
+    let fleet = ws.fleet().is_some();
     let slept = clock::sleep(wait, || {
-        signals.received().is_some() || ws.stop_file().exists() || !ws.pause_file().exists()
+        signals.received().is_some()
+            || ws.stop_file().exists()
+            || (!fleet && !ws.pause_file().exists())
     });
     *honoured = Some(pause.until);
-    if slept || !ws.pause_file().exists() {
+    if slept || fleet || !ws.pause_file().exists() {
         let at = clock::format(clock::now()?);
         live_line::say(&format!("resuming at {at}"));
         runner.log.event("resumed", json!({"at": at}));
@@ -260,6 +287,14 @@ pub(super) fn honour_pause(
 }
 
 impl Runner<'_> {
+    /// The account whose quota this loop's agent uses (see `Workspace::quota_account`).
+    pub(super) fn account(&self) -> Result<String> {
+        let settings = self.ws.load_view()?.settings;
+        Ok(crate::store::Workspace::quota_account(
+            &settings, self.agent,
+        ))
+    }
+
     /// Tells the user's notifier, if any; its failure is logged, never fatal.
     pub(super) fn notify(&mut self, event: &str, mut fields: Value) {
         if self.options.on_event.is_empty() {

@@ -132,6 +132,59 @@ impl Workspace {
         }
     }
 
+    /// The account whose quota `agent` draws on: its `settings.agents.<name>.account`, else
+    /// the agent's name (a `run --workers` loop's `NAME-N` counts as `NAME`).
+    pub fn quota_account(settings: &crate::core::stack::Settings, agent: &str) -> String {
+        let base = agent
+            .rsplit_once('-')
+            .filter(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(agent, |(base, _)| base);
+        [agent, base]
+            .iter()
+            .find_map(|name| settings.agents.get(name)?.account.clone())
+            .unwrap_or_else(|| base.to_string())
+    }
+
+    /// On a fleet store, pauses every loop of `account` on every machine (a later pause
+    /// already recorded wins); returns the pause in force.
+    pub fn fleet_set_pause(
+        &self,
+        account: &str,
+        pause: &crate::store::run_state::Pause,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>> {
+        let Some(fleet) = self.fleet() else {
+            return Ok(None);
+        };
+        let host = crate::store::host_name();
+        let origin = Origin {
+            host: &host,
+            agent: &pause.agent,
+            session: "",
+        };
+        fleet
+            .with(|pg| pg.set_pause(account, pause.until, &pause.reason, &origin, now))
+            .map(Some)
+    }
+
+    /// On a fleet store, the pause on `account` that holds at `now`.
+    pub fn fleet_pause(
+        &self,
+        account: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<crate::store::run_state::Pause>> {
+        let Some(fleet) = self.fleet() else {
+            return Ok(None);
+        };
+        Ok(fleet
+            .with(|pg| pg.pause(account, now))?
+            .map(|(until, reason)| crate::store::run_state::Pause {
+                until,
+                reason,
+                agent: format!("a loop on account {account}"),
+            }))
+    }
+
     /// Gives back a claim that a failed `start` took.
     pub fn fleet_unclaim(&self, fleet: &Arc<Fleet>, task: &str, session: &str, token: u64) {
         if let Err(err) = fleet.with(|pg| pg.unclaim(task, session, token)) {
