@@ -181,7 +181,20 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
         }
     };
 
-    let id = new_session_id(ctx.now, |id| ws.session_id_taken(id));
+    // On a fleet store the id is reserved there: machines starting in the same second must
+    // not share one (their handoffs and records meet in the shared repository).
+    let fleet = ws.fleet().cloned();
+    let id = match &fleet {
+        Some(fleet) => ws.fleet_session_id(fleet, &agent, ctx.now)?,
+        None => new_session_id(ctx.now, |id| ws.session_id_taken(id)),
+    };
+    let mut give_back = fleet.clone().map(|fleet| GiveBack {
+        ws: &ws,
+        fleet,
+        claim: None,
+        session: id.clone(),
+        armed: true,
+    });
     let expires = ctx.now + Session::lease(stack.settings.lease_minutes);
     let host = crate::store::host_name();
     let pid = std::process::id();
@@ -197,7 +210,7 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
     // any moment, so the store picks the first ready task nobody holds, and the session is
     // built around the task it got. Until the session record is saved, a failure gives the
     // claim back.
-    let fleet_claim = match ws.fleet().cloned() {
+    let fleet_token = match &fleet {
         Some(fleet) => {
             let candidates: Vec<String> = match &args.task {
                 Some(id) => vec![id.clone()],
@@ -207,7 +220,7 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
                     .collect(),
             };
             let candidates: Vec<&str> = candidates.iter().map(String::as_str).collect();
-            let Some(claimed) = ws.fleet_claim_first(&fleet, &candidates, &claim, ctx.now)? else {
+            let Some(claimed) = ws.fleet_claim_first(fleet, &candidates, &claim, ctx.now)? else {
                 return Err(Failure::nothing_to_do(match &args.task {
                     Some(id) => format!("task `{id}` was claimed by another session meanwhile"),
                     None => {
@@ -231,18 +244,13 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
                 Some(entry) => *entry = claimed.task.clone(),
                 None => stack.tasks.push(claimed.task.clone()),
             }
-            Some(GiveBack {
-                ws: &ws,
-                fleet,
-                task: task_id.clone(),
-                session: id.clone(),
-                token: claimed.token,
-                armed: true,
-            })
+            if let Some(give_back) = give_back.as_mut() {
+                give_back.claim = Some((task_id.clone(), claimed.token));
+            }
+            Some(claimed.token)
         }
         None => None,
     };
-    let mut fleet_claim = fleet_claim;
 
     // The setting asks for worktrees where git can make them; `--worktree` insists.
     let use_worktree = args.worktree
@@ -376,16 +384,16 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
     if worktree.is_some() {
         undo.before_replace(&wrap::worktree::record_path(ws.root(), &task_id))?;
     }
-    session.fence = match &fleet_claim {
-        Some(claimed) => claimed.token,
+    session.fence = match fleet_token {
+        Some(token) => token,
         None => {
             ws.claim(&lock, &mut undo, &mut stack, &task_id, claim)?
                 .fence
         }
     };
     ws.save_active(&lock, &session)?;
-    if let Some(claimed) = fleet_claim.as_mut() {
-        claimed.armed = false;
+    if let Some(give_back) = give_back.as_mut() {
+        give_back.armed = false;
     }
     if let Some(wt) = &worktree {
         wrap::save_record(&ws, &lock, &session, wt, Some(None))?;
@@ -627,21 +635,24 @@ pub(super) fn check_agent_name(agent: &str) -> Result<()> {
 
 /// The first three of `names`, and how many more: a warning stays one readable line however many
 /// sessions share the tree.
-/// A fleet claim that a `start` failing before its session record gives back.
+/// What a `start` failing before its session record gives back to the fleet store: its
+/// reserved session id, and its claim once it has one.
 struct GiveBack<'a> {
     ws: &'a Workspace,
     fleet: std::sync::Arc<crate::store::postgres::Fleet>,
-    task: String,
+    claim: Option<(String, u64)>,
     session: String,
-    token: u64,
     armed: bool,
 }
 
 impl Drop for GiveBack<'_> {
     fn drop(&mut self) {
         if self.armed {
-            self.ws
-                .fleet_unclaim(&self.fleet, &self.task, &self.session, self.token);
+            let claim = self
+                .claim
+                .as_ref()
+                .map(|(task, token)| (task.as_str(), *token));
+            self.ws.fleet_unclaim(&self.fleet, claim, &self.session);
         }
     }
 }

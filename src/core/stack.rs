@@ -443,9 +443,20 @@ pub struct GitSettings {
     pub commit_on_wrap: bool,
     pub commit_on_checkpoint: bool,
     pub max_file_mb: u64,
+    /// The remote each wrap pushes its commit to. Unset: `origin` on a fleet store (when the
+    /// clone has it), no push on the file store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
+    /// How many pushes a wrap tries when other machines keep pushing first (unset:
+    /// [`PUSH_ATTEMPTS`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push_attempts: Option<u32>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
+
+/// The pushes a wrap tries by default: each lost race costs a fetch and an in-memory replay.
+pub const PUSH_ATTEMPTS: u32 = 10;
 
 impl Default for GitSettings {
     fn default() -> Self {
@@ -453,6 +464,8 @@ impl Default for GitSettings {
             commit_on_wrap: true,
             commit_on_checkpoint: false,
             max_file_mb: 50,
+            remote: None,
+            push_attempts: None,
             extra: Map::new(),
         }
     }

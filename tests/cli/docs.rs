@@ -79,6 +79,8 @@ fn every_setting() -> Settings {
             commit_on_wrap: false,
             commit_on_checkpoint: true,
             max_file_mb: 1,
+            remote: Some("upstream".into()),
+            push_attempts: Some(3),
             extra: Map::new(),
         },
         handoff_dir: "h".into(),

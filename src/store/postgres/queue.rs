@@ -449,6 +449,61 @@ impl PgStore {
         }
     }
 
+    /// A session id no machine of the fleet has used, reserved by inserting its row: two
+    /// machines starting in the same second get different ids (and so different handoff and
+    /// archive files in the shared repository).
+    pub fn reserve_session_id(
+        &mut self,
+        now: DateTime<Utc>,
+        taken_here: &dyn Fn(&str) -> bool,
+        origin: &Origin<'_>,
+    ) -> Result<String> {
+        let display = self.target.display();
+        let base = crate::core::ids::new_session_id(now, |_| false);
+        for _ in 0..50 {
+            let used: std::collections::HashSet<String> = self
+                .client
+                .query(
+                    "SELECT id FROM orchestrator.session WHERE id = $1 OR id LIKE $1 || '\\_%'",
+                    &[&base],
+                )
+                .map_err(|e| sql(&display, e))?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            let id = crate::core::ids::new_session_id(now, |id| {
+                used.contains(id) || taken_here(id)
+            });
+            let inserted = self
+                .client
+                .execute(
+                    "INSERT INTO orchestrator.session (id, task_id, agent, host, state, doc, started_at)
+                     VALUES ($1, '', $2, $3, 'starting', '{}', $4)
+                     ON CONFLICT (id) DO NOTHING",
+                    &[&id, &origin.agent, &origin.host, &now],
+                )
+                .map_err(|e| sql(&display, e))?;
+            if inserted == 1 {
+                return Ok(id);
+            }
+        }
+        Err(Failure::busy(format!(
+            "the fleet store {display}: no free session id after 50 tries; start again"
+        )))
+    }
+
+    /// Drops a reserved session row that never became a session (a `start` that failed).
+    pub fn drop_reserved_session(&mut self, id: &str) -> Result<()> {
+        let display = self.target.display();
+        self.client
+            .execute(
+                "DELETE FROM orchestrator.session WHERE id = $1 AND state = 'starting'",
+                &[&id],
+            )
+            .map_err(|e| sql(&display, e))?;
+        Ok(())
+    }
+
     /// Creates or updates a session's row: what `status --fleet` shows of it.
     pub fn save_session(
         &mut self,
@@ -467,6 +522,7 @@ impl PgStore {
                  VALUES ($1, $2, $3, $4, $5, $6::text::json, $7)
                  ON CONFLICT (id) DO UPDATE
                  SET state = CASE WHEN orchestrator.session.state = 'lost' THEN 'lost' ELSE excluded.state END,
+                     task_id = excluded.task_id, agent = excluded.agent, host = excluded.host,
                      doc = excluded.doc, updated_at = now()",
                 &[&id, &task, &origin.agent, &origin.host, &state, &summary, &started],
             )
@@ -514,7 +570,7 @@ impl PgStore {
                         t.lease_expires_at, t.lease_session = s.id
                  FROM orchestrator.session s
                  LEFT JOIN orchestrator.task t ON t.id = s.task_id
-                 WHERE s.state <> 'archived'
+                 WHERE s.state NOT IN ('archived', 'starting')
                  ORDER BY s.started_at, s.id",
                 &[],
             )

@@ -185,11 +185,33 @@ impl Workspace {
             }))
     }
 
-    /// Gives back a claim that a failed `start` took.
-    pub fn fleet_unclaim(&self, fleet: &Arc<Fleet>, task: &str, session: &str, token: u64) {
-        if let Err(err) = fleet.with(|pg| pg.unclaim(task, session, token)) {
+    /// A session id unused on every machine of the fleet (and here), reserved in the store.
+    pub fn fleet_session_id(
+        &self,
+        fleet: &Arc<Fleet>,
+        agent: &str,
+        now: DateTime<Utc>,
+    ) -> Result<String> {
+        let host = crate::store::host_name();
+        let origin = Origin {
+            host: &host,
+            agent,
+            session: "",
+        };
+        fleet.with(|pg| pg.reserve_session_id(now, &|id| self.session_id_taken(id), &origin))
+    }
+
+    /// Gives back a claim (and the reserved session id) that a failed `start` took.
+    pub fn fleet_unclaim(&self, fleet: &Arc<Fleet>, claim: Option<(&str, u64)>, session: &str) {
+        let given_back = fleet.with(|pg| {
+            if let Some((task, token)) = claim {
+                pg.unclaim(task, session, token)?;
+            }
+            pg.drop_reserved_session(session)
+        });
+        if let Err(err) = given_back {
             tracing::warn!(
-                "cannot give back the claim on `{task}` (its lease runs out by itself): {err:#}"
+                "cannot give back what session {session} reserved (its lease runs out by itself): {err:#}"
             );
         }
     }
