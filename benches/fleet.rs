@@ -19,8 +19,8 @@ const WRITERS: usize = 20;
 const CHECKPOINTS_PER_WRITER: usize = 25;
 /// Each machine's clock is this minute plus its number in seconds. `start` makes a session id from the
 /// time and checks it only against the sessions of its own machine, so two machines starting in
-/// the same second would share one id in the store (see the report); distinct seconds keep the
-/// fleet's sessions distinct, as machines' real clocks mostly do.
+/// the same second share one id, and one row of `orchestrator.session`, in the store; distinct
+/// seconds keep the fleet's sessions apart, as machines' real clocks mostly do.
 const NOW_MINUTE: &str = "2025-11-06T00:13";
 
 fn main() {
