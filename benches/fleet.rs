@@ -1,0 +1,642 @@
+//! The fleet store against the file store in the same run: claims with 1, 5 and 20 processes at
+//! once, a whole `checkpoint` process, and 20 processes checkpointing at once.
+//!
+//! Run with `cargo bench --bench fleet`. It starts a throwaway PostgreSQL cluster of its own
+//! (`initdb` and `pg_ctl` into a temp dir, unix socket only), and skips where PostgreSQL is not
+//! installed. Prints medians, rates and ratios; asserts nothing but that every task was claimed
+//! once and no checkpoint was lost.
+
+use orchestrator::core::stack::{Settings, Task, TaskStack};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TASKS: usize = 400;
+/// Concurrent processes, and how many claims each makes in turn.
+const CLAIM_LEVELS: [(usize, usize); 3] = [(1, 40), (5, 12), (20, 5)];
+const CHECKPOINT_RUNS: usize = 50;
+const WRITERS: usize = 20;
+const CHECKPOINTS_PER_WRITER: usize = 25;
+/// Each machine's clock is this minute plus its number in seconds. `start` makes a session id from the
+/// time and checks it only against the sessions of its own machine, so two machines starting in
+/// the same second share one id, and one row of `orchestrator.session`, in the store; distinct
+/// seconds keep the fleet's sessions apart, as machines' real clocks mostly do.
+const NOW_MINUTE: &str = "2025-11-06T00:13";
+
+fn main() {
+    let Some(pg) = Cluster::start() else {
+        println!("fleet: SKIPPED: PostgreSQL's initdb and pg_ctl are not installed");
+        return;
+    };
+    let stack = stack_text();
+    let home = tempfile::tempdir().expect("temp home");
+    let bench = Bench {
+        pg,
+        stack,
+        home: home.path().to_path_buf(),
+    };
+    println!(
+        "fleet: PostgreSQL store (own throwaway cluster, unix socket) beside the file store; each figure is a median"
+    );
+    let mut rows = Vec::new();
+    for (processes, rounds) in CLAIM_LEVELS {
+        rows.push(bench.claims(processes, rounds));
+    }
+    let single = bench.checkpoints();
+    let concurrent = bench.concurrent();
+
+    println!();
+    println!("| measure | PostgreSQL | file store | ratio |");
+    println!("|---|---:|---:|---:|");
+    for row in rows {
+        println!(
+            "| claims, {:>2} processes | {:.0}/s, median {:.1} ms | {:.0}/s, median {:.1} ms | {:.1}x |",
+            row.processes,
+            row.pg.rate,
+            ms(row.pg.median),
+            row.file.rate,
+            ms(row.file.median),
+            ms(row.pg.median) / ms(row.file.median)
+        );
+    }
+    println!(
+        "| `checkpoint` process (git rev-parse {:.2} ms) | {:.2} ms | {:.2} ms | {:.1}x (goal <= 3x) |",
+        ms(single.git),
+        ms(single.pg),
+        ms(single.file),
+        ms(single.pg) / ms(single.file)
+    );
+    println!(
+        "| {WRITERS} processes checkpointing | {:.0}/s (goal >= 500/s), none lost | {:.0}/s, none lost | |",
+        concurrent.pg, concurrent.file
+    );
+}
+
+struct Bench {
+    pg: Cluster,
+    stack: String,
+    home: PathBuf,
+}
+
+struct Rate {
+    rate: f64,
+    median: Duration,
+    /// The slowest tenth shows who waits: a lock is not handed out in turn.
+    p90: Duration,
+}
+
+struct ClaimRow {
+    processes: usize,
+    pg: Rate,
+    file: Rate,
+}
+
+struct Single {
+    pg: Duration,
+    file: Duration,
+    git: Duration,
+}
+
+struct Concurrent {
+    pg: f64,
+    file: f64,
+}
+
+impl Bench {
+    /// A workspace with the stack committed; on the fleet store when `store` is given.
+    fn machine(&self, number: i64, store: Option<&str>) -> Machine {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("task_stack.json"), &self.stack).expect("write the stack");
+        let machine = Machine {
+            dir,
+            home: self.home.clone(),
+            store: store.map(str::to_string),
+            now: format!("{NOW_MINUTE}:{:02}Z", number % 60),
+        };
+        machine.git(&["init", "-q"]);
+        machine.git(&["add", "-A"]);
+        machine.git(&[
+            "-c",
+            "user.name=b",
+            "-c",
+            "user.email=b@b",
+            "commit",
+            "-qm",
+            "seed",
+        ]);
+        machine
+    }
+
+    /// A fresh database holding the stack, and its URL.
+    fn database(&self, name: &str) -> String {
+        let mut client = self.pg.client("postgres");
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create the database");
+        let url = self.pg.url(name);
+        let seed = self.machine(0, Some(&url));
+        seed.ok(&["fleet", "init"]);
+        seed.ok(&["fleet", "import"]);
+        url
+    }
+
+    /// `processes` processes at once, each making `rounds` claims in turn, each claim by an agent
+    /// of its own: on the fleet store each process is a machine of its own, on the file store
+    /// all share one workspace.
+    fn claims(&self, processes: usize, rounds: usize) -> ClaimRow {
+        let url = self.database(&format!("claims{processes}"));
+        let machines: Vec<Machine> = (0..processes)
+            .map(|n| self.machine(n as i64, Some(&url)))
+            .collect();
+        let pg = claim_run(&machines.iter().collect::<Vec<_>>(), rounds);
+        let mut client = self.pg.client(&format!("claims{processes}"));
+        let row = client
+            .query_one(
+                "SELECT count(*), count(DISTINCT task_id) FROM orchestrator.event WHERE kind = 'claim'",
+                &[],
+            )
+            .expect("count the claims");
+        let (claims, distinct): (i64, i64) = (row.get(0), row.get(1));
+        let reclaims: i64 = client
+            .query_one(
+                "SELECT count(*) FROM orchestrator.event WHERE kind = 'reclaim'",
+                &[],
+            )
+            .expect("count the reclaims")
+            .get(0);
+        let total = (processes * rounds) as i64;
+        assert_eq!(
+            (claims, distinct, reclaims),
+            (total, total, 0),
+            "the store logged claims that are not one per task"
+        );
+
+        let shared = self.machine(0, None);
+        let file = claim_run(&vec![&shared; processes], rounds);
+        let row = ClaimRow {
+            processes,
+            pg,
+            file,
+        };
+        println!(
+            "claims, {processes:>2} processes x {rounds:>2}: PostgreSQL {:>4.0}/s median {:>6.1} ms p90 {:>6.1} ms   file store {:>4.0}/s median {:>6.1} ms p90 {:>6.1} ms   each task claimed once",
+            row.pg.rate,
+            ms(row.pg.median),
+            ms(row.pg.p90),
+            row.file.rate,
+            ms(row.file.median),
+            ms(row.file.p90)
+        );
+        row
+    }
+
+    /// A whole `checkpoint` process on each store, alternating with git.
+    fn checkpoints(&self) -> Single {
+        let url = self.database("single");
+        let fleet = self.machine(1, Some(&url));
+        let file = self.machine(1, None);
+        for m in [&fleet, &file] {
+            m.ok(&["start", "--agent", "bench"]);
+        }
+        let (mut on_pg, mut on_file, mut git) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..CHECKPOINT_RUNS {
+            let tokens = (1000 + i).to_string();
+            let args = [
+                "checkpoint",
+                "parsed one more session",
+                "--advance",
+                "1",
+                "--tokens",
+                &tokens,
+                "--exit-zero",
+            ];
+            on_pg.push(fleet.timed(&args).0);
+            on_file.push(file.timed(&args).0);
+            git.push(timed(&mut fleet.git_rev_parse()).0);
+        }
+        let single = Single {
+            pg: median(on_pg),
+            file: median(on_file),
+            git: median(git),
+        };
+        println!(
+            "checkpoint process: PostgreSQL {:>6.2} ms   file store {:>6.2} ms   ratio {:.1}x (goal <= 3x)   git rev-parse {:.2} ms (PostgreSQL {:.1}x git, file {:.1}x git)",
+            ms(single.pg),
+            ms(single.file),
+            ms(single.pg) / ms(single.file),
+            ms(single.git),
+            ms(single.pg) / ms(single.git),
+            ms(single.file) / ms(single.git)
+        );
+        single
+    }
+
+    /// 20 processes, each its own session on its own task, checkpointing as fast as they can.
+    fn concurrent(&self) -> Concurrent {
+        let url = self.database("concurrent");
+        let fleet: Vec<Machine> = (0..WRITERS)
+            .map(|n| self.machine(n as i64, Some(&url)))
+            .collect();
+        let fleet_writers: Vec<(&Machine, String, String)> = fleet
+            .iter()
+            .enumerate()
+            .map(|(n, m)| {
+                let agent = format!("writer{n:02}");
+                let task = m.start(&agent);
+                (m, agent, task)
+            })
+            .collect();
+        let (pg_wall, pg_median) = checkpoint_run(&fleet_writers);
+        let mut client = self.pg.client("concurrent");
+        for (_, _, task) in &fleet_writers {
+            let row = client
+                .query_one(
+                    "SELECT (SELECT count(*) FROM orchestrator.event WHERE kind = 'checkpoint' AND task_id = $1),
+                            (SELECT (doc->'progress'->>'done')::bigint FROM orchestrator.task WHERE id = $1)",
+                    &[task],
+                )
+                .expect("count the checkpoints");
+            let (events, done): (i64, i64) = (row.get(0), row.get(1));
+            assert_eq!(
+                (events, done),
+                (CHECKPOINTS_PER_WRITER as i64, CHECKPOINTS_PER_WRITER as i64),
+                "checkpoints on {task} were lost"
+            );
+        }
+
+        let shared = self.machine(0, None);
+        let file_writers: Vec<(&Machine, String, String)> = (0..WRITERS)
+            .map(|n| {
+                let agent = format!("writer{n:02}");
+                let task = shared.start(&agent);
+                (&shared, agent, task)
+            })
+            .collect();
+        let (file_wall, file_median) = checkpoint_run(&file_writers);
+        for (_, _, task) in &file_writers {
+            assert_eq!(
+                shared.done(task),
+                CHECKPOINTS_PER_WRITER as u64,
+                "checkpoints on {task} were lost"
+            );
+        }
+
+        let total = (WRITERS * CHECKPOINTS_PER_WRITER) as f64;
+        let rates = Concurrent {
+            pg: total / pg_wall.as_secs_f64(),
+            file: total / file_wall.as_secs_f64(),
+        };
+        println!(
+            "concurrent: {WRITERS} processes x {CHECKPOINTS_PER_WRITER} checkpoints: PostgreSQL {:.2} s, {:.0} checkpoints/s (goal >= 500/s), median {:.1} ms   file store {:.2} s, {:.0} checkpoints/s, median {:.1} ms   none lost",
+            pg_wall.as_secs_f64(),
+            rates.pg,
+            ms(pg_median),
+            file_wall.as_secs_f64(),
+            rates.file,
+            ms(file_median)
+        );
+        rates
+    }
+}
+
+/// One thread per entry of `machines`, each running `rounds` claims in turn, each by an agent of
+/// its own; every task handed out must be a different one.
+fn claim_run(machines: &[&Machine], rounds: usize) -> Rate {
+    let started = Instant::now();
+    let results: Vec<Vec<(Duration, String)>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = machines
+            .iter()
+            .enumerate()
+            .map(|(p, machine)| {
+                scope.spawn(move || {
+                    (0..rounds)
+                        .map(|r| {
+                            let agent = format!("p{p:02}r{r:02}");
+                            let (elapsed, out) =
+                                machine.timed(&["start", "--agent", &agent, "--json"]);
+                            (elapsed, task_of(&out))
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a claimer"))
+            .collect()
+    });
+    let wall = started.elapsed();
+    let (latencies, mut tasks): (Vec<Duration>, Vec<String>) =
+        results.into_iter().flatten().unzip();
+    let total = tasks.len();
+    tasks.sort();
+    tasks.dedup();
+    assert_eq!(tasks.len(), total, "a task was handed out twice");
+    Rate {
+        rate: total as f64 / wall.as_secs_f64(),
+        median: percentile(&latencies, 50),
+        p90: percentile(&latencies, 90),
+    }
+}
+
+/// Each writer checkpoints its session `CHECKPOINTS_PER_WRITER` times, all at once; the wall
+/// time of the whole and the median checkpoint.
+fn checkpoint_run(writers: &[(&Machine, String, String)]) -> (Duration, Duration) {
+    let started = Instant::now();
+    let latencies: Vec<Duration> = std::thread::scope(|scope| {
+        let workers: Vec<_> = writers
+            .iter()
+            .map(|(machine, agent, _)| {
+                scope.spawn(move || {
+                    (0..CHECKPOINTS_PER_WRITER)
+                        .map(|i| {
+                            let message = format!("unit {i}");
+                            machine
+                                .timed(&[
+                                    "checkpoint",
+                                    &message,
+                                    "--advance",
+                                    "1",
+                                    "--tokens",
+                                    "1000",
+                                    "--exit-zero",
+                                    "--agent",
+                                    agent,
+                                ])
+                                .0
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a writer"))
+            .collect()
+    });
+    (started.elapsed(), median(latencies))
+}
+
+fn task_of(start_json: &str) -> String {
+    let brief: serde_json::Value = serde_json::from_str(start_json).expect("one JSON object");
+    brief["task"]
+        .as_str()
+        .expect("the claimed task")
+        .to_string()
+}
+
+struct Machine {
+    dir: tempfile::TempDir,
+    home: PathBuf,
+    store: Option<String>,
+    now: String,
+}
+
+impl Machine {
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs the binary to success; its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        self.timed(args).1
+    }
+
+    /// Wall time and stdout of one run of the binary, which must succeed.
+    fn timed(&self, args: &[&str]) -> (Duration, String) {
+        let mut cmd = self.orchestrator(args);
+        let (elapsed, out) = timed(&mut cmd);
+        (elapsed, out)
+    }
+
+    /// Starts a session for `agent`; the task it claimed.
+    fn start(&self, agent: &str) -> String {
+        task_of(&self.ok(&["start", "--agent", agent, "--json"]))
+    }
+
+    /// Units done on `task`, as `task show --json` reports them.
+    fn done(&self, task: &str) -> u64 {
+        let value: serde_json::Value =
+            serde_json::from_str(&self.ok(&["task", "show", task, "--json"])).expect("one object");
+        let task = value.get("task").unwrap_or(&value);
+        task["progress"]["done"].as_u64().expect("progress.done")
+    }
+
+    fn orchestrator(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_orchestrator"));
+        cmd.args(args)
+            .current_dir(self.root())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &self.home)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("ORCHESTRATOR_NOW", &self.now)
+            .env("RUST_LOG", "warn");
+        if let Some(url) = &self.store {
+            cmd.env("ORCHESTRATOR_STORE", url);
+        }
+        cmd
+    }
+
+    fn git_rev_parse(&self) -> Command {
+        let mut cmd = Command::new("git");
+        cmd.args(["rev-parse", "HEAD"])
+            .current_dir(self.root())
+            .env("HOME", &self.home);
+        cmd
+    }
+
+    fn git(&self, args: &[&str]) {
+        let status = Command::new("git")
+            .args(args)
+            .current_dir(self.root())
+            .env("HOME", &self.home)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .status()
+            .expect("git runs");
+        assert!(status.success(), "git {args:?} failed");
+    }
+}
+
+/// Wall time and stdout of one run of `cmd`, which must succeed (its stderr shown if not).
+fn timed(cmd: &mut Command) -> (Duration, String) {
+    let started = Instant::now();
+    let out = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("the command starts");
+    let elapsed = started.elapsed();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (elapsed, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `TASKS` independent tasks of one priority, each with room for every checkpoint of the run.
+fn stack_text() -> String {
+    let mut stack = TaskStack::new(Settings::default());
+    for i in 0..TASKS {
+        stack.tasks.push(Task::new(
+            format!("task_{i:04}"),
+            format!("Integrate sessions {} to {}", i * 40 + 1, i * 40 + 40),
+            1,
+            1_000_000,
+            Vec::new(),
+        ));
+    }
+    stack.to_json()
+}
+
+/// A throwaway cluster (after tests/cli/pg_cluster.rs): `initdb` and `pg_ctl` into a temp dir,
+/// listening only on a unix socket there, stopped when dropped (also when the bench panics).
+/// As root the server runs as `postgres`, since `initdb` refuses to run as root.
+struct Cluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    as_postgres: bool,
+}
+
+/// Only names the socket file; nothing listens on TCP.
+const PORT: u16 = 5432;
+
+impl Cluster {
+    fn start() -> Option<Cluster> {
+        let bin = find_bindir()?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let as_postgres = unsafe { libc::geteuid() } == 0;
+        let dir = tempfile::Builder::new()
+            .prefix("pg")
+            .tempdir()
+            .expect("temp dir");
+        if as_postgres {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .expect("chown runs");
+            assert!(status.success(), "chown of the cluster dir to postgres");
+        }
+        let cluster = Cluster {
+            dir,
+            bin,
+            as_postgres,
+        };
+        let data = cluster.data();
+        cluster.pg(&[
+            "initdb",
+            "-D",
+            &data,
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ]);
+        // fsync stays on: the figures are for a server as users run it.
+        let options = format!(
+            "-c listen_addresses='' -c unix_socket_directories='{}' -p {PORT} -c max_connections=100",
+            cluster.dir.path().display()
+        );
+        let log = cluster.dir.path().join("server.log");
+        cluster.pg(&[
+            "pg_ctl",
+            "-D",
+            &data,
+            "-l",
+            log.to_str().expect("a UTF-8 path"),
+            "-o",
+            &options,
+            "-w",
+            "start",
+        ]);
+        Some(cluster)
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn url(&self, database: &str) -> String {
+        let host = self.dir.path().display().to_string().replace('/', "%2F");
+        format!("postgresql://postgres@{host}:{PORT}/{database}")
+    }
+
+    fn client(&self, database: &str) -> postgres::Client {
+        postgres::Client::connect(&self.url(database), postgres::NoTls).expect("connect")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let program = self.bin.join(args[0]);
+        let mut cmd = if self.as_postgres {
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", "postgres", "--"]).arg(program);
+            cmd
+        } else {
+            Command::new(program)
+        };
+        cmd.args(&args[1..]);
+        cmd
+    }
+
+    fn pg(&self, args: &[&str]) {
+        let out = self.command(args).output().expect("a PostgreSQL tool runs");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let data = self.data();
+        let _ = self
+            .command(&["pg_ctl", "-D", &data, "-m", "immediate", "-w", "stop"])
+            .output();
+    }
+}
+
+/// Debian's layout (the highest version), then whatever `initdb` is on PATH.
+fn find_bindir() -> Option<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, bin)) = versions.pop() {
+        return Some(bin);
+    }
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .find(|dir| dir.join("initdb").exists() && dir.join("pg_ctl").exists())
+    })
+}
+
+fn median(samples: Vec<Duration>) -> Duration {
+    percentile(&samples, 50)
+}
+
+fn percentile(samples: &[Duration], percent: usize) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    sorted[(sorted.len() * percent / 100).min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
