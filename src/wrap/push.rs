@@ -23,7 +23,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::worktree::{self, Replayed};
 
@@ -55,13 +55,15 @@ pub struct PushRequest<'a> {
     pub remote: &'a str,
     /// The local branch, pushed to the remote branch of the same name, e.g. `main`.
     pub branch: &'a str,
-    /// Pushes tried at most (0 counts as 1).
+    /// Pushes tried at most (0 counts as 1). Each attempt takes at most a push and a fetch
+    /// of `timeout` each, plus a backoff of at most 3 s before it.
     pub attempts: u32,
     /// Per git network command; the child is killed past it.
     pub timeout: Duration,
     /// For a path that conflicts while replaying our commits on the remote's (repository
     /// relative, `/`-separated): the content to take (files we generate, like
-    /// task_stack.json, an export of the shared store), or None (a real conflict).
+    /// task_stack.json, an export of the shared store), or None (a real conflict). It may be
+    /// asked more than once: for each replayed commit that conflicts there, on each attempt.
     pub regenerate: &'a dyn Fn(&str) -> Result<Option<Vec<u8>>>,
     /// Where a conflicting branch is kept on the remote, e.g. `orchestrator/<task>`.
     pub park_branch: &'a str,
@@ -158,14 +160,12 @@ fn push_with_env(req: &PushRequest, env: &[(&str, &OsStr)]) -> Result<PushOutcom
             ),
             RefUpdate::Behind(reason) | RefUpdate::Raced(reason) => last_reason = reason,
         }
-        if attempt == attempts {
-            break;
-        }
         if !git.fetch(&tracking_ref, tip)? {
             // The ref lock of a concurrent fetch in this clone: the next attempt fetches again.
             continue;
         }
         let repo = open(req.workdir)?;
+        let last = attempt == attempts;
         match replay_onto_remote(&repo, req, tip, &tracking_ref)? {
             Step::RemoteHasAll if attempt == 1 => return Ok(PushOutcome::UpToDate),
             Step::RemoteHasAll => {
@@ -175,6 +175,8 @@ fn push_with_env(req: &PushRequest, env: &[(&str, &OsStr)]) -> Result<PushOutcom
                     replayed,
                 });
             }
+            // No push left to make: the local branch is left as it is.
+            Step::PushAgain | Step::Replayed { .. } if last => {}
             Step::PushAgain => {}
             Step::Conflict(paths) => {
                 let parked = git.park(&local_ref, tip)?;
@@ -221,7 +223,15 @@ fn short(oid: Oid) -> String {
 }
 
 fn open(dir: &Path) -> Result<Repository> {
-    Repository::open(dir).with_context(|| format!("opening the git repository {}", dir.display()))
+    let repo = Repository::discover(dir)
+        .with_context(|| format!("opening the git repository at {}", dir.display()))?;
+    if repo.is_bare() {
+        bail!(
+            "cannot push from {}: a bare repository has no branch a wrap commits on",
+            repo.path().display()
+        );
+    }
+    Ok(repo)
 }
 
 fn local_tip(repo: &Repository, local_ref: &str, branch: &str) -> Result<Oid> {
@@ -388,12 +398,21 @@ fn replay_onto_remote(
     let ours = repo.find_commit(tip)?;
     let theirs = repo.find_commit(remote_tip)?;
     let picks = worktree::first_parent_picks(&ours, merge_base)?;
+    if let Err(err) = repo.signature() {
+        warn!(
+            "no git identity ({}): the replayed commits are committed as {} <{}>",
+            err.message(),
+            super::vcs::FALLBACK_NAME,
+            super::vcs::FALLBACK_EMAIL
+        );
+    }
     let signature = worktree::signature(repo)?;
     Ok(
         match worktree::replay(repo, &theirs, &picks, &signature, req.regenerate)? {
             Replayed::Onto(to) => Step::Replayed {
                 to,
-                commits: picks.len(),
+                // Picks already on the remote were dropped: count what it lacks.
+                commits: repo.graph_ahead_behind(to, remote_tip)?.0,
             },
             Replayed::Conflict(paths) => Step::Conflict(paths),
         },
@@ -869,11 +888,14 @@ mod tests {
                 RefUpdate::Updated,
             ]
         );
+        // What the 11 losers of 12 clones pushing to one bare repository at once print.
         let raced = parse_porcelain(
-            "!\trefs/heads/main:refs/heads/main\t[remote rejected] (cannot lock ref \
-             'refs/heads/main': is at 1111 but expected 2222)\n",
+            "!\trefs/heads/main:refs/heads/main\t[remote rejected] (failed to update ref)\n",
         );
-        assert!(matches!(raced[0].update(), RefUpdate::Raced(_)));
+        assert_eq!(
+            raced[0].update(),
+            RefUpdate::Raced("remote rejected (failed to update ref)".into())
+        );
         let hook = parse_porcelain(
             "!\trefs/heads/main:refs/heads/main\t[remote rejected] (pre-receive hook declined)\n",
         );
@@ -928,10 +950,15 @@ mod tests {
         assert_eq!(fs::read_to_string(a.join("b.txt")).unwrap(), "from b\n");
         assert_eq!(fs::read_to_string(a.join("c.txt")).unwrap(), "from a\n");
         assert_eq!(fleet.git(&a, &["status", "--porcelain"]), "");
-        // The replay keeps the author and the message.
+        // The replay keeps the author and the message; the clone has no identity of its own
+        // (only `-c` on the command line), so it is committed as the fallback identity.
         assert_eq!(
             fleet.git(&a, &["log", "-1", "--format=%an|%s", "main"]),
             fleet.git(&a, &["log", "-1", "--format=%an|%s", &ours])
+        );
+        assert_eq!(
+            fleet.git(&a, &["log", "-1", "--format=%cn <%ce>", "main"]),
+            "orchestrator <orchestrator@localhost>"
         );
     }
 
@@ -970,6 +997,20 @@ mod tests {
     }
 
     #[test]
+    fn a_branch_behind_the_remote_is_up_to_date_and_not_moved() {
+        let fleet = Fleet::new();
+        let (a, b) = (fleet.clone_as("a"), fleet.clone_as("b"));
+        let before = fleet.git(&a, &["rev-parse", "main"]);
+        fleet.commit(&b, "b.txt", "from b\n");
+        fleet.git(&b, &["push", "-q", "origin", "main"]);
+        assert_eq!(
+            fleet.push(&a, 5, &nothing_generated).unwrap(),
+            PushOutcome::UpToDate
+        );
+        assert_eq!(fleet.git(&a, &["rev-parse", "main"]), before);
+    }
+
+    #[test]
     fn a_real_conflict_parks_the_branch_on_the_remote_and_changes_nothing_here() {
         let fleet = Fleet::new();
         let (a, b) = (fleet.clone_as("a"), fleet.clone_as("b"));
@@ -996,7 +1037,8 @@ mod tests {
         // Parked again with other commits: the park branch is kept, the new one beside it.
         fleet.git(&a, &["reset", "-q", "--hard", "HEAD~1"]);
         let again = fleet.commit(&a, "a.txt", "one\ndrei from a\nthree\n");
-        let PushOutcome::Conflict { parked, .. } = fleet.push(&a, 5, &nothing_generated).unwrap()
+        // A conflict found on the last attempt is still one (no push to main is left to make).
+        let PushOutcome::Conflict { parked, .. } = fleet.push(&a, 1, &nothing_generated).unwrap()
         else {
             panic!("a conflict");
         };
@@ -1143,6 +1185,27 @@ mod tests {
         );
         assert_eq!(fleet.git(&a, &["rev-parse", "main"]), ours);
         assert_eq!(fleet.remote_git(&["rev-parse", "main"]), theirs);
+    }
+
+    #[test]
+    fn a_locked_index_stops_the_replay_with_what_to_do() {
+        let fleet = Fleet::new();
+        let (a, b) = (fleet.clone_as("a"), fleet.clone_as("b"));
+        fleet.commit(&b, "b.txt", "from b\n");
+        fleet.git(&b, &["push", "-q", "origin", "main"]);
+        let ours = fleet.commit(&a, "c.txt", "from a\n");
+        let lock = a.join(".git").join("index.lock");
+        fs::write(&lock, "").unwrap();
+        let message = format!("{:#}", fleet.push(&a, 5, &nothing_generated).unwrap_err());
+        assert!(
+            message.contains(&format!(
+                "{} exists: another git process is running",
+                lock.display()
+            )) && message.contains(&format!("the commit {} is safe", &ours[..12])),
+            "{message}"
+        );
+        assert_eq!(fleet.git(&a, &["rev-parse", "main"]), ours);
+        assert!(!a.join("b.txt").exists());
     }
 
     #[test]
