@@ -175,9 +175,9 @@ fn push_with_env(req: &PushRequest, env: &[(&str, &OsStr)]) -> Result<PushOutcom
                     replayed,
                 });
             }
-            // No push left to make: the local branch is left as it is.
-            Step::PushAgain | Step::Replayed { .. } if last => {}
             Step::PushAgain => {}
+            // No push left to make: the local branch is left as it was.
+            Step::Replayed { .. } if last => {}
             Step::Conflict(paths) => {
                 let parked = git.park(&local_ref, tip)?;
                 info!(
