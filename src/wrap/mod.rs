@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 pub mod backup;
 pub mod handoff;
+pub mod push;
 pub mod vcs;
 pub mod worktree;
 

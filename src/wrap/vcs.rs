@@ -501,7 +501,7 @@ impl Blocker {
     /// Unmerged index entries, or an operation git would conclude with its own commit (a merge,
     /// rebase, cherry-pick, revert or `am`). Committing then would record conflict markers, drop
     /// MERGE_HEAD's parent or slip our commit into the user's rebase. A bisect does not matter.
-    fn find(repo: &Repository, index: &Index) -> Result<Option<Blocker>> {
+    pub(crate) fn find(repo: &Repository, index: &Index) -> Result<Option<Blocker>> {
         let conflicts = if index.has_conflicts() {
             let mut paths = BTreeSet::new();
             for conflict in index.conflicts().context("reading the index's conflicts")? {
@@ -592,7 +592,7 @@ fn lock_paths(repo: &Repository) -> Vec<PathBuf> {
 }
 
 /// The sentence that names a lock we could not take and says what to do about it.
-fn lock_advice(lock: &Path) -> String {
+pub(crate) fn lock_advice(lock: &Path) -> String {
     format!(
         "{} exists: another git process is running, or one was killed and left it behind; if no \
          git process is running, delete {} and retry",

@@ -249,12 +249,7 @@ pub fn plan(
     let merge_base = repo
         .merge_base(base.id(), tip.id())
         .context("finding where the branch left the base branch")?;
-    let mut picks = Vec::new();
-    let mut current = tip.clone();
-    while current.id() != merge_base {
-        picks.push(current.clone());
-        current = current.parent(0).context("walking the session branch")?;
-    }
+    let picks = first_parent_picks(&tip, merge_base)?;
     if merge_base == base.id() {
         return Ok(Plan::Move {
             from: base.id(),
@@ -284,26 +279,10 @@ pub fn plan(
             )?
         }
         Integrate::Rebase | Integrate::Branch => {
-            let mut onto = base.clone();
-            for pick in picks.iter().rev() {
-                let mainline = if pick.parent_count() > 1 { 1 } else { 0 };
-                let mut index = repo
-                    .cherrypick_commit(pick, &onto, mainline, None)
-                    .with_context(|| format!("replaying commit {}", pick.id()))?;
-                if index.has_conflicts() {
-                    return Ok(Plan::Conflict(conflicts(&index)?));
-                }
-                let tree = repo.find_tree(index.write_tree_to(&repo)?)?;
-                // Already on the base branch (an empty pick): dropped, as `git rebase` does.
-                if tree.id() == onto.tree_id() {
-                    continue;
-                }
-                let message = String::from_utf8_lossy(pick.message_raw_bytes()).into_owned();
-                let oid =
-                    repo.commit(None, &pick.author(), &signature, &message, &tree, &[&onto])?;
-                onto = repo.find_commit(oid)?;
+            match replay(&repo, &base, &picks, &signature, &|_| Ok(None))? {
+                Replayed::Onto(oid) => oid,
+                Replayed::Conflict(paths) => return Ok(Plan::Conflict(paths)),
             }
-            onto.id()
         }
     };
     if to == base.id() {
@@ -316,6 +295,115 @@ pub fn plan(
         commits: picks.len(),
         fast_forward: false,
     })
+}
+
+/// The commits from `tip` back to `stop` (excluded) along first parents, newest first.
+pub(crate) fn first_parent_picks<'r>(tip: &Commit<'r>, stop: Oid) -> Result<Vec<Commit<'r>>> {
+    let mut picks = Vec::new();
+    let mut current = tip.clone();
+    while current.id() != stop {
+        picks.push(current.clone());
+        current = current.parent(0).context("walking the branch")?;
+    }
+    Ok(picks)
+}
+
+/// What replaying commits onto another came to.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Replayed {
+    /// The new tip (`onto` itself when every commit was already there).
+    Onto(Oid),
+    /// These paths conflict and `take` had no content for them; no ref was touched.
+    Conflict(Vec<String>),
+}
+
+/// Replays `picks` (newest first, as [`first_parent_picks`] walks them) onto `onto` in memory,
+/// as `git rebase` would: each by its author, committed by `signature`; a pick already there
+/// is dropped. A path that conflicts takes `take(path)`'s content (repository-relative,
+/// `/`-separated) when it has some.
+pub(crate) fn replay<'r>(
+    repo: &'r Repository,
+    onto: &Commit<'r>,
+    picks: &[Commit<'r>],
+    signature: &Signature,
+    take: &dyn Fn(&str) -> Result<Option<Vec<u8>>>,
+) -> Result<Replayed> {
+    let mut onto = onto.clone();
+    for pick in picks.iter().rev() {
+        let mainline = if pick.parent_count() > 1 { 1 } else { 0 };
+        let mut index = repo
+            .cherrypick_commit(pick, &onto, mainline, None)
+            .with_context(|| format!("replaying commit {}", pick.id()))?;
+        if index.has_conflicts() {
+            let unresolved = resolve_conflicts(repo, &mut index, take)?;
+            if !unresolved.is_empty() {
+                return Ok(Replayed::Conflict(unresolved));
+            }
+        }
+        let tree = repo.find_tree(index.write_tree_to(repo)?)?;
+        // Already there (an empty pick): dropped, as `git rebase` does.
+        if tree.id() == onto.tree_id() {
+            continue;
+        }
+        let message = String::from_utf8_lossy(pick.message_raw_bytes()).into_owned();
+        let oid = repo.commit(None, &pick.author(), signature, &message, &tree, &[&onto])?;
+        onto = repo.find_commit(oid)?;
+    }
+    Ok(Replayed::Onto(onto.id()))
+}
+
+/// Gives each conflicting path of `index` the content `take` has for it; the paths it has
+/// none for (then nothing is changed), at most a few.
+fn resolve_conflicts(
+    repo: &Repository,
+    index: &mut Index,
+    take: &dyn Fn(&str) -> Result<Option<Vec<u8>>>,
+) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    for conflict in index.conflicts().context("reading the conflicts")? {
+        let conflict = conflict.context("reading the conflicts")?;
+        if let Some(entry) = conflict.their.or(conflict.our).or(conflict.ancestor) {
+            found.push((entry.path, entry.mode));
+        }
+    }
+    if found.is_empty() {
+        bail!("the replay conflicts, but git names no path");
+    }
+    let mut unresolved = BTreeSet::new();
+    let mut taken = Vec::new();
+    for (path, mode) in found {
+        let name = String::from_utf8_lossy(&path).into_owned();
+        match take(&name)? {
+            Some(content) => taken.push((path, mode, content)),
+            None => {
+                unresolved.insert(name);
+            }
+        }
+    }
+    if !unresolved.is_empty() {
+        return Ok(unresolved.into_iter().take(MAX_LISTED_CONFLICTS).collect());
+    }
+    for (path, mode, content) in taken {
+        use std::os::unix::ffi::OsStrExt as _;
+        let id = repo.blob(&content)?;
+        index.conflict_remove(Path::new(std::ffi::OsStr::from_bytes(&path)))?;
+        let regular = if mode == 0o100755 { mode } else { 0o100644 };
+        index.add(&git2::IndexEntry {
+            ctime: git2::IndexTime::new(0, 0),
+            mtime: git2::IndexTime::new(0, 0),
+            dev: 0,
+            ino: 0,
+            mode: regular,
+            uid: 0,
+            gid: 0,
+            file_size: u32::try_from(content.len()).unwrap_or(u32::MAX),
+            id,
+            flags: 0,
+            flags_extended: 0,
+            path,
+        })?;
+    }
+    Ok(Vec::new())
 }
 
 /// Moves the base branch from `from` to `to`: the main work tree's files first (when it is on
@@ -352,7 +440,7 @@ pub fn apply(main_dir: &Path, wt: &SessionWorktree, from: Oid, to: Oid) -> Resul
 /// that differ. A file there that is neither as `from` nor as `to` has it (the user changed
 /// it) is never overwritten: the move is refused. One already as `to` has it (a move cut off
 /// halfway) is simply taken.
-fn update_work_tree(repo: &Repository, from: Oid, to: Oid) -> Result<()> {
+pub(crate) fn update_work_tree(repo: &Repository, from: Oid, to: Oid) -> Result<()> {
     let root = repo
         .workdir()
         .ok_or_else(|| anyhow!("the repository has no work tree"))?
@@ -538,7 +626,7 @@ fn open(dir: &Path) -> Result<Repository> {
         .with_context(|| format!("opening the git repository at {}", dir.display()))
 }
 
-fn signature(repo: &Repository) -> Result<Signature<'static>> {
+pub(crate) fn signature(repo: &Repository) -> Result<Signature<'static>> {
     match repo.signature() {
         Ok(sig) => Ok(sig.to_owned()),
         Err(_) => Ok(Signature::now(
