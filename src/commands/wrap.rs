@@ -171,10 +171,17 @@ pub(super) fn wrap_session(ctx: &Context, args: WrapArgs) -> Result<WrapReport> 
     undo.commit();
     // The wrap's stack step wrote the journal's records into the stack it committed; what is
     // left of the journal is retired. The wrap is done whatever happens here.
-    if let Err(err) = ws.fold_journal(&lock) {
+    // (A fleet store has no journal here; its export was written by the stack step and
+    // committed, and must stay as committed for the push to replay onto other machines' work.)
+    if ws.fleet().is_none()
+        && let Err(err) = ws.fold_journal(&lock)
+    {
         tracing::warn!("wrapped, but folding the checkpoint journal failed: {err:#}");
     }
     drop(lock);
+    // Outside the lock: a push waits on the network, and other agents here must not.
+    let mut report = report;
+    report.push = wrap::publish::publish(&ws, &stack.settings, &report);
     Ok(report)
 }
 
@@ -206,6 +213,7 @@ pub fn describe(report: &WrapReport) -> (Value, String) {
         "resumed": report.resumed,
         "progress": report.progress,
         "status": report.status,
+        "push": report.push,
     });
     let next = if report.status.is_open() {
         format!(
@@ -259,6 +267,29 @@ pub fn describe(report: &WrapReport) -> (Value, String) {
                     .as_str()
                     .or(integrate["error"].as_str())
                     .unwrap_or("unknown")
+            ),
+        };
+        text.push_str(&line);
+        text.push('\n');
+    }
+    if let Some(push) = &report.push {
+        let remote = push["remote"].as_str().unwrap_or("the remote");
+        let branch = push["branch"].as_str().unwrap_or_default();
+        let line = match push["result"].as_str() {
+            Some("pushed") if push["replayed"].as_u64().unwrap_or(0) > 0 => format!(
+                "pushed to {remote}/{branch} after replaying onto commits other machines pushed first ({} attempts)",
+                push["attempts"]
+            ),
+            Some("pushed") => format!("pushed to {remote}/{branch}"),
+            Some("up_to_date") => format!("{remote}/{branch} already had this commit"),
+            Some("conflict") => format!(
+                "not pushed: the commit conflicts with {remote}/{branch}; it is kept there as {}, and task {} is blocked",
+                push["parked"].as_str().unwrap_or_default(),
+                report.task
+            ),
+            _ => format!(
+                "not pushed (the commit stays here; the next wrap pushes it): {}",
+                push["error"].as_str().unwrap_or("unknown")
             ),
         };
         text.push_str(&line);

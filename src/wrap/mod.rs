@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 pub mod backup;
 pub mod handoff;
+pub mod publish;
 pub mod push;
 pub mod vcs;
 pub mod worktree;
@@ -56,6 +57,8 @@ pub struct WrapReport {
     pub resumed: bool,
     pub progress: crate::core::stack::Progress,
     pub status: Status,
+    /// The push to the shared remote after the wrap (see [`publish`]), when there is one.
+    pub push: Option<Value>,
 }
 
 /// Opens the wrap journal. `ended` is when the session's work ended.
@@ -424,6 +427,7 @@ fn finish_wrap(
         resumed,
         progress,
         status,
+        push: None,
     })
 }
 

@@ -12,6 +12,7 @@ mod cost;
 mod docs;
 mod effects;
 mod fleet;
+mod fleet_git;
 mod fleet_queue;
 mod fresh_clone;
 mod handoff_history;

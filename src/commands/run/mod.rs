@@ -436,7 +436,15 @@ fn idle(ws: &Workspace, now: chrono::DateTime<chrono::Utc>) -> Result<Idle> {
     let others = ws
         .active_sessions()?
         .iter()
-        .any(|s| s.is_wrapping() || !s.is_stale(now));
+        .any(|s| s.is_wrapping() || !s.is_stale(now))
+        // On a fleet store: sessions on other machines hold tasks, or a ready task was being
+        // claimed by one at the moment this loop tried (it may come back).
+        || (ws.fleet().is_some()
+            && (stack
+                .tasks
+                .iter()
+                .any(|t| t.claim.as_ref().is_some_and(|c| c.is_live(now)))
+                || crate::core::select::select_next(&stack, now).chosen.is_some()));
     Ok(if others {
         Idle::OthersWorking
     } else {

@@ -11,7 +11,6 @@
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use postgres::IsolationLevel;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
@@ -24,6 +23,10 @@ use crate::error::Failure;
 /// How many times a checkpoint re-reads its task when another write changed it in between
 /// (an edit from another machine); past that the agent is told to try again.
 const CHECKPOINT_RETRIES: usize = 5;
+
+/// The advisory lock whose holder is the one machine pushing to the shared remote: the
+/// others wait their turn instead of racing, fetching and replaying again and again.
+const PUSH_TURN_LOCK: i64 = 0x6f72_6368_7075_7368; // "orchpush"
 
 /// A live session as the fleet sees it (`status --fleet`).
 #[derive(Debug, Clone)]
@@ -74,43 +77,36 @@ impl PgStore {
     /// snapshot. `loaded` keeps each task's text for [`PgStore::save_stack`]'s compare and swap.
     pub fn load_stack(&mut self, only: Option<&[&str]>) -> Result<TaskStack> {
         let display = self.target.display();
-        let mut tx = self
+        // One statement is one snapshot: the top level and the tasks agree, in one round trip.
+        let ids: Option<Vec<String>> =
+            only.map(|ids| ids.iter().map(|id| id.to_string()).collect());
+        let mut rows = self
             .client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .map_err(|e| sql(&display, e))?;
-        let top: Option<String> = tx
-            .query_opt("SELECT doc::text FROM orchestrator.stack", &[])
+            .query(
+                "SELECT NULL::text, doc::text, -1 AS position FROM orchestrator.stack
+                 UNION ALL
+                 SELECT id, doc::text, position FROM orchestrator.task
+                 WHERE $1::text[] IS NULL OR id = ANY($1)
+                 ORDER BY 3",
+                &[&ids],
+            )
             .map_err(|e| sql(&display, e))?
-            .map(|row| row.get(0));
+            .into_iter();
+        let top: Option<String> = match rows.next() {
+            Some(row) if row.get::<_, Option<String>>(0).is_none() => Some(row.get(1)),
+            _ => None,
+        };
         let Some(top) = top else {
             return Err(Failure::user(format!(
                 "the fleet store {display} holds no stack yet: `orchestrator fleet import` puts one in"
             )));
         };
-        let rows = match only {
-            Some(ids) => {
-                let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
-                tx.query(
-                    "SELECT id, doc::text FROM orchestrator.task WHERE id = ANY($1) ORDER BY position",
-                    &[&ids],
-                )
-            }
-            None => tx.query(
-                "SELECT id, doc::text FROM orchestrator.task ORDER BY position",
-                &[],
-            ),
-        }
-        .map_err(|e| sql(&display, e))?;
-        tx.commit().map_err(|e| sql(&display, e))?;
         let mut stack: TaskStack = serde_json::from_str(&top).with_context(|| {
             format!("the fleet store {display}: its stack row is not a task stack")
         })?;
         let mut texts = HashMap::with_capacity(rows.len() + 1);
         for row in rows {
-            let id: String = row.get(0);
+            let id: String = row.get::<_, Option<String>>(0).unwrap_or_default();
             let doc: String = row.get(1);
             let task: Task = serde_json::from_str(&doc)
                 .with_context(|| format!("the fleet store {display}: task {id} is not a task"))?;
@@ -471,9 +467,8 @@ impl PgStore {
                 .iter()
                 .map(|row| row.get(0))
                 .collect();
-            let id = crate::core::ids::new_session_id(now, |id| {
-                used.contains(id) || taken_here(id)
-            });
+            let id =
+                crate::core::ids::new_session_id(now, |id| used.contains(id) || taken_here(id));
             let inserted = self
                 .client
                 .execute(
@@ -663,6 +658,38 @@ impl PgStore {
         }
         tx.commit().map_err(|e| sql(&display, e))?;
         Ok(reaped)
+    }
+
+    /// Takes the fleet's push turn (a session advisory lock: released by
+    /// [`PgStore::end_push_turn`], or by the server when this connection ends, so a killed
+    /// process never keeps it), waiting at most `wait`. `false`: not had in time.
+    pub fn take_push_turn(&mut self, wait: std::time::Duration) -> Result<bool> {
+        let display = self.target.display();
+        let deadline = std::time::Instant::now() + wait;
+        let mut pause = std::time::Duration::from_millis(10);
+        loop {
+            let had: bool = self
+                .client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&PUSH_TURN_LOCK])
+                .map_err(|e| sql(&display, e))?
+                .get(0);
+            if had {
+                return Ok(true);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_millis(200));
+        }
+    }
+
+    pub fn end_push_turn(&mut self) -> Result<()> {
+        let display = self.target.display();
+        self.client
+            .execute("SELECT pg_advisory_unlock($1)", &[&PUSH_TURN_LOCK])
+            .map_err(|e| sql(&display, e))?;
+        Ok(())
     }
 
     /// Pauses every loop using `account` until `until` (a later pause already there wins).

@@ -1,0 +1,264 @@
+//! A fleet's work coming home through git: machines with their own clones of one bare remote,
+//! one queue on a real PostgreSQL cluster, every wrap commit pushed (replayed onto what other
+//! machines pushed first), a real conflict parked on the remote and its task blocked.
+
+use crate::common::{BIN, Ws};
+use crate::pg_cluster::PgCluster;
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output};
+use tempfile::TempDir;
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A bare remote holding a workspace of `tasks` one-unit tasks whose settings name the fleet
+/// store through `$FLEET_URL`, and the store holding the same stack.
+struct Fleet {
+    pg: PgCluster,
+    remote: TempDir,
+}
+
+impl Fleet {
+    fn start(tasks: usize) -> Option<Fleet> {
+        let pg = PgCluster::start()?;
+        let seed = Ws::new();
+        for n in 0..tasks {
+            let id = format!("t{n:03}");
+            seed.ok(&["task", "add", &id, "--title", &id, "--total", "1"]);
+        }
+        seed.ok(&["config", "set", "store.postgres.url_env", "FLEET_URL"]);
+        git(seed.path(), &["init", "-q", "-b", "main"]);
+        git(seed.path(), &["add", "-A"]);
+        git(
+            seed.path(),
+            &[
+                "-c",
+                "user.name=seed",
+                "-c",
+                "user.email=seed@example.invalid",
+                "commit",
+                "-q",
+                "-m",
+                "seed",
+            ],
+        );
+        let remote = tempfile::tempdir().unwrap();
+        git(remote.path(), &["init", "-q", "--bare", "-b", "main"]);
+        git(
+            seed.path(),
+            &["push", "-q", remote.path().to_str().unwrap(), "main"],
+        );
+        let fleet = Fleet { pg, remote };
+        let machine = fleet.machine();
+        machine.ok(&["fleet", "init"]);
+        machine.ok(&["fleet", "import"]);
+        Some(fleet)
+    }
+
+    /// A new machine: its own clone of the remote.
+    fn machine(&self) -> Machine {
+        let ws = Ws::empty();
+        git(
+            ws.path(),
+            &["clone", "-q", self.remote.path().to_str().unwrap(), "."],
+        );
+        Machine {
+            ws,
+            url: self.pg.url(),
+        }
+    }
+
+    fn remote_git(&self, args: &[&str]) -> String {
+        git(self.remote.path(), args)
+    }
+}
+
+struct Machine {
+    ws: Ws,
+    url: String,
+}
+
+impl Machine {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = self.ws.command(args);
+        cmd.env("FLEET_URL", &self.url).env(
+            "PATH",
+            format!(
+                "{}:{}",
+                Path::new(BIN).parent().unwrap().display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        );
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        serde_json::from_str(&self.ok(&all)).unwrap()
+    }
+}
+
+/// An agent (outside every clone) that does its task's one unit in `work/<task>.txt`.
+fn agent() -> (TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.sh");
+    std::fs::write(
+        &path,
+        "#!/bin/sh\nset -e\nmkdir -p work\nprintf '%s\\n' \"$ORCHESTRATOR_TASK\" > \"work/$ORCHESTRATOR_TASK.txt\"\norchestrator checkpoint \"did $ORCHESTRATOR_TASK\" --progress 1 --tokens 100\norchestrator wrap --done --summary \"did $ORCHESTRATOR_TASK\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let shown = path.to_str().unwrap().to_string();
+    (dir, shown)
+}
+
+#[test]
+fn twenty_machines_race_over_two_hundred_tasks_and_every_wrap_commit_reaches_the_remote() {
+    const MACHINES: usize = 20;
+    const TASKS: usize = 200;
+    let Some(fleet) = Fleet::start(TASKS) else {
+        return;
+    };
+    let (_agent_dir, agent) = agent();
+    let machines: Vec<Machine> = (0..MACHINES).map(|_| fleet.machine()).collect();
+    let runs: Vec<_> = machines
+        .iter()
+        .enumerate()
+        .map(|(n, m)| {
+            m.command(&[
+                "run",
+                "--agent",
+                &format!("m{n:02}"),
+                "--poll",
+                "50ms",
+                "--sleep",
+                "0s",
+                "--",
+                &agent,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    let mut not_pushed = Vec::new();
+    for (n, run) in runs.into_iter().enumerate() {
+        let out = run.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        not_pushed.extend(
+            stderr
+                .lines()
+                .filter(|l| l.contains("stays on this machine"))
+                .map(|l| format!("machine {n}: {l}")),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "machine {n}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // Every task done, each claimed exactly once, none taken over.
+    let pg = &fleet.pg;
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM orchestrator.task WHERE status = 'done'"),
+        TASKS.to_string()
+    );
+    assert_eq!(
+        pg.psql("SELECT count(*) || ':' || count(DISTINCT task_id) FROM orchestrator.event WHERE kind = 'claim'"),
+        format!("{TASKS}:{TASKS}")
+    );
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM orchestrator.event WHERE kind IN ('reclaim', 'refused')"),
+        "0"
+    );
+
+    // Every wrap commit is on the remote, with the work it carried.
+    let subjects = fleet.remote_git(&["log", "--format=%s", "main"]);
+    let wraps = subjects
+        .lines()
+        .filter(|s| s.starts_with("Session Wrap: "))
+        .count();
+    assert_eq!(wraps, TASKS, "{}", not_pushed.join("\n"));
+    let files = fleet.remote_git(&["ls-tree", "-r", "--name-only", "main", "work/"]);
+    assert_eq!(files.lines().count(), TASKS);
+    // The remote's task_stack.json is the store's export: every task done.
+    let stack: Value =
+        serde_json::from_str(&fleet.remote_git(&["show", "main:task_stack.json"])).unwrap();
+    let open: Vec<&Value> = stack["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["status"] != "done")
+        .collect();
+    assert!(open.is_empty(), "{open:?}");
+}
+
+#[test]
+fn a_wrap_commit_that_conflicts_with_the_remote_is_parked_there_and_its_task_blocked() {
+    let Some(fleet) = Fleet::start(2) else { return };
+    let a = fleet.machine();
+    let b = fleet.machine();
+    a.ok(&["start", "--agent", "a"]);
+    b.ok(&["start", "--agent", "b"]);
+    std::fs::write(a.ws.file("shared.txt"), "a's version\n").unwrap();
+    std::fs::write(b.ws.file("shared.txt"), "b's version\n").unwrap();
+    a.ok(&["checkpoint", "a", "--progress", "1", "--tokens", "10"]);
+    b.ok(&["checkpoint", "b", "--progress", "1", "--tokens", "10"]);
+    let first = a.json(&["wrap", "--done", "--summary", "a"]);
+    assert_eq!(first["push"]["result"], "pushed", "{first}");
+
+    let second = b.json(&["wrap", "--done", "--summary", "b"]);
+    assert_eq!(second["push"]["result"], "conflict", "{second}");
+    assert_eq!(second["push"]["paths"], serde_json::json!(["shared.txt"]));
+    let parked = second["push"]["parked"].as_str().unwrap();
+    assert_eq!(parked, "orchestrator/t001");
+    // The work is on the remote, the task blocked with where to find it.
+    assert_eq!(
+        fleet.remote_git(&["show", &format!("{parked}:shared.txt")]),
+        "b's version\n"
+    );
+    assert_eq!(
+        fleet.remote_git(&["show", "main:shared.txt"]),
+        "a's version\n"
+    );
+    let reason = fleet.pg.psql(
+        "SELECT status || ' ' || (doc->>'blocked_reason') FROM orchestrator.task WHERE id = 't001'",
+    );
+    assert!(reason.starts_with("blocked push-conflict:"), "{reason}");
+    assert!(reason.contains(parked), "{reason}");
+    // b's clone follows the remote again, so its next wrap does not carry the conflict.
+    assert_eq!(
+        std::fs::read_to_string(b.ws.file("shared.txt")).unwrap(),
+        "a's version\n"
+    );
+    assert_eq!(
+        git(b.ws.path(), &["rev-parse", "main"]),
+        fleet.remote_git(&["rev-parse", "main"])
+    );
+}
