@@ -5,6 +5,7 @@
 use crate::common::{Ws, at_minutes};
 use crate::pg_cluster::PgCluster;
 use serde_json::Value;
+use std::os::unix::process::CommandExt as _;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
@@ -475,5 +476,99 @@ fn a_run_outlives_the_server_stopping_and_restarting_in_the_middle_of_a_session(
     assert_eq!(
         pg.psql("SELECT count(*) FROM orchestrator.event WHERE kind = 'wrap'"),
         "2"
+    );
+}
+
+#[test]
+fn an_agent_killed_mid_session_loses_its_task_to_another_machine_once_its_lease_runs_out() {
+    let Some(pg) = PgCluster::start() else { return };
+    let stack = fleet_with(
+        &pg,
+        &[("one", "3")],
+        serde_json::json!({"store": {"postgres": {"url_env": "FLEET_URL"}}}),
+    );
+    let a = Machine::new(&pg.url(), &stack);
+    let b = Machine::new(&pg.url(), &stack);
+    // Machine a's loop: the agent reports one unit, then works on and on.
+    crate::run::agent(
+        &a.ws,
+        "busy.sh",
+        "orchestrator checkpoint unit --progress 1 --tokens 10\ntouch started\nexec sleep 600",
+    );
+    let mut run = crate::run::run_command(&a.ws, &["run", "--agent", "alpha", "--", "./busy.sh"])
+        .env("FLEET_URL", pg.url())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    crate::run::wait_for("the agent's first unit", || a.ws.file("started").exists());
+    let session = pg.psql("SELECT lease_session FROM orchestrator.task WHERE id = 'one'");
+    // kill -9 of the loop and its agent: nothing wraps, nothing releases the lease.
+    // SAFETY: kill(2) on the process group just spawned; it has no memory-safety preconditions.
+    unsafe { libc::kill(-(run.id() as i32), libc::SIGKILL) };
+    run.wait().unwrap();
+    assert_eq!(
+        pg.psql("SELECT fencing_token || ':' || (doc->'progress'->>'done') FROM orchestrator.task WHERE id = 'one'"),
+        "1:1"
+    );
+
+    // Before the lease runs out, no other machine can have the task.
+    b.ws.set_now(&at_minutes(29));
+    b.expect(3, &["start", "--agent", "beta"]);
+    // After, the next claim takes it over with a higher token, keeping its progress.
+    b.ws.set_now(&at_minutes(31));
+    let (stdout, stderr) = b.expect(0, &["start", "--agent", "beta", "--json"]);
+    assert!(
+        stderr.contains(&format!("took over task `one` from session {session}")),
+        "{stderr}"
+    );
+    let brief: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(brief["progress"]["done"], 1, "{brief}");
+    assert_eq!(
+        pg.psql("SELECT fencing_token FROM orchestrator.task WHERE id = 'one'"),
+        "2"
+    );
+
+    // The killed agent's late checkpoint and wrap are refused: exit 5, nothing written.
+    a.ws.set_now(&at_minutes(32));
+    let before = pg.psql("SELECT doc::text FROM orchestrator.task WHERE id = 'one'");
+    a.expect(
+        5,
+        &[
+            "checkpoint",
+            "late",
+            "--progress",
+            "3",
+            "--tokens",
+            "20",
+            "--session",
+            &session,
+        ],
+    );
+    a.expect(
+        5,
+        &["wrap", "--done", "--summary", "late", "--session", &session],
+    );
+    assert_eq!(
+        pg.psql("SELECT doc::text FROM orchestrator.task WHERE id = 'one'"),
+        before
+    );
+    let fleet_status = b.json(&["status", "--fleet"]);
+    let states: Vec<(String, String)> = fleet_status["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["agent"].as_str().unwrap().into(),
+                s["state"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("alpha".to_string(), "lost".to_string()),
+            ("beta".to_string(), "live".to_string())
+        ]
     );
 }
