@@ -149,12 +149,36 @@ fn emit(ctx: &Context, ws: &Workspace, mut json: Value, text: &str, shape: Shape
             pause.reason
         ));
     }
+    // On a fleet store, the accounts' pauses every machine's loops honour.
+    let shared = match ws.fleet() {
+        Some(fleet) => fleet.with(|pg| pg.pauses(ctx.now)).unwrap_or_else(|err| {
+            tracing::warn!("cannot read the fleet's quota pauses: {err:#}");
+            Vec::new()
+        }),
+        None => Vec::new(),
+    };
+    for (account, until, reason) in &shared {
+        text.push_str(&format!(
+            "paused:   account {account} until {} (on every machine: {})\n",
+            crate::clock::format(*until),
+            crate::core::text::one_line(reason)
+        ));
+    }
     if let Value::Object(map) = &mut json {
         map.insert("stop_pending".into(), json!(stop));
         map.insert(
             "paused_until".into(),
             json!(pause.map(|p| crate::clock::format(p.until))),
         );
+        if ws.fleet().is_some() {
+            map.insert(
+                "fleet_pauses".into(),
+                json!(shared
+                    .iter()
+                    .map(|(account, until, reason)| json!({"account": account, "until": crate::clock::format(*until), "reason": reason}))
+                    .collect::<Vec<_>>()),
+            );
+        }
     }
     ctx.emit_shaped(json, &text, shape);
 }

@@ -378,6 +378,12 @@ fn a_rate_limit_one_loop_meets_pauses_every_loop_of_the_account_on_every_machine
         "{fleet_status}"
     );
     assert_eq!(fleet_status["pauses"][0]["until"], "2025-11-06T00:23:55Z");
+    // Plain `status` on any machine shows it too.
+    let status = b.ok(&["status"]);
+    assert!(
+        status.contains("paused:   account team until 2025-11-06T00:23:55Z"),
+        "{status}"
+    );
 
     // The other machine's loop, another agent on the same account, waits the pause out first.
     crate::run::agent(
