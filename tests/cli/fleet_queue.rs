@@ -130,6 +130,12 @@ fn a_session_claims_checkpoints_and_wraps_through_the_store() {
     assert_eq!(sessions[0]["level"], "warn");
     assert_eq!(sessions[0]["progress"], "2/4");
     assert_eq!(sessions[0]["lease_seconds_left"], 30 * 60);
+    // Where it runs, as its start recorded it (the checkpoint added to it, not replaced it).
+    let dir = m.ws.path().file_name().unwrap().to_str().unwrap();
+    assert!(
+        sessions[0]["workspace"].as_str().unwrap().ends_with(dir),
+        "{fleet_status}"
+    );
 
     m.ok(&["wrap", "--done", "--summary", "schema done"]);
     assert_eq!(

@@ -366,7 +366,7 @@ impl PgStore {
                          WHERE id = $1 AND fencing_token = $5 AND lease_session = $6 AND doc::text = $7
                          RETURNING id
                      ), s AS (
-                         UPDATE orchestrator.session SET doc = $8::text::json, updated_at = now()
+                         UPDATE orchestrator.session SET doc = (doc::jsonb || $8::text::jsonb)::json, updated_at = now()
                          WHERE id = $6 AND EXISTS (SELECT 1 FROM t)
                      )
                      INSERT INTO orchestrator.event (at, host, agent, session_id, task_id, kind, detail)
