@@ -209,9 +209,13 @@ impl PgStore {
         let display = self.target.display();
         let version = match self
             .client
-            .query_one("SELECT max(version) FROM orchestrator.schema_version", &[])
+            // Typed: no statement to prepare and close, one round trip on every connection.
+            .query_typed("SELECT max(version) FROM orchestrator.schema_version", &[])
         {
-            Ok(row) => row.get::<_, Option<i32>>(0).unwrap_or(0),
+            Ok(rows) => rows
+                .first()
+                .and_then(|row| row.get::<_, Option<i32>>(0))
+                .unwrap_or(0),
             Err(err) if err.code() == Some(&SqlState::UNDEFINED_TABLE) => 0,
             Err(err) => return Err(sql(&display, err)),
         };

@@ -11,6 +11,7 @@
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
+use postgres::types::Type;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
@@ -82,13 +83,13 @@ impl PgStore {
             only.map(|ids| ids.iter().map(|id| id.to_string()).collect());
         let mut rows = self
             .client
-            .query(
+            .query_typed(
                 "SELECT NULL::text, doc::text, -1 AS position FROM orchestrator.stack
                  UNION ALL
                  SELECT id, doc::text, position FROM orchestrator.task
                  WHERE $1::text[] IS NULL OR id = ANY($1)
                  ORDER BY 3",
-                &[&ids],
+                &[(&ids, Type::TEXT_ARRAY)],
             )
             .map_err(|e| sql(&display, e))?
             .into_iter();
@@ -359,7 +360,7 @@ impl PgStore {
             let (status, _, _, _, expires) = columns(&applied);
             let rows = self
                 .client
-                .query(
+                .query_typed(
                     "WITH t AS (
                          UPDATE orchestrator.task
                          SET doc = $2::text::json, status = $3, lease_expires_at = $4, updated_at = now()
@@ -373,18 +374,18 @@ impl PgStore {
                      SELECT $9, $10, $11, $6, id, 'checkpoint', $12::text::json FROM t
                      RETURNING id",
                     &[
-                        &write.task,
-                        &text,
-                        &status,
-                        &expires,
-                        &(write.token as i64),
-                        &write.session,
-                        &base_text,
-                        &summary,
-                        &now,
-                        &origin.host,
-                        &origin.agent,
-                        &detail,
+                        (&write.task, Type::TEXT),
+                        (&text, Type::TEXT),
+                        (&status, Type::TEXT),
+                        (&expires, Type::TIMESTAMPTZ),
+                        (&(write.token as i64), Type::INT8),
+                        (&write.session, Type::TEXT),
+                        (&base_text, Type::TEXT),
+                        (&summary, Type::TEXT),
+                        (&now, Type::TIMESTAMPTZ),
+                        (&origin.host, Type::TEXT),
+                        (&origin.agent, Type::TEXT),
+                        (&detail, Type::TEXT),
                     ],
                 )
                 .map_err(|e| sql(&display, e))?;
