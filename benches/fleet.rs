@@ -24,7 +24,7 @@ const CHECKPOINTS_PER_WRITER: usize = 25;
 const NOW_MINUTE: &str = "2025-11-06T00:13";
 
 fn main() {
-    let Some(pg) = Cluster::start() else {
+    let Some(pg) = PgCluster::start_durable() else {
         println!("fleet: SKIPPED: PostgreSQL's initdb and pg_ctl are not installed");
         return;
     };
@@ -73,7 +73,7 @@ fn main() {
 }
 
 struct Bench {
-    pg: Cluster,
+    pg: PgCluster,
     stack: String,
     home: PathBuf,
 }
@@ -129,11 +129,11 @@ impl Bench {
 
     /// A fresh database holding the stack, and its URL.
     fn database(&self, name: &str) -> String {
-        let mut client = self.pg.client("postgres");
+        let mut client = client(&self.pg, "postgres");
         client
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .expect("create the database");
-        let url = self.pg.url(name);
+        let url = self.pg.url_of(name);
         let seed = self.machine(0, Some(&url));
         seed.ok(&["fleet", "init"]);
         seed.ok(&["fleet", "import"]);
@@ -149,7 +149,7 @@ impl Bench {
             .map(|n| self.machine(n as i64, Some(&url)))
             .collect();
         let pg = claim_run(&machines.iter().collect::<Vec<_>>(), rounds);
-        let mut client = self.pg.client(&format!("claims{processes}"));
+        let mut client = client(&self.pg, &format!("claims{processes}"));
         let row = client
             .query_one(
                 "SELECT count(*), count(DISTINCT task_id) FROM orchestrator.event WHERE kind = 'claim'",
@@ -247,7 +247,7 @@ impl Bench {
             })
             .collect();
         let (pg_wall, pg_median) = checkpoint_run(&fleet_writers);
-        let mut client = self.pg.client("concurrent");
+        let mut client = client(&self.pg, "concurrent");
         for (_, _, task) in &fleet_writers {
             let row = client
                 .query_one(
@@ -492,139 +492,13 @@ fn stack_text() -> String {
     stack.to_json()
 }
 
-/// A throwaway cluster (after tests/cli/pg_cluster.rs): `initdb` and `pg_ctl` into a temp dir,
-/// listening only on a unix socket there, stopped when dropped (also when the bench panics).
-/// As root the server runs as `postgres`, since `initdb` refuses to run as root.
-struct Cluster {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-    as_postgres: bool,
-}
+/// The tests' throwaway cluster, started with fsync on: figures for a server as users run it.
+#[path = "../tests/cli/pg_cluster.rs"]
+mod pg_cluster;
+use pg_cluster::PgCluster;
 
-/// Only names the socket file; nothing listens on TCP.
-const PORT: u16 = 5432;
-
-impl Cluster {
-    fn start() -> Option<Cluster> {
-        let bin = find_bindir()?;
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let as_postgres = unsafe { libc::geteuid() } == 0;
-        let dir = tempfile::Builder::new()
-            .prefix("pg")
-            .tempdir()
-            .expect("temp dir");
-        if as_postgres {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .expect("chown runs");
-            assert!(status.success(), "chown of the cluster dir to postgres");
-        }
-        let cluster = Cluster {
-            dir,
-            bin,
-            as_postgres,
-        };
-        let data = cluster.data();
-        cluster.pg(&[
-            "initdb",
-            "-D",
-            &data,
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        ]);
-        // fsync stays on: the figures are for a server as users run it.
-        let options = format!(
-            "-c listen_addresses='' -c unix_socket_directories='{}' -p {PORT} -c max_connections=100",
-            cluster.dir.path().display()
-        );
-        let log = cluster.dir.path().join("server.log");
-        cluster.pg(&[
-            "pg_ctl",
-            "-D",
-            &data,
-            "-l",
-            log.to_str().expect("a UTF-8 path"),
-            "-o",
-            &options,
-            "-w",
-            "start",
-        ]);
-        Some(cluster)
-    }
-
-    fn data(&self) -> String {
-        self.dir.path().join("data").display().to_string()
-    }
-
-    fn url(&self, database: &str) -> String {
-        let host = self.dir.path().display().to_string().replace('/', "%2F");
-        format!("postgresql://postgres@{host}:{PORT}/{database}")
-    }
-
-    fn client(&self, database: &str) -> postgres::Client {
-        postgres::Client::connect(&self.url(database), postgres::NoTls).expect("connect")
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let program = self.bin.join(args[0]);
-        let mut cmd = if self.as_postgres {
-            let mut cmd = Command::new("runuser");
-            cmd.args(["-u", "postgres", "--"]).arg(program);
-            cmd
-        } else {
-            Command::new(program)
-        };
-        cmd.args(&args[1..]);
-        cmd
-    }
-
-    fn pg(&self, args: &[&str]) {
-        let out = self.command(args).output().expect("a PostgreSQL tool runs");
-        assert!(
-            out.status.success(),
-            "{args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let data = self.data();
-        let _ = self
-            .command(&["pg_ctl", "-D", &data, "-m", "immediate", "-w", "stop"])
-            .output();
-    }
-}
-
-/// Debian's layout (the highest version), then whatever `initdb` is on PATH.
-fn find_bindir() -> Option<PathBuf> {
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let version = entry.file_name().to_str()?.parse().ok()?;
-            let bin = entry.path().join("bin");
-            bin.join("initdb").exists().then_some((version, bin))
-        })
-        .collect();
-    versions.sort();
-    if let Some((_, bin)) = versions.pop() {
-        return Some(bin);
-    }
-    std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .find(|dir| dir.join("initdb").exists() && dir.join("pg_ctl").exists())
-    })
+fn client(cluster: &PgCluster, database: &str) -> postgres::Client {
+    postgres::Client::connect(&cluster.url_of(database), postgres::NoTls).expect("connect")
 }
 
 fn median(samples: Vec<Duration>) -> Duration {

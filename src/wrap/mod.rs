@@ -16,6 +16,26 @@ pub mod push;
 pub mod vcs;
 pub mod worktree;
 
+/// Tests only: libgit2 reads the global, XDG and system config from $HOME and /etc, not from
+/// GIT_CONFIG_GLOBAL. Points those search paths at an empty directory, once per process, so
+/// no identity or setting of this machine leaks into a test.
+#[cfg(test)]
+pub(crate) fn isolate_libgit2() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let empty = tempfile::tempdir().unwrap().keep();
+        for level in [
+            git2::ConfigLevel::Global,
+            git2::ConfigLevel::XDG,
+            git2::ConfigLevel::System,
+            git2::ConfigLevel::ProgramData,
+        ] {
+            // SAFETY: runs once, before any test opens a repository.
+            unsafe { git2::opts::set_search_path(level, &empty).unwrap() };
+        }
+    });
+}
+
 use crate::core::session::{
     ChangedFile, MetricValue, REASON_RECOVERED, Session, SessionChanges, SessionWorktree,
     WrapJournal, WrapSteps,

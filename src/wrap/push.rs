@@ -732,26 +732,8 @@ mod tests {
     use std::cell::RefCell;
     use std::fs;
     use std::path::PathBuf;
-    use std::sync::Once;
 
-    /// libgit2 reads the global and system config from $HOME and /etc, not from
-    /// GIT_CONFIG_GLOBAL: point it at an empty directory once so nothing of this machine leaks
-    /// in (the replays then commit as the fallback identity: the clones have none).
-    fn isolate_libgit2() {
-        static ONCE: Once = Once::new();
-        ONCE.call_once(|| {
-            let empty = tempfile::tempdir().unwrap().keep();
-            for level in [
-                git2::ConfigLevel::Global,
-                git2::ConfigLevel::XDG,
-                git2::ConfigLevel::System,
-                git2::ConfigLevel::ProgramData,
-            ] {
-                // SAFETY: runs once, before any test of this module opens a repository.
-                unsafe { git2::opts::set_search_path(level, &empty).unwrap() };
-            }
-        });
-    }
+    use crate::wrap::isolate_libgit2;
 
     /// A bare remote on `main`, seeded with `a.txt` and `task_stack.json`, and clones of it.
     struct Fleet {

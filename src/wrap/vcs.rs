@@ -1625,27 +1625,9 @@ pub fn range_changes(
 mod tests {
     use super::*;
     use std::process::Command;
-    use std::sync::Once;
     use std::time::Instant;
 
-    /// libgit2 reads the global/system/XDG config from $HOME etc., not from
-    /// GIT_CONFIG_GLOBAL: point those search paths at an empty directory once
-    /// (process-global) so no identity or setting of this machine leaks in.
-    fn isolate_libgit2() {
-        static ONCE: Once = Once::new();
-        ONCE.call_once(|| {
-            let empty = tempfile::tempdir().unwrap().keep();
-            for level in [
-                git2::ConfigLevel::Global,
-                git2::ConfigLevel::XDG,
-                git2::ConfigLevel::System,
-                git2::ConfigLevel::ProgramData,
-            ] {
-                // SAFETY: runs once, before any test opens a repository.
-                unsafe { git2::opts::set_search_path(level, &empty).unwrap() };
-            }
-        });
-    }
+    use crate::wrap::isolate_libgit2;
 
     struct TestRepo {
         _tmp: tempfile::TempDir,

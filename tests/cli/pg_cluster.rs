@@ -13,6 +13,9 @@ pub struct PgCluster {
     dir: TempDir,
     bin: PathBuf,
     as_postgres: bool,
+    /// Whether the server flushes to disk: off for tests (speed), on for benchmarks (the
+    /// figures are for a server as users run it).
+    durable: bool,
 }
 
 /// The port only names the socket file (`.s.PGSQL.<port>`); nothing listens on TCP.
@@ -30,6 +33,15 @@ impl PgCluster {
             eprintln!("SKIPPED: PostgreSQL's initdb and pg_ctl are not installed");
             return None;
         };
+        Some(Self::launch(bin, false))
+    }
+
+    /// A started cluster that syncs to disk (for benchmarks), or `None` without PostgreSQL.
+    pub fn start_durable() -> Option<PgCluster> {
+        Some(Self::launch(find_bindir()?, true))
+    }
+
+    fn launch(bin: PathBuf, durable: bool) -> PgCluster {
         // SAFETY: geteuid has no preconditions and cannot fail.
         let as_postgres = unsafe { libc::geteuid() } == 0;
         let dir = tempfile::Builder::new().prefix("pg").tempdir().unwrap();
@@ -45,6 +57,7 @@ impl PgCluster {
             dir,
             bin,
             as_postgres,
+            durable,
         };
         let data = cluster.data();
         cluster.pg(
@@ -62,7 +75,7 @@ impl PgCluster {
             ],
         );
         cluster.start_server();
-        Some(cluster)
+        cluster
     }
 
     fn data(&self) -> PathBuf {
@@ -75,8 +88,13 @@ impl PgCluster {
 
     /// The URL of database `postgres` as the superuser, over the unix socket.
     pub fn url(&self) -> String {
+        self.url_of("postgres")
+    }
+
+    /// The URL of `database` as the superuser, over the unix socket.
+    pub fn url_of(&self, database: &str) -> String {
         let host = self.socket_dir().to_str().unwrap().replace('/', "%2F");
-        format!("postgresql://postgres@{host}:{PORT}/postgres")
+        format!("postgresql://postgres@{host}:{PORT}/{database}")
     }
 
     /// Stops the server (fast shutdown: sessions are cut, as when a server restarts).
@@ -95,8 +113,9 @@ impl PgCluster {
     }
 
     pub fn start_server(&self) {
+        let fsync = if self.durable { "on" } else { "off" };
         let options = format!(
-            "-c listen_addresses='' -c unix_socket_directories='{}' -p {PORT} -c fsync=off -c max_connections=60",
+            "-c listen_addresses='' -c unix_socket_directories='{}' -p {PORT} -c fsync={fsync} -c max_connections=100",
             self.socket_dir().display()
         );
         let log = self.dir.path().join("server.log");

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::core::stack::{StoreSettings, Task, TaskStack};
+use crate::core::stack::{StoreSettings, TaskStack};
 use crate::error::Failure;
 
 mod queue;
@@ -332,43 +332,8 @@ impl PgStore {
     /// The stack as one consistent snapshot of the store, in the order it was imported.
     pub fn export(&mut self) -> Result<TaskStack> {
         self.check_schema()?;
-        let display = self.target.display();
-        let mut tx = self
-            .client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .map_err(|e| sql(&display, e))?;
-        let top: Option<String> = tx
-            .query_opt("SELECT doc::text FROM orchestrator.stack", &[])
-            .map_err(|e| sql(&display, e))?
-            .map(|row| row.get(0));
-        let Some(top) = top else {
-            return Err(Failure::user(format!(
-                "the fleet store {display} holds no stack yet: `orchestrator fleet import` puts one in"
-            )));
-        };
-        let mut stack: TaskStack = serde_json::from_str(&top).with_context(|| {
-            format!("the fleet store {display}: its stack row is not a task stack")
-        })?;
-        for row in tx
-            .query(
-                "SELECT id, doc::text FROM orchestrator.task ORDER BY position",
-                &[],
-            )
-            .map_err(|e| sql(&display, e))?
-        {
-            let id: String = row.get(0);
-            let doc: String = row.get(1);
-            let task: Task = serde_json::from_str(&doc)
-                .with_context(|| format!("the fleet store {display}: task {id} is not a task"))?;
-            stack.tasks.push(task);
-        }
-        tx.commit().map_err(|e| sql(&display, e))?;
-        stack
-            .validate()
-            .map_err(|invalid| Failure::user(format!("the fleet store {display}: {invalid}")))?;
+        let mut stack = self.load_stack(None)?;
+        stack.loaded = crate::core::stack::Loaded::default();
         Ok(stack)
     }
 }

@@ -221,11 +221,7 @@ impl Workspace {
         fleet: &Arc<Fleet>,
         session: &Session,
     ) -> Result<()> {
-        let origin = Origin {
-            host: &session.host,
-            agent: &session.agent,
-            session: &session.id,
-        };
+        let origin = origin_of(session);
         let state = if session.is_wrapping() {
             "wrapping"
         } else {
@@ -248,11 +244,7 @@ impl Workspace {
         fleet: &Arc<Fleet>,
         session: &Session,
     ) -> Result<()> {
-        let origin = Origin {
-            host: &session.host,
-            agent: &session.agent,
-            session: &session.id,
-        };
+        let origin = origin_of(session);
         let at = session
             .wrap
             .as_ref()
@@ -271,4 +263,13 @@ pub fn session_summary(ws: &Workspace, session: &Session) -> Value {
         "progress_done": session.checkpoints.last().map_or(session.progress_at_start.done, |c| c.progress),
         "lease_expires": crate::clock::format(session.lease_expires),
     })
+}
+
+/// A session as the author of the store's writes and events.
+fn origin_of(session: &Session) -> Origin<'_> {
+    Origin {
+        host: &session.host,
+        agent: &session.agent,
+        session: &session.id,
+    }
 }
