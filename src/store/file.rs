@@ -504,7 +504,7 @@ impl Workspace {
                 &ids,
                 stack.journal_generation,
             )?;
-            view::write(&self.view_path(), identity, &text)
+            view::write(&self.view_path(), identity, &text, Some(&stack.tasks))
         });
         if let Err(err) = written {
             tracing::warn!("cannot index {}: {err:#}", path.display());
@@ -591,7 +591,7 @@ impl Workspace {
             }
             // A view is read back without validating it again: only a valid stack gets one.
             if !view_current && TaskStack::parse_view(&text).is_ok() {
-                view::write(&self.view_path(), identity, &text)?;
+                view::write(&self.view_path(), identity, &text, None)?;
             }
             Ok(())
         });

@@ -42,9 +42,10 @@ impl super::Workspace {
     }
 }
 
-/// The view of `text`, a stack file that validated, for the file identified by `identity`.
-/// `None` when its layout cannot be cut out (the caller then writes no view).
-fn encode(identity: Identity, text: &str) -> Option<Vec<u8>> {
+/// The view of `text`, a stack file that validated, for the file identified by `identity`;
+/// `written` is its tasks when the caller wrote `text` from them. `None` when its layout cannot
+/// be cut out (the caller then writes no view).
+fn encode(identity: Identity, text: &str, written: Option<&[Task]>) -> Option<Vec<u8>> {
     #[derive(Deserialize)]
     struct Outer<'a> {
         #[serde(borrow)]
@@ -78,7 +79,19 @@ fn encode(identity: Identity, text: &str) -> Option<Vec<u8>> {
         &[&text[..start], "[]", &text[start + array.len()..]],
     );
     let tasks: Vec<&RawValue> = serde_json::from_str(array).ok()?;
-    for task in &tasks {
+    let written = written.filter(|written| written.len() == tasks.len());
+    for (i, task) in tasks.iter().enumerate() {
+        // A plain task the caller wrote is stored from memory, without reading its text back.
+        if let Some(task) = written.map(|written| &written[i]) {
+            let at = payload.len();
+            payload.extend_from_slice(&0u64.to_le_bytes());
+            if encode_plain(task, &mut payload) {
+                let len = (payload.len() - at - 8) as u64;
+                payload[at..at + 8].copy_from_slice(&len.to_le_bytes());
+                continue;
+            }
+            payload.truncate(at);
+        }
         let task = task.get();
         let inner: Inner = serde_json::from_str(task).ok()?;
         let at = payload.len();
@@ -139,8 +152,13 @@ fn finish(identity: Identity, tasks: u64, payload: Vec<u8>) -> Vec<u8> {
 
 /// Writes the view of `text`, the stack file identified by `identity`. The caller has
 /// validated the stack (a view is read back without validating its tasks again).
-pub fn write(view_path: &Path, identity: Identity, text: &str) -> Result<()> {
-    let bytes = encode(identity, text).context("cannot cut the stack's view out of it")?;
+pub fn write(
+    view_path: &Path,
+    identity: Identity,
+    text: &str,
+    written: Option<&[Task]>,
+) -> Result<()> {
+    let bytes = encode(identity, text, written).context("cannot cut the stack's view out of it")?;
     super::file::write_atomic(view_path, &bytes)
 }
 
@@ -257,9 +275,10 @@ fn prefer_huge_pages(tasks: &mut Vec<Task>) {
 /// The first byte of a task stored in binary (a task's JSON starts with `{`).
 const PLAIN: u8 = 1;
 
-/// Appends `task` in binary when it is plain: no checkpoints, open items or fields unknown to
-/// this version (its own or its claim's), which is most tasks; decoding one costs a fraction
-/// of parsing its JSON. Returns false, having written nothing, for any other task.
+/// Appends `task` in binary when it is plain: no open items, no fields unknown to this version
+/// (its own or its claim's), which is most tasks; decoding one costs a fraction of parsing its
+/// JSON. Its checkpoints are left out, as from every task of a view. Returns false, having
+/// written nothing, for any other task.
 fn encode_plain(task: &Task, out: &mut Vec<u8>) -> bool {
     // Every field named: one added to `Task` must be decided on here.
     let Task {
@@ -270,7 +289,7 @@ fn encode_plain(task: &Task, out: &mut Vec<u8>) -> bool {
         progress,
         depends_on,
         claim,
-        checkpoints,
+        checkpoints: _,
         last_handoff,
         blocked_reason,
         description,
@@ -286,12 +305,7 @@ fn encode_plain(task: &Task, out: &mut Vec<u8>) -> bool {
     let Some(status) = Status::ALL.iter().position(|s| s == status) else {
         return false;
     };
-    if !(checkpoints.is_empty()
-        && issues.is_empty()
-        && next_steps.is_empty()
-        && extra.is_empty()
-        && claim_plain)
-    {
+    if !(issues.is_empty() && next_steps.is_empty() && extra.is_empty() && claim_plain) {
         return false;
     }
     out.push(PLAIN);
@@ -468,7 +482,7 @@ mod tests {
         let stack = dir.join("task_stack.json");
         let view = dir.join(VIEW_FILE);
         fs::write(&stack, text).unwrap();
-        write(&view, Identity::of(&stack).unwrap(), text).unwrap();
+        write(&view, Identity::of(&stack).unwrap(), text, None).unwrap();
         (stack, view)
     }
 
@@ -490,6 +504,29 @@ mod tests {
         assert!(!bytes.contains("\"description\""));
         assert!(!bytes.contains("\"depends_on\""));
         assert!(bytes.contains("\"kept\"") && bytes.contains("\"mine\""));
+    }
+
+    #[test]
+    fn the_tasks_a_stack_was_written_from_make_the_same_view_as_its_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut stack = TaskStack::parse(STACK).unwrap();
+        stack.tasks[1].description = Some("tab\there \"quoted\" ü".into());
+        stack.tasks[3].checkpoints = stack.tasks[0].checkpoints.clone();
+        let text = stack.to_json();
+        let (path, view) = written(dir.path(), &text);
+        let from_text = fs::read(&view).unwrap();
+        write(
+            &view,
+            Identity::of(&path).unwrap(),
+            &text,
+            Some(&stack.tasks),
+        )
+        .unwrap();
+        assert_eq!(fs::read(&view).unwrap(), from_text);
+        assert_eq!(
+            load(&view, &path),
+            Some(TaskStack::parse_view(&text).unwrap())
+        );
     }
 
     #[test]
