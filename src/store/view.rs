@@ -237,7 +237,6 @@ fn decode(bytes: &[u8], identity: Identity) -> Option<TaskStack> {
     stack
         .tasks
         .reserve_exact((count as usize).min(payload.len() / 8));
-    prefer_huge_pages(&mut stack.tasks);
     for record in &mut records {
         let task = match record.first() {
             Some(&PLAIN) => decode_plain(record)?,
@@ -246,30 +245,6 @@ fn decode(bytes: &[u8], identity: Identity) -> Option<TaskStack> {
         stack.tasks.push(task);
     }
     (records.0.is_empty() && stack.tasks.len() as u64 == count).then_some(stack)
-}
-
-/// Asks the kernel to back the spare capacity of `tasks` with huge pages where it can: filling
-/// a list of ten thousand tasks a 4 KiB page at a time costs more in page faults than decoding
-/// them. Only advice: where the system has no transparent huge pages nothing changes.
-fn prefer_huge_pages(tasks: &mut Vec<Task>) {
-    const HUGE_PAGE: usize = 2 << 20;
-    let start = tasks.as_mut_ptr() as usize;
-    let end = start + tasks.capacity() * std::mem::size_of::<Task>();
-    let (first, last) = (
-        start.next_multiple_of(HUGE_PAGE),
-        end / HUGE_PAGE * HUGE_PAGE,
-    );
-    if last > first {
-        // SAFETY: advice on whole pages inside the vector's own allocation, which changes how
-        // the kernel backs them, never what they hold.
-        unsafe {
-            libc::madvise(
-                first as *mut libc::c_void,
-                last - first,
-                libc::MADV_HUGEPAGE,
-            )
-        };
-    }
 }
 
 /// The first byte of a task stored in binary (a task's JSON starts with `{`).
