@@ -957,6 +957,7 @@ mod tests {
             (".transcript-00ff00ff00ff00ff.json.tmp.7", 7),
             (".session_20251106_001355.checkpoints.jsonl.tmp.8.undo1", 8),
             (".task_stack.json.tmp.9.undo0", 9),
+            (".stack.view.tmp.10", 10),
         ] {
             assert_eq!(our_temp_file_pid(ours), Some(pid), "{ours}");
         }
