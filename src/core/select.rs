@@ -32,11 +32,13 @@ impl fmt::Display for NotReady {
             NotReady::Blocked(None) => f.write_str("blocked"),
             NotReady::Blocked(Some(reason)) => write!(f, "blocked: {}", one_line(reason)),
             NotReady::WaitingOn(deps) => {
-                let deps: Vec<String> = deps
-                    .iter()
-                    .map(|(id, status)| format!("{id} ({status})"))
-                    .collect();
-                write!(f, "waiting on {}", deps.join(", "))
+                // Written straight out: `next` prints this for thousands of tasks.
+                f.write_str("waiting on ")?;
+                for (i, (id, status)) in deps.iter().enumerate() {
+                    let comma = if i == 0 { "" } else { ", " };
+                    write!(f, "{comma}{id} ({status})")?;
+                }
+                Ok(())
             }
             NotReady::HeldBy { session, agent } => write!(f, "held by {session} (agent {agent})"),
             NotReady::Behind { chosen } => write!(f, "ready, after {chosen}"),
@@ -271,6 +273,20 @@ mod tests {
                 "parked: blocked",
                 "held: held by session_20251106_000000 (agent claude)"
             ]
+        );
+    }
+
+    #[test]
+    fn a_task_waiting_on_several_names_each() {
+        let s = stack(vec![
+            task("x", 1, Status::Pending, &[]),
+            task("y", 1, Status::InProgress, &[]),
+            task("z", 1, Status::Pending, &["x", "y"]),
+        ]);
+        let sel = select_next(&s, now());
+        assert_eq!(
+            sel.others[1].1.to_string(),
+            "waiting on x (pending), y (in_progress)"
         );
     }
 
