@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use serde_json::json;
+use std::fmt::Write as _;
 
 use super::Context;
 use super::output::Shape;
@@ -36,8 +37,9 @@ pub fn run(ctx: &Context) -> Result<u8> {
     };
     if !selection.others.is_empty() {
         text.push_str("\nNot picked:\n");
+        // Written in place: a line per task of the stack, without a string of its own.
         for (task, reason) in &selection.others {
-            text.push_str(&format!("  {:<24} {reason}\n", task.id));
+            writeln!(text, "  {:<24} {reason}", task.id).expect("a String takes any text");
         }
     }
     let json = json!({

@@ -13,7 +13,7 @@ use crate::core::brief::{
 };
 use crate::core::ids::{check_task_id, new_session_id};
 use crate::core::meters;
-use crate::core::select::{readiness, ready_in_order, select_next};
+use crate::core::select::{pick_next, readiness, ready_in_order, select_next};
 use crate::core::session::{Session, TokenReading, TranscriptOrigin};
 use crate::core::stack::{Claim, Progress, Status, Task, TaskStack};
 use crate::core::text::{one_line, strip_controls};
@@ -161,10 +161,12 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
             id.clone()
         }
         None => {
-            let selection = select_next(&stack, ctx.now);
-            match selection.chosen {
+            // Every other task's reason only when none is ready: on a large stack the reasons
+            // cost more than the pick.
+            match pick_next(&stack, ctx.now) {
                 Some(task) => task.id.clone(),
                 None => {
+                    let selection = select_next(&stack, ctx.now);
                     let why: Vec<String> = selection
                         .others
                         .iter()

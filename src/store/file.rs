@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::undo::Undo;
-use super::{ClaimToken, STACK_FILE, Store, Workspace, WorkspaceLock, index, journal};
+use super::{ClaimToken, STACK_FILE, Store, Workspace, WorkspaceLock, index, journal, view};
 use crate::core::ids::check_session_id;
 use crate::core::session::{CheckpointEvent, Session};
 use crate::core::stack::{CheckpointWrite, Claim, Settings, TaskStack};
@@ -205,15 +205,35 @@ pub struct Mapped {
 }
 
 impl Mapped {
+    /// The first `len` bytes of `file`, mapped read-only and read in at once; `None` when the
+    /// system refuses (an empty file, a file that cannot be mapped). Only for a file that our
+    /// writers replace by rename, never rewrite in place: a file cut short under a mapping is
+    /// a SIGBUS on the next read of it.
+    pub fn of(file: &File, len: usize) -> Option<Mapped> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a fresh private read-only mapping of an open file; checked for failure below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_POPULATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        (ptr != libc::MAP_FAILED).then_some(Mapped { ptr, len })
+    }
+
     pub fn bytes(&self) -> &[u8] {
-        // SAFETY: `ptr` maps `len` readable bytes for as long as `self` lives (see `map_text`).
+        // SAFETY: `ptr` maps `len` readable bytes for as long as `self` lives (see `Mapped::of`).
         unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.len) }
     }
 }
 
 impl Drop for Mapped {
     fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping `map_text` made.
+        // SAFETY: unmaps exactly the mapping `Mapped::of` made.
         unsafe { libc::munmap(self.ptr, self.len) };
     }
 }
@@ -286,22 +306,9 @@ pub fn map_text(path: &Path) -> Result<Text> {
             Some(super::index::Identity::from_metadata(&meta)),
         ));
     }
-    use std::os::fd::AsRawFd;
-    // SAFETY: a fresh private read-only mapping of an open file; checked for failure below.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_PRIVATE | libc::MAP_POPULATE,
-            file.as_raw_fd(),
-            0,
-        )
-    };
-    if ptr == libc::MAP_FAILED {
+    let Some(mapped) = Mapped::of(&file, len) else {
         return read();
-    }
-    let mapped = Mapped { ptr, len };
+    };
     if let Err(err) = std::str::from_utf8(mapped.bytes()) {
         return Err(Failure::user(format!(
             "{}: not valid UTF-8 (byte {})",
@@ -389,7 +396,7 @@ pub(super) fn our_temp_file_pid(name: &str) -> Option<libc::pid_t> {
     };
     let ours = matches!(
         target,
-        STACK_FILE | ".gitignore" | ".gitkeep" | super::INDEX_FILE
+        STACK_FILE | ".gitignore" | ".gitkeep" | super::INDEX_FILE | view::VIEW_FILE
     ) || session(target.strip_suffix(".json"))
         || session(target.strip_suffix(".checkpoints.jsonl"))
         || session(
@@ -445,7 +452,29 @@ impl Workspace {
     /// The stack for a command that never writes it back (`next`, `status`): as
     /// [`Workspace::load_stack`], but no task's checkpoints are parsed. Never save it.
     pub fn load_view(&self) -> Result<TaskStack> {
-        self.read_stack(TaskStack::parse_view, true)
+        self.read_view()
+    }
+
+    /// [`Workspace::read_stack`] for a view: from the view cache (see [`view`]) when it
+    /// describes the stack file as it is now, else from the stack itself. On a fleet store,
+    /// from the store (the settings in the view decide, as in `read_stack`).
+    fn read_view(&self) -> Result<TaskStack> {
+        if let Some(fleet) = self.fleet() {
+            return self.fleet_stack(fleet, None);
+        }
+        self.check_layout()?;
+        // The journal before the view, as in `read_stack`: the view names the stack it was cut
+        // from, so a fold in between leaves a view that no longer matches, or the new one.
+        let journal = journal::Journal::read(&self.journal_path())?;
+        let Some(mut stack) = view::load(&self.view_path(), &self.stack_path()) else {
+            return self.read_stack(TaskStack::parse_view, true);
+        };
+        self.check_settings_paths(&stack.settings)?;
+        if let Some(fleet) = self.fleet_for(&stack.settings)? {
+            return self.fleet_stack(fleet, None);
+        }
+        stack.journal_generation = journal.fold_into(&mut stack);
+        Ok(stack)
     }
 
     /// `use_fleet`: the settings of the file name a fleet store, which then gives the stack.
@@ -503,7 +532,8 @@ impl Workspace {
                 &text,
                 &ids,
                 stack.journal_generation,
-            )
+            )?;
+            view::write(&self.view_path(), identity, &text, Some(&stack.tasks))
         });
         if let Err(err) = written {
             tracing::warn!("cannot index {}: {err:#}", path.display());
@@ -576,17 +606,29 @@ impl Workspace {
     /// succeeded: derived state, never part of what a refused command would have to undo.
     pub fn reindex_if_stale(&self, _lock: &WorkspaceLock) {
         let path = self.stack_path();
-        let current = File::open(&path)
-            .ok()
-            .and_then(|file| index::Index::open(&self.index_path(), &file));
-        if current.is_some() {
+        let stack = File::open(&path).ok();
+        let index_current = stack
+            .as_ref()
+            .and_then(|file| index::Index::open(&self.index_path(), file))
+            .is_some();
+        let view_current = stack
+            .as_ref()
+            .is_some_and(|file| view::is_current(&self.view_path(), file));
+        if index_current && view_current {
             return;
         }
         let indexed = map_text(&path).and_then(|text| {
             let identity = text
                 .identity()
                 .context("an empty or unreadable stack is not indexed")?;
-            index::write_from_text(&self.index_path(), identity, &text)
+            if !index_current {
+                index::write_from_text(&self.index_path(), identity, &text)?;
+            }
+            // A view is read back without validating it again: only a valid stack gets one.
+            if !view_current && TaskStack::parse_view(&text).is_ok() {
+                view::write(&self.view_path(), identity, &text, None)?;
+            }
+            Ok(())
         });
         if let Err(err) = indexed {
             tracing::debug!("cannot index {}: {err:#}", path.display());
@@ -970,6 +1012,7 @@ mod tests {
             (".transcript-00ff00ff00ff00ff.json.tmp.7", 7),
             (".session_20251106_001355.checkpoints.jsonl.tmp.8.undo1", 8),
             (".task_stack.json.tmp.9.undo0", 9),
+            (".stack.view.tmp.10", 10),
         ] {
             assert_eq!(our_temp_file_pid(ours), Some(pid), "{ours}");
         }

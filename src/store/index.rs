@@ -33,6 +33,16 @@ impl Identity {
         Ok(Identity::from_metadata(&meta))
     }
 
+    /// The four words that name the file, in the order the caches store them.
+    pub fn words(&self) -> [u64; 4] {
+        [
+            self.inode,
+            self.len,
+            self.ctime_sec as u64,
+            self.ctime_nsec as u64,
+        ]
+    }
+
     /// The identity of the file `meta` describes (from `fstat` of a file being read, so that
     /// it is the file whose bytes were read even if another was renamed into place since).
     pub fn from_metadata(meta: &fs::Metadata) -> Identity {

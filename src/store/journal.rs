@@ -11,7 +11,7 @@
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -108,11 +108,6 @@ impl Journal {
             .filter(move |r| r.generation > stack.journal_generation)
     }
 
-    /// Whether the journal holds anything the snapshot lacks.
-    pub fn has_pending(&self, stack: &TaskStack) -> bool {
-        self.pending(stack).next().is_some()
-    }
-
     /// Applies the pending records to `stack`, in order. A record whose token is stale (only a
     /// hand edit of the snapshot can make one) is skipped with a warning, by every reader alike.
     /// Returns the generation the stack then holds.
@@ -128,17 +123,20 @@ impl Journal {
 
     fn fold(&self, stack: &mut TaskStack, whole: bool) -> u64 {
         let mut generation = stack.journal_generation;
-        let index: HashMap<String, usize> = if self.has_pending(stack) {
+        let pending: Vec<Record> = self.pending(stack).cloned().collect();
+        // Where the records' few tasks are, found in one pass: not a table of every task.
+        let named: HashSet<&str> = pending.iter().filter_map(Record::task).collect();
+        let index: HashMap<String, usize> = if named.is_empty() {
+            HashMap::new()
+        } else {
             stack
                 .tasks
                 .iter()
                 .enumerate()
+                .filter(|(_, t)| named.contains(t.id.as_str()))
                 .map(|(i, t)| (t.id.clone(), i))
                 .collect()
-        } else {
-            HashMap::new()
         };
-        let pending: Vec<Record> = self.pending(stack).cloned().collect();
         for record in pending {
             generation = generation.max(record.generation);
             let Some(id) = record.task() else { continue };

@@ -18,6 +18,7 @@ pub mod journal;
 pub mod postgres;
 pub mod run_state;
 pub mod undo;
+pub mod view;
 
 use crate::core::session::{CheckpointEvent, Session};
 use crate::core::stack::{BACKUP_DIR_SETTING, CheckpointWrite, Claim, Settings, TaskStack};

@@ -141,3 +141,67 @@ fn a_small_stack_edited_by_hand_is_indexed_again_after_the_next_checkpoint() {
         "the index still describes the stack as it was before the hand edit"
     );
 }
+
+const VIEW: &str = ".orchestrator/cache/stack.view";
+
+/// Two tasks, the seeded one picked first, and the view cache cut from the stack we wrote.
+fn two_tasks() -> Ws {
+    let ws = Ws::seed();
+    ws.ok(&["task", "add", "second_task", "--title", "Second"]);
+    assert!(ws.file(VIEW).exists(), "task add cuts a view");
+    assert_eq!(ws.json(0, &["next"])["task"], TASK);
+    ws
+}
+
+#[test]
+fn next_and_start_read_a_stack_edited_by_hand_not_the_view_cut_before() {
+    let ws = two_tasks();
+    // Finished by hand: only the edited file says so.
+    edit_task(&ws, |task| task["status"] = "done".into());
+    let next = ws.json(0, &["next"]);
+    assert_eq!(next["task"], "second_task");
+    assert_eq!(next["others"][0]["reason"], "finished");
+    assert_eq!(ws.json(0, &["start"])["task"], "second_task");
+    // The start cut a view from the edited stack; read through it, the claim (in the journal)
+    // holds the second task and the first stays done.
+    let next = ws.json(3, &["next"]);
+    assert_eq!(next["task"], Value::Null);
+    let reasons: Vec<&Value> = next["others"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| &o["reason"])
+        .collect();
+    assert_eq!(reasons, ["finished", "held"]);
+}
+
+#[test]
+fn a_damaged_view_or_one_of_an_older_stack_is_not_read() {
+    let ws = two_tasks();
+    let old = std::fs::read(ws.file(VIEW)).unwrap();
+    // Written by us since: the second task first. The view of the stack before put back in
+    // place is whole, but names a stack file that is gone.
+    ws.ok(&["task", "set", "second_task", "--priority", "1"]);
+    ws.ok(&["task", "set", TASK, "--priority", "3"]);
+    assert_eq!(ws.json(0, &["next"])["task"], "second_task");
+    std::fs::write(ws.file(VIEW), &old).unwrap();
+    assert_eq!(ws.json(0, &["next"])["task"], "second_task");
+    // The current view with one byte of it changed (the damage a disk could do): the checksum
+    // no longer matches, and the stack itself is read.
+    ws.ok(&["task", "set", TASK, "--priority", "2"]);
+    let mut damaged = std::fs::read(ws.file(VIEW)).unwrap();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0x01;
+    std::fs::write(ws.file(VIEW), &damaged).unwrap();
+    let next = ws.json(0, &["next"]);
+    assert_eq!(next["task"], "second_task");
+    assert_eq!(next["others"][0]["priority"], 2);
+    // Cut short, or not a view at all: the same.
+    for bytes in [&damaged[..damaged.len() / 2], b"{}".as_slice()] {
+        std::fs::write(ws.file(VIEW), bytes).unwrap();
+        assert_eq!(ws.json(0, &["next"])["task"], "second_task");
+    }
+    // A start (which writes) cuts a good one again.
+    ws.json(0, &["start"]);
+    assert_ne!(std::fs::read(ws.file(VIEW)).unwrap(), b"{}");
+}
