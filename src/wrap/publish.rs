@@ -138,7 +138,9 @@ fn push(
                     "attempts": attempts, "replayed": replayed}),
         PushOutcome::Conflict { paths, parked } => {
             // Following first: blocking rewrites task_stack.json, the store's export.
-            follow_remote(&workdir, remote, &branch);
+            follow_remote(&workdir, remote, &branch, &|path| {
+                ws.fleet().is_some() && stack_rel.as_deref() == Some(path)
+            });
             block_task(ws, report, remote, &branch, &paths, &parked)?;
             json!({"result": "conflict", "remote": remote, "branch": branch, "paths": paths,
                    "parked": parked})
@@ -174,7 +176,7 @@ fn block_task(
 /// After parking a conflicting commit on the remote, this clone follows the remote's branch
 /// again (its files as well, where the user has not changed them), so that the next wrap does
 /// not carry the conflict along. The work is on the parked branch.
-fn follow_remote(workdir: &Path, remote: &str, branch: &str) {
+fn follow_remote(workdir: &Path, remote: &str, branch: &str, regenerated: &dyn Fn(&str) -> bool) {
     let moved = (|| -> Result<()> {
         let repo = git2::Repository::open(workdir)?;
         let local_ref = format!("refs/heads/{branch}");
@@ -183,7 +185,7 @@ fn follow_remote(workdir: &Path, remote: &str, branch: &str) {
         if from == to {
             return Ok(());
         }
-        super::worktree::update_work_tree(&repo, from, to)?;
+        super::worktree::update_work_tree(&repo, from, to, regenerated)?;
         repo.reference_matching(
             &local_ref,
             to,

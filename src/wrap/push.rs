@@ -463,14 +463,19 @@ fn move_local(
         if lock.exists() {
             return Err(cannot(super::vcs::lock_advice(&lock)));
         }
-        worktree::update_work_tree(repo, from, to).map_err(|err| cannot(format!("{err:#}")))?;
+        // A file regenerated from elsewhere (the fleet store's export) may differ here: it is
+        // written again from its source anyway.
+        let regenerated =
+            |path: &str| (req.regenerate)(path).is_ok_and(|content| content.is_some());
+        worktree::update_work_tree(repo, from, to, &regenerated)
+            .map_err(|err| cannot(format!("{err:#}")))?;
     }
     let message = format!("orchestrator: replay onto {}/{}", req.remote, req.branch);
     match repo.reference_matching(local_ref, to, true, from, &message) {
         Ok(_) => Ok(true),
         Err(err) => {
             if on_branch {
-                worktree::update_work_tree(repo, to, from)
+                worktree::update_work_tree(repo, to, from, &|_| false)
                     .context("putting the work tree back after the branch moved")?;
             }
             match err.code() {
@@ -1167,6 +1172,24 @@ mod tests {
         );
         assert_eq!(fleet.git(&a, &["rev-parse", "main"]), ours);
         assert_eq!(fleet.remote_git(&["rev-parse", "main"]), theirs);
+    }
+
+    #[test]
+    fn a_regenerated_file_rewritten_here_since_the_commit_does_not_stop_the_replay() {
+        let fleet = Fleet::new();
+        let (a, b) = (fleet.clone_as("a"), fleet.clone_as("b"));
+        fleet.commit(&b, "task_stack.json", "{\"tasks\": [\"b\"]}\n");
+        fleet.git(&b, &["push", "-q", "origin", "main"]);
+        fleet.commit(&a, "c.txt", "from a\n");
+        // Another session here wrote the store's export again after this commit.
+        fs::write(a.join("task_stack.json"), "{\"tasks\": [\"newer\"]}\n").unwrap();
+        let regenerate = |path: &str| -> Result<Option<Vec<u8>>> {
+            Ok((path == "task_stack.json").then(|| b"{\"tasks\": [\"b\"]}\n".to_vec()))
+        };
+        let outcome = fleet.push(&a, 5, &regenerate).unwrap();
+        assert!(matches!(outcome, PushOutcome::Pushed { .. }), "{outcome:?}");
+        assert_eq!(fleet.remote_git(&["show", "main:c.txt"]), "from a");
+        // Without `regenerate` claiming it, the same file stops the replay (the test above).
     }
 
     #[test]

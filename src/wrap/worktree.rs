@@ -260,13 +260,33 @@ pub fn plan(
         });
     }
     let signature = signature(&repo)?;
+    // The stack in the worktree is never the session's to change (its commands act on the main
+    // workspace, and the branch commit leaves it out), so a conflict on it is only the branch's
+    // base lagging behind: the base branch's stack is the one. (A push that replayed the base
+    // branch onto other machines' work leaves such a lag.)
+    let stack = format!("{}{}", workspace_prefix(wt), crate::store::STACK_FILE);
+    let keep_stack = |path: &str| -> Result<Option<Vec<u8>>> {
+        if path != stack {
+            return Ok(None);
+        }
+        let blob = base
+            .tree()?
+            .get_path(Path::new(path))
+            .and_then(|entry| entry.to_object(&repo))
+            .ok()
+            .and_then(|object| object.into_blob().ok());
+        Ok(blob.map(|blob| blob.content().to_vec()))
+    };
     let to = match mode {
         Integrate::Merge => {
             let mut index = repo
                 .merge_commits(&base, &tip, None)
                 .context("merging the session branch")?;
             if index.has_conflicts() {
-                return Ok(Plan::Conflict(conflicts(&index)?));
+                let unresolved = resolve_conflicts(&repo, &mut index, &keep_stack)?;
+                if !unresolved.is_empty() {
+                    return Ok(Plan::Conflict(unresolved));
+                }
             }
             let tree = repo.find_tree(index.write_tree_to(&repo)?)?;
             repo.commit(
@@ -279,7 +299,7 @@ pub fn plan(
             )?
         }
         Integrate::Rebase | Integrate::Branch => {
-            match replay(&repo, &base, &picks, &signature, &|_| Ok(None))? {
+            match replay(&repo, &base, &picks, &signature, &keep_stack)? {
                 Replayed::Onto(oid) => oid,
                 Replayed::Conflict(paths) => return Ok(Plan::Conflict(paths)),
             }
@@ -426,7 +446,7 @@ pub fn apply(main_dir: &Path, wt: &SessionWorktree, from: Oid, to: Oid) -> Resul
             .and_then(|head| head.symbolic_target().map(|t| t == base_ref))
             .unwrap_or(false);
         if on_base {
-            update_work_tree(&repo, from, to)?;
+            update_work_tree(&repo, from, to, &|_| false)?;
         }
         super::crash_point("integrate-checkout");
         let summary = format!("orchestrator: integrate {}", wt.branch);
@@ -438,9 +458,15 @@ pub fn apply(main_dir: &Path, wt: &SessionWorktree, from: Oid, to: Oid) -> Resul
 
 /// Brings the main work tree and index from `from`'s tree to `to`'s, touching only the paths
 /// that differ. A file there that is neither as `from` nor as `to` has it (the user changed
-/// it) is never overwritten: the move is refused. One already as `to` has it (a move cut off
-/// halfway) is simply taken.
-pub(crate) fn update_work_tree(repo: &Repository, from: Oid, to: Oid) -> Result<()> {
+/// it) is never overwritten: the move is refused, unless `regenerated(path)` says the file is
+/// one orchestrator writes from elsewhere (a fleet store's export). One already as `to` has
+/// it (a move cut off halfway) is simply taken.
+pub(crate) fn update_work_tree(
+    repo: &Repository,
+    from: Oid,
+    to: Oid,
+    regenerated: &dyn Fn(&str) -> bool,
+) -> Result<()> {
     let root = repo
         .workdir()
         .ok_or_else(|| anyhow!("the repository has no work tree"))?
@@ -470,8 +496,9 @@ pub(crate) fn update_work_tree(repo: &Repository, from: Oid, to: Oid) -> Result<
                 None => !file.exists(),
                 Some(id) => file.exists() && file.id() == id,
             };
-            if !as_in(file_from) && !as_in(file_to) {
-                changed_there.push(path.to_string_lossy().into_owned());
+            let name = path.to_string_lossy();
+            if !as_in(file_from) && !as_in(file_to) && !regenerated(&name) {
+                changed_there.push(name.into_owned());
             }
             builder.path(path);
             paths += 1;
@@ -636,20 +663,6 @@ pub(crate) fn signature(repo: &Repository) -> Result<Signature<'static>> {
     }
 }
 
-fn conflicts(index: &Index) -> Result<Vec<String>> {
-    let mut paths = BTreeSet::new();
-    for conflict in index.conflicts().context("reading the conflicts")? {
-        let conflict = conflict.context("reading the conflicts")?;
-        if let Some(entry) = conflict.our.or(conflict.their).or(conflict.ancestor) {
-            paths.insert(String::from_utf8_lossy(&entry.path).into_owned());
-        }
-    }
-    if paths.is_empty() {
-        bail!("the integration conflicts, but git names no path");
-    }
-    Ok(paths.into_iter().take(MAX_LISTED_CONFLICTS).collect())
-}
-
 /// Worktrees under the workspace with no record beside them: left by a `start` killed between
 /// making the worktree and recording it. Each as it would be recorded, its base the branch the
 /// main work tree is on.
@@ -759,6 +772,36 @@ mod tests {
             &[&parent],
         )
         .unwrap();
+    }
+
+    #[test]
+    fn a_branch_whose_base_commit_was_replayed_keeps_the_base_branchs_stack() {
+        for mode in [Integrate::Rebase, Integrate::Merge] {
+            let (_tmp, root, wt) = repo();
+            // One machine's wrap commit X on main; the session branch is forked from it.
+            commit_on(&root, "main", "task_stack.json", "x\n");
+            git(&root, &["branch", "-f", "orchestrator/t", "main"]);
+            commit_on(&root, "orchestrator/t", "w.txt", "w");
+            // A push replays main onto another machine's work: X is gone from main, and the
+            // stack there is another export.
+            git(&root, &["reset", "-q", "--hard", "HEAD~1"]);
+            commit_on(&root, "main", "task_stack.json", "r\n");
+            let Plan::Move { to, .. } = plan(&root, &wt, mode, "m").unwrap() else {
+                panic!("{mode:?}: not integrated");
+            };
+            let repo = Repository::open(&root).unwrap();
+            let tree = repo.find_commit(to).unwrap().tree().unwrap();
+            let text = |path: &str| {
+                let blob = tree
+                    .get_path(Path::new(path))
+                    .unwrap()
+                    .to_object(&repo)
+                    .unwrap();
+                String::from_utf8(blob.into_blob().unwrap().content().to_vec()).unwrap()
+            };
+            assert_eq!(text("task_stack.json"), "r\n", "{mode:?}");
+            assert_eq!(text("w.txt"), "w", "{mode:?}");
+        }
     }
 
     #[test]

@@ -262,3 +262,119 @@ fn a_wrap_commit_that_conflicts_with_the_remote_is_parked_there_and_its_task_blo
         fleet.remote_git(&["rev-parse", "main"])
     );
 }
+
+#[test]
+fn workers_in_their_own_worktrees_on_a_fleet_store_integrate_and_push_every_task() {
+    let Some(fleet) = Fleet::start(6) else { return };
+    let (_agent_dir, agent) = agent();
+    let a = fleet.machine();
+    let b = fleet.machine();
+    let runs: Vec<_> = [&a, &b]
+        .iter()
+        .enumerate()
+        .map(|(n, m)| {
+            m.command(&[
+                "run",
+                "--agent",
+                &format!("m{n}"),
+                "--workers",
+                "2",
+                "--poll",
+                "50ms",
+                "--sleep",
+                "0s",
+                "--",
+                &agent,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    for (n, run) in runs.into_iter().enumerate() {
+        let out = run.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "machine {n}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        fleet
+            .pg
+            .psql("SELECT count(*) FROM orchestrator.task WHERE status = 'done'"),
+        "6"
+    );
+    let files = fleet.remote_git(&["ls-tree", "-r", "--name-only", "main", "work/"]);
+    assert_eq!(files.lines().count(), 6, "{files}");
+    let subjects = fleet.remote_git(&["log", "--format=%s", "main"]);
+    assert_eq!(
+        subjects
+            .lines()
+            .filter(|s| s.starts_with("Session Wrap: "))
+            .count(),
+        6,
+        "{subjects}"
+    );
+}
+
+#[test]
+fn a_worktree_forked_before_a_push_replayed_its_base_still_integrates() {
+    let Some(fleet) = Fleet::start(4) else { return };
+    let a = fleet.machine();
+    let b = fleet.machine();
+    let unit = |m: &Machine, agent: &str, file: &str| {
+        m.ok(&["start", "--agent", agent]);
+        std::fs::write(m.ws.file(file), format!("{agent}\n")).unwrap();
+        m.ok(&[
+            "checkpoint",
+            "unit",
+            "--progress",
+            "1",
+            "--tokens",
+            "10",
+            "--agent",
+            agent,
+        ]);
+        m.json(&["wrap", "--done", "--summary", "unit", "--agent", agent])
+    };
+    assert_eq!(unit(&a, "a", "a.txt")["push"]["result"], "pushed");
+
+    // b's first wrap cannot reach the remote: its commit stays on b's main.
+    let away = fleet.remote.path().with_extension("away");
+    std::fs::rename(fleet.remote.path(), &away).unwrap();
+    assert_eq!(unit(&b, "b", "b.txt")["push"]["result"], "failed");
+    std::fs::rename(&away, fleet.remote.path()).unwrap();
+
+    // A session in its own worktree, forked from that commit.
+    let brief = b.json(&["start", "--agent", "w", "--worktree"]);
+    let worktree = std::path::PathBuf::from(brief["worktree"]["path"].as_str().unwrap());
+    std::fs::write(worktree.join("w.txt"), "w\n").unwrap();
+    b.ok(&[
+        "checkpoint",
+        "unit",
+        "--progress",
+        "1",
+        "--tokens",
+        "10",
+        "--agent",
+        "w",
+    ]);
+
+    // Another session's wrap pushes, replaying b's main onto a's commit: the worktree's base
+    // is no longer on b's main.
+    let pushed = unit(&b, "c", "c.txt");
+    assert_eq!(pushed["push"]["result"], "pushed", "{pushed}");
+    assert_eq!(pushed["push"]["replayed"], 2, "{pushed}");
+
+    let wrapped = b.json(&["wrap", "--done", "--summary", "unit", "--agent", "w"]);
+    assert_eq!(wrapped["integrate"]["result"], "integrated", "{wrapped}");
+    assert_eq!(wrapped["push"]["result"], "pushed", "{wrapped}");
+    let files = fleet.remote_git(&["ls-tree", "--name-only", "main"]);
+    for file in ["a.txt", "b.txt", "c.txt", "w.txt"] {
+        assert!(files.lines().any(|l| l == file), "{file} missing: {files}");
+    }
+}
