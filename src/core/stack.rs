@@ -934,6 +934,26 @@ impl Task {
     }
 }
 
+/// A lease renewed under its claim (a `run` loop watching its agent): the claim's lease moves
+/// to `lease_expires` (never backwards), unless the token is stale.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LeaseWrite {
+    pub task: String,
+    pub session: String,
+    pub token: u64,
+    pub lease_expires: DateTime<Utc>,
+}
+
+impl LeaseWrite {
+    pub fn apply(&self, task: &mut Task) -> Result<(), Lost> {
+        task.check_token(&self.session, self.token)?;
+        if let Some(claim) = task.claim.as_mut() {
+            claim.lease_expires = claim.lease_expires.max(self.lease_expires);
+        }
+        Ok(())
+    }
+}
+
 /// A claim, as the file store's journal records it: the task goes to `claim.session` with the
 /// fencing token `token` (one above the task's token before it).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

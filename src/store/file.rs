@@ -19,7 +19,7 @@ use super::undo::Undo;
 use super::{ClaimToken, STACK_FILE, Store, Workspace, WorkspaceLock, index, journal, view};
 use crate::core::ids::check_session_id;
 use crate::core::session::{CheckpointEvent, Session};
-use crate::core::stack::{CheckpointWrite, Claim, Settings, TaskStack};
+use crate::core::stack::{CheckpointWrite, Claim, LeaseWrite, Settings, TaskStack};
 use crate::error::Failure;
 
 /// In every temp name we make, so the sweep and `.gitignore` know them.
@@ -693,6 +693,7 @@ impl Workspace {
             generation,
             checkpoint: None,
             claim: Some(write.clone()),
+            lease: None,
         };
         journal::append(&self.journal_path(), undo, &record)?;
         write
@@ -742,12 +743,57 @@ impl Workspace {
             generation,
             checkpoint: Some(write.clone()),
             claim: None,
+            lease: None,
         };
         journal::append(&self.journal_path(), undo, &record)?;
         *task = applied;
         stack.journal_generation = generation;
         Ok(())
     }
+    /// Renews a claim's lease under its token: one fsynced journal record (the stack is not
+    /// rewritten, whatever its size), applied to `stack` (which may hold only that task). A
+    /// stale token is refused (exit 5) before anything is written.
+    pub fn renew_lease(
+        &self,
+        _lock: &WorkspaceLock,
+        stack: &mut TaskStack,
+        write: &LeaseWrite,
+    ) -> Result<()> {
+        if let Some(fleet) = self.fleet() {
+            let renewed = fleet.with(|pg| pg.renew_lease(write))?;
+            if let Some(task) = stack.task_mut(&write.task) {
+                *task = renewed;
+            }
+            return Ok(());
+        }
+        let task = stack.task_mut(&write.task).ok_or_else(|| {
+            Failure::user(format!(
+                "{}: task `{}` of session {} is no longer in the stack",
+                self.stack_path().display(),
+                write.task,
+                write.session
+            ))
+        })?;
+        let mut applied = task.clone();
+        write
+            .apply(&mut applied)
+            .map_err(|lost| Failure::lost(lost.to_string()))?;
+        let generation = stack.journal_generation + 1;
+        let record = journal::Record {
+            generation,
+            checkpoint: None,
+            claim: None,
+            lease: Some(write.clone()),
+        };
+        // A record cut short (a full disk) is truncated away when this fails.
+        let mut undo = Undo::new();
+        journal::append(&self.journal_path(), &mut undo, &record)?;
+        undo.commit();
+        *stack.task_mut(&write.task).expect("found above") = applied;
+        stack.journal_generation = generation;
+        Ok(())
+    }
+
     pub fn load_session(&self, path: &Path) -> Result<Session> {
         let text = read_text(path)?;
         serde_json::from_str(&text).map_err(|err| {

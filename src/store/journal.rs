@@ -17,7 +17,7 @@ use std::io::{ErrorKind, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use crate::core::stack::{CheckpointWrite, ClaimWrite, Lost, Task, TaskStack};
+use crate::core::stack::{CheckpointWrite, ClaimWrite, LeaseWrite, Lost, Task, TaskStack};
 use crate::error::Failure;
 
 /// The journal is folded into the snapshot once it is this large: large enough that the fold
@@ -42,18 +42,23 @@ pub struct Record {
     /// A checkpoint under a claim, or:
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<CheckpointWrite>,
-    /// a claim (`start`).
+    /// a claim (`start`), or:
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim: Option<ClaimWrite>,
+    /// a lease renewed (`run`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseWrite>,
 }
 
 impl Record {
     fn task(&self) -> Option<&str> {
-        match (&self.checkpoint, &self.claim) {
-            (Some(write), _) => Some(&write.task),
-            (None, Some(claim)) => Some(&claim.task),
-            (None, None) => None,
+        if let Some(write) = &self.checkpoint {
+            return Some(&write.task);
         }
+        if let Some(claim) = &self.claim {
+            return Some(&claim.task);
+        }
+        self.lease.as_ref().map(|lease| lease.task.as_str())
     }
 
     fn apply(&self, task: &mut Task) -> Result<(), Lost> {
@@ -62,6 +67,9 @@ impl Record {
         }
         if let Some(write) = &self.checkpoint {
             write.apply(task)?;
+        }
+        if let Some(lease) = &self.lease {
+            lease.apply(task)?;
         }
         Ok(())
     }
@@ -244,6 +252,7 @@ mod tests {
                 lease_expires: at,
             }),
             claim: None,
+            lease: None,
         }
     }
 

@@ -584,3 +584,36 @@ fn an_agent_killed_mid_session_loses_its_task_to_another_machine_once_its_lease_
         ]
     );
 }
+
+#[test]
+fn a_loop_renews_its_lease_in_the_store_under_its_token() {
+    let Some(pg) = PgCluster::start() else { return };
+    let stack = fleet_with(
+        &pg,
+        &[("one", "3")],
+        serde_json::json!({"store": {"postgres": {"url_env": "FLEET_URL"}}}),
+    );
+    let a = Machine::new(&pg.url(), &stack);
+    crate::run::agent(&a.ws, "busy.sh", "touch started\nexec sleep 600");
+    // The real clock: each renewal moves the lease as time passes.
+    let mut run = crate::run::run_command(&a.ws, &["run", "--agent", "alpha", "--", "./busy.sh"])
+        .env_remove("ORCHESTRATOR_NOW")
+        .env("ORCHESTRATOR_TEST_LEASE_RENEWAL_MS", "300")
+        .env("FLEET_URL", pg.url())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    crate::run::wait_for("the agent", || a.ws.file("started").exists());
+    let first = pg.psql("SELECT extract(epoch FROM lease_expires_at)::bigint FROM orchestrator.task WHERE id = 'one'");
+    crate::run::wait_for("a renewal", || {
+        pg.psql("SELECT extract(epoch FROM lease_expires_at)::bigint FROM orchestrator.task WHERE id = 'one'") > first
+    });
+    // The renewal is the claim's: same token, and the task's text agrees with its columns.
+    assert_eq!(
+        pg.psql("SELECT fencing_token || ':' || (extract(epoch FROM (doc->'claim'->>'lease_expires')::timestamptz) = extract(epoch FROM lease_expires_at)) FROM orchestrator.task WHERE id = 'one'"),
+        "1:true"
+    );
+    // SAFETY: kill(2) on the process group just spawned; it has no memory-safety preconditions.
+    unsafe { libc::kill(-(run.id() as i32), libc::SIGKILL) };
+    run.wait().unwrap();
+}

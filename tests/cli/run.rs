@@ -687,3 +687,73 @@ fn bad_run_arguments_are_refused_before_anything_runs() {
     assert!(ws.files_in(".orchestrator/sessions/active").is_empty());
     assert_eq!(ws.task("integrate_sessions_101_140")["claim"], Value::Null);
 }
+
+#[test]
+fn the_loop_renews_its_agents_lease_through_the_journal_without_rewriting_the_stack() {
+    let ws = git_workspace(&[("alpha", 5), ("beta", 5)]);
+    agent(
+        &ws,
+        "slow.sh",
+        "touch started\nwhile [ ! -f go ]; do sleep 0.05; done\norchestrator checkpoint done --progress 5 --tokens 10",
+    );
+    // The real clock: a renewal moves the lease only as time passes.
+    let mut cmd = run_command(
+        &ws,
+        &[
+            "run",
+            "--max-sessions",
+            "1",
+            "--poll",
+            "50ms",
+            "--",
+            "./slow.sh",
+        ],
+    );
+    cmd.env_remove("ORCHESTRATOR_NOW")
+        .env("ORCHESTRATOR_TEST_LEASE_RENEWAL_MS", "200");
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the agent", || ws.file("started").exists());
+    let stack = ws.read("task_stack.json");
+    let journal = ws.file(".orchestrator/journal.jsonl");
+    let lease_records = || {
+        std::fs::read_to_string(&journal)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"lease\""))
+            .count()
+    };
+    wait_for("two renewals", || lease_records() >= 2);
+    // Renewed in the journal; the stack itself untouched however large it is.
+    assert_eq!(ws.read("task_stack.json"), stack);
+    let renewed: Value = std::fs::read_to_string(&journal)
+        .unwrap()
+        .lines()
+        .rfind(|l| l.contains("\"lease\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .unwrap();
+    assert_eq!(renewed["lease"]["task"], "alpha", "{renewed}");
+    // Readers see the renewed lease, folded over the stack.
+    let shown = ws
+        .command(&["task", "show", "alpha", "--json"])
+        .env_remove("ORCHESTRATOR_NOW")
+        .output()
+        .unwrap();
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(
+        shown["task"]["claim"]["lease_expires"], renewed["lease"]["lease_expires"],
+        "{shown}"
+    );
+    ws.write("go", "");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(20),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(ws.progress("alpha"), (5, 5));
+}

@@ -27,7 +27,7 @@ use crate::core::budget::{Level, format_pct};
 use crate::core::quota;
 use crate::core::run::{Breaker, Placeholders, SessionOutcome, StopReason, expand, is_agent_work};
 use crate::core::session::{Session, renewed_lease};
-use crate::core::stack::Status;
+use crate::core::stack::{LeaseWrite, Status};
 use crate::error::{Failure, code};
 use crate::live_line;
 use crate::meters;
@@ -483,6 +483,16 @@ impl StopState {
 
 /// How often a watched session's lease is renewed.
 const LEASE_RENEWAL: Duration = Duration::from_secs(60);
+/// Test-only: the renewal interval in milliseconds, so a test sees renewals without waiting
+/// minutes.
+const LEASE_RENEWAL_VAR: &str = "ORCHESTRATOR_TEST_LEASE_RENEWAL_MS";
+
+fn lease_renewal() -> Duration {
+    std::env::var(LEASE_RENEWAL_VAR)
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map_or(LEASE_RENEWAL, Duration::from_millis)
+}
 
 /// What every session of one run shares.
 struct Runner<'a> {
@@ -559,6 +569,7 @@ fn drive(
     let mut stopping: Option<StopState> = None;
     let mut last_level = Level::Ok;
     let mut last_renewal = Instant::now();
+    let renewal = lease_renewal();
     loop {
         if process.try_wait()?.is_some() {
             break;
@@ -632,7 +643,7 @@ fn drive(
                 );
                 stopping = Some(StopState::new(Stopping::ShutdownLevel, args.grace));
             }
-            if last_renewal.elapsed() >= LEASE_RENEWAL {
+            if last_renewal.elapsed() >= renewal {
                 // A workspace lock that stays busy (another process hangs holding it) must not
                 // end the loop under a working agent: the lease still has most of its time, so
                 // the next poll tries again.
@@ -872,7 +883,8 @@ fn renew_lease(ws: &Workspace, session_id: &str) -> Result<()> {
     let Some(mut session) = live_session(ws, session_id) else {
         return Ok(());
     };
-    let mut stack = ws.load_stack()?;
+    // The session's own task only, and a journal record: the cost does not grow with the stack.
+    let mut stack = ws.load_task_view(&session.task)?;
     let now = clock::now()?;
     let expires = renewed_lease(
         session.lease_expires,
@@ -880,20 +892,24 @@ fn renew_lease(ws: &Workspace, session_id: &str) -> Result<()> {
         Session::lease(stack.settings.lease_minutes),
     );
     session.lease_expires = expires;
-    if let Some(claim) = stack
-        .task_mut(&session.task)
-        .and_then(|t| t.claim.as_mut())
-        .filter(|c| c.session == session.id)
-    {
-        claim.lease_expires = claim.lease_expires.max(expires);
-    }
-    // Rewriting the record folds the checkpoint log into it: both come back if the stack fails.
+    // Rewriting the record folds the checkpoint log into it: both come back if the renewal fails.
     let mut undo = Undo::new();
     undo.before_replace(&ws.active_path(&session.id))?;
     undo.before_replace(&ws.checkpoint_log_path(&session.id))?;
-    undo.before_replace(&ws.stack_path())?;
+    let holds = stack
+        .task(&session.task)
+        .and_then(|t| t.claim.as_ref())
+        .is_some_and(|c| c.session == session.id);
+    if holds {
+        let write = LeaseWrite {
+            task: session.task.clone(),
+            session: session.id.clone(),
+            token: session.fence,
+            lease_expires: expires,
+        };
+        ws.renew_lease(&lock, &mut stack, &write)?;
+    }
     ws.save_active(&lock, &session)?;
-    ws.save_stack(&lock, &stack)?;
     undo.commit();
     Ok(())
 }

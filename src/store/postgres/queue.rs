@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 use super::{PgStore, sql, top_level_json};
 use crate::core::stack::{
-    CheckpointWrite, Claim, ClaimWrite, Loaded, Lost, Status, Task, TaskStack,
+    CheckpointWrite, Claim, ClaimWrite, LeaseWrite, Loaded, Lost, Status, Task, TaskStack,
 };
 use crate::error::Failure;
 
@@ -424,6 +424,37 @@ impl PgStore {
             "the fleet store {display}: task `{}` kept changing under this checkpoint; nothing was written: checkpoint again",
             write.task
         )))
+    }
+
+    /// Renews a claim's lease under its token, in one transaction (the row locked while it is
+    /// read and written); a stale token is refused (exit 5) with nothing written.
+    pub fn renew_lease(&mut self, write: &LeaseWrite) -> Result<Task> {
+        let display = self.target.display();
+        let mut tx = self.client.transaction().map_err(|e| sql(&display, e))?;
+        let row = tx
+            .query_opt(
+                "SELECT doc::text FROM orchestrator.task WHERE id = $1 FOR UPDATE",
+                &[&write.task],
+            )
+            .map_err(|e| sql(&display, e))?;
+        let Some(row) = row else {
+            return Err(Failure::user(format!(
+                "the fleet store {display}: task `{}` of session {} is no longer in the stack",
+                write.task, write.session
+            )));
+        };
+        let mut task: Task = serde_json::from_str(row.get::<_, &str>(0)).with_context(|| {
+            format!(
+                "the fleet store {display}: task {} is not a task",
+                write.task
+            )
+        })?;
+        write
+            .apply(&mut task)
+            .map_err(|lost| Failure::lost(lost.to_string()))?;
+        write_task(&mut tx, &display, &task)?;
+        tx.commit().map_err(|e| sql(&display, e))?;
+        Ok(task)
     }
 
     /// Logs a write refused for a stale token; the refusal itself stands whatever happens here.
