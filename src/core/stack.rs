@@ -935,20 +935,31 @@ impl Task {
 }
 
 /// A lease renewed under its claim (a `run` loop watching its agent): the claim's lease moves
-/// to `lease_expires` (never backwards), unless the token is stale.
+/// to `lease_expires` (never backwards), unless the token is stale. With `end`, the lease ends
+/// at `lease_expires` instead (the agent's session ended: the task is free at once).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LeaseWrite {
     pub task: String,
     pub session: String,
     pub token: u64,
     pub lease_expires: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub end: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl LeaseWrite {
     pub fn apply(&self, task: &mut Task) -> Result<(), Lost> {
         task.check_token(&self.session, self.token)?;
         if let Some(claim) = task.claim.as_mut() {
-            claim.lease_expires = claim.lease_expires.max(self.lease_expires);
+            claim.lease_expires = if self.end {
+                claim.lease_expires.min(self.lease_expires)
+            } else {
+                claim.lease_expires.max(self.lease_expires)
+            };
         }
         Ok(())
     }

@@ -356,9 +356,18 @@ fn session_end_releases_the_task_at_once_and_the_next_start_wraps_the_session() 
         assert_eq!(ws.snapshot(), before, "{reason}");
     }
 
+    let stack_before = ws.read("task_stack.json");
     assert_eq!(
         hook(&ws, &session_end(&ws, &transcript, "prompt_input_exit")),
         None
+    );
+    // One journal record, whatever the size of the stack: the file itself is not rewritten.
+    assert_eq!(ws.read("task_stack.json"), stack_before);
+    assert!(
+        ws.read(".orchestrator/journal.jsonl")
+            .contains("\"lease_expires\":\"2025-11-06T00:13:55Z\",\"end\":true"),
+        "{}",
+        ws.read(".orchestrator/journal.jsonl")
     );
     assert_eq!(only_session(&ws)["lease_expires"], T0);
     assert_eq!(ws.task(TASK)["claim"]["lease_expires"], T0);

@@ -31,6 +31,7 @@ use crate::commands::{Context, SessionArg};
 use crate::core::budget::{Level, format_pct};
 use crate::core::meters::{OnSessionEnd, OnSessionStart, TOKENS};
 use crate::core::session::{Compaction, Session, TokenReading, TranscriptOrigin};
+use crate::core::stack::LeaseWrite;
 use crate::core::text::{json_escape_controls, strip_controls};
 use crate::error::Failure;
 use crate::meters::{self, Tokens, kilo};
@@ -378,20 +379,27 @@ fn session_end(
             if current.is_wrapping() || current.lease_expires <= ctx.now {
                 return Ok(());
             }
-            let mut stack = ws.load_stack()?;
+            // The session's own task and one journal record: whatever the size of the stack.
+            let mut stack = ws.load_task_view(&current.task)?;
             current.lease_expires = ctx.now;
-            if let Some(claim) = stack
-                .task_mut(&current.task)
-                .and_then(|task| task.claim.as_mut())
-                .filter(|claim| claim.session == current.id)
-            {
-                claim.lease_expires = ctx.now;
-            }
+            let holds = stack
+                .task(&current.task)
+                .and_then(|task| task.claim.as_ref())
+                .is_some_and(|claim| claim.session == current.id);
             let mut undo = Undo::new();
             undo.before_replace(&ws.active_path(&current.id))?;
-            undo.before_replace(&ws.stack_path())?;
+            undo.before_replace(&ws.checkpoint_log_path(&current.id))?;
+            if holds {
+                let write = LeaseWrite {
+                    task: current.task.clone(),
+                    session: current.id.clone(),
+                    token: current.fence,
+                    lease_expires: ctx.now,
+                    end: true,
+                };
+                ws.renew_lease(&lock, &mut stack, &write)?;
+            }
             ws.save_active(&lock, &current)?;
-            ws.save_stack(&lock, &stack)?;
             undo.commit();
             Ok(())
         }

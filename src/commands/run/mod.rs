@@ -906,6 +906,7 @@ fn renew_lease(ws: &Workspace, session_id: &str) -> Result<()> {
             session: session.id.clone(),
             token: session.fence,
             lease_expires: expires,
+            end: false,
         };
         ws.renew_lease(&lock, &mut stack, &write)?;
     }
