@@ -292,6 +292,13 @@ fn task_commands_write_through_the_store_and_refresh_the_local_copy() {
     assert!(a.ok(&["task", "show", "docs"]).contains("0/5"));
     a.ok(&["task", "rm", "docs"]);
     assert_eq!(pg.psql("SELECT count(*) FROM orchestrator.task"), "3");
+    // Settings too: the store's stack row, seen by every machine.
+    a.ok(&["config", "set", "budget.tokens", "123456"]);
+    assert_eq!(
+        pg.psql("SELECT doc->'settings'->'budget'->>'tokens' FROM orchestrator.stack"),
+        "123456"
+    );
+    assert_eq!(b.ok(&["config", "get", "budget.tokens"]).trim(), "123456");
 }
 
 #[test]
