@@ -53,7 +53,7 @@ pub fn publish(ws: &Workspace, settings: &Settings, report: &WrapReport) -> Opti
     {
         return None;
     }
-    match push(ws, settings, report, &remote) {
+    match push(ws, settings, Some(report), &remote) {
         Ok(value) => value,
         Err(err) => {
             tracing::warn!("the wrap's commit stays on this machine: {err:#}");
@@ -62,10 +62,25 @@ pub fn publish(ws: &Workspace, settings: &Settings, report: &WrapReport) -> Opti
     }
 }
 
+/// Pushes what earlier wraps left unpushed (their push failed for good): `run` does it as it
+/// stops, so the last wrap of a loop does not wait for a next wrap that never comes. A
+/// conflict parks the branch as `orchestrator/unpushed-<host>`.
+pub fn push_leftovers(ws: &Workspace, settings: &Settings) -> Option<Value> {
+    let remote = remote(ws, settings)?;
+    match push(ws, settings, None, &remote) {
+        Ok(value) => value,
+        Err(err) => {
+            tracing::warn!("commits stay on this machine unpushed: {err:#}");
+            Some(json!({"result": "failed", "remote": remote, "error": format!("{err:#}")}))
+        }
+    }
+}
+
+/// `report`: the wrap whose commit this pushes (its task is blocked on a conflict).
 fn push(
     ws: &Workspace,
     settings: &Settings,
-    report: &WrapReport,
+    report: Option<&WrapReport>,
     remote: &str,
 ) -> Result<Option<Value>> {
     let Ok(repo) = git2::Repository::discover(ws.root()) else {
@@ -96,7 +111,10 @@ fn push(
             _ => Ok(None),
         }
     };
-    let park = format!("orchestrator/{}", report.task);
+    let park = match report {
+        Some(report) => format!("orchestrator/{}", report.task),
+        None => format!("orchestrator/unpushed-{}", crate::store::host_name()),
+    };
     // On a fleet store, machines take turns to push: racing, each loser fetches and replays,
     // and under twenty machines some lose every attempt. Without a turn in time (or the
     // store), the push races as it would without a store.
@@ -141,7 +159,14 @@ fn push(
             follow_remote(&workdir, remote, &branch, &|path| {
                 ws.fleet().is_some() && stack_rel.as_deref() == Some(path)
             });
-            block_task(ws, report, remote, &branch, &paths, &parked)?;
+            if let Some(report) = report {
+                block_task(ws, report, remote, &branch, &paths, &parked)?;
+            } else {
+                tracing::warn!(
+                    "unpushed commits conflict with {remote}/{branch} on {}: kept on {remote} as {parked}",
+                    paths.join(", ")
+                );
+            }
             json!({"result": "conflict", "remote": remote, "branch": branch, "paths": paths,
                    "parked": parked})
         }

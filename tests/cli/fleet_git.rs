@@ -378,3 +378,39 @@ fn a_worktree_forked_before_a_push_replayed_its_base_still_integrates() {
         assert!(files.lines().any(|l| l == file), "{file} missing: {files}");
     }
 }
+
+#[test]
+fn a_wrap_commit_whose_push_failed_is_pushed_when_the_loop_stops() {
+    let Some(fleet) = Fleet::start(2) else { return };
+    let (_agent_dir, agent) = agent();
+    let m = fleet.machine();
+    m.ok(&["start", "--agent", "a"]);
+    m.ok(&["checkpoint", "unit", "--progress", "1", "--tokens", "10"]);
+    // The remote is out of reach for this wrap: its commit stays here.
+    let away = fleet.remote.path().with_extension("away");
+    std::fs::rename(fleet.remote.path(), &away).unwrap();
+    let wrapped = m.json(&["wrap", "--done", "--summary", "unit"]);
+    assert_eq!(wrapped["push"]["result"], "failed", "{wrapped}");
+    std::fs::rename(&away, fleet.remote.path()).unwrap();
+    let unpushed = git(m.ws.path(), &["rev-parse", "main"]);
+
+    // The loop runs the last task; its own wrap pushes both, and nothing is left as it stops.
+    let out = m.run(&["run", "--agent", "b", "--poll", "50ms", "--", &agent]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let remote_log = fleet.remote_git(&["log", "--format=%H", "main"]);
+    assert!(
+        remote_log.lines().any(|l| l == unpushed.trim()),
+        "{remote_log}"
+    );
+
+    // A commit left unpushed by the last wrap of a loop goes when the loop stops.
+    std::fs::rename(fleet.remote.path(), &away).unwrap();
+    m.ok(&["task", "add", "t9", "--title", "t9", "--total", "1"]);
+    let out = m.run(&["run", "--agent", "c", "--poll", "50ms", "--", &agent]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let last = git(m.ws.path(), &["rev-parse", "main"]);
+    std::fs::rename(&away, fleet.remote.path()).unwrap();
+    let out = m.run(&["run", "--agent", "c", "--poll", "50ms", "--", &agent]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(fleet.remote_git(&["rev-parse", "main"]).trim(), last.trim());
+}

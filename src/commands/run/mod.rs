@@ -344,6 +344,20 @@ fn run_loop(
             json!({"sessions": loop_state.sessions, "message": stop.describe()}),
         );
     }
+    // A wrap whose push failed for good left its commit here: no later wrap of this loop will
+    // carry it to the shared remote, so the loop does as it stops.
+    if let Ok(stack) = ws.load_view()
+        && let Some(pushed) = crate::wrap::publish::push_leftovers(ws, &stack.settings)
+    {
+        if pushed["result"] == "pushed" {
+            live_line::say(&format!(
+                "pushed commits left unpushed to {}/{}",
+                pushed["remote"].as_str().unwrap_or_default(),
+                pushed["branch"].as_str().unwrap_or_default()
+            ));
+        }
+        runner.log.event("pushed", pushed);
+    }
     runner.log.event(
         "stopped",
         json!({"reason": stop.as_str(), "sessions": loop_state.sessions, "exit": stop.exit_code()}),
