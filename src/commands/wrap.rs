@@ -69,13 +69,17 @@ pub(super) fn wrap_session(ctx: &Context, args: WrapArgs) -> Result<WrapReport> 
     let mut session = select_session(&ws, named, agent, true)?;
     ws.clean_temp_files(&lock, &[ws.root().join(&stack.settings.handoff_dir)]);
     let fresh = !session.is_wrapping();
-    // A session that lost its task (its lease ran out and another took it) must not write
-    // it: refused, changing nothing. A later `start` here wraps it as recovered.
+    // A session that lost its task (its lease ran out and another took it, or `fleet reap`
+    // released it) must not write it: refused, changing nothing. A later `start` here wraps
+    // it as recovered.
     if fresh
         && ws.fleet().is_some()
-        && let Some(holder) = stack
-            .task(&session.task)
-            .and_then(|task| wrap::lost_to(task, &session))
+        && let Some(holder) = stack.task(&session.task).and_then(|task| {
+            wrap::lost_to(task, &session).or_else(|| {
+                let ours = task.claim.as_ref().is_some_and(|c| c.session == session.id);
+                (!ours && session.fence != 0).then(|| "no session (its lease was reaped)".into())
+            })
+        })
     {
         ws.note_lost(
             &crate::core::stack::Lost {

@@ -255,6 +255,8 @@ fn reap_releases_leases_that_ran_out_and_the_old_holder_is_refused() {
         5,
         &["checkpoint", "late", "--progress", "1", "--tokens", "10"],
     );
+    let (_, stderr) = a.expect(5, &["wrap", "--summary", "late"]);
+    assert!(stderr.contains("its lease was reaped"), "{stderr}");
     let fleet_status = a.json(&["status", "--fleet"]);
     assert_eq!(
         fleet_status["sessions"][0]["state"], "lost",
