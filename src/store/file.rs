@@ -724,18 +724,7 @@ impl Workspace {
             return self.fleet_checkpoint(fleet, stack, write, event);
         }
         let generation = stack.journal_generation + 1;
-        let task = stack.task_mut(&write.task).ok_or_else(|| {
-            Failure::user(format!(
-                "{}: task `{}` of session {} is no longer in the stack",
-                self.stack_path().display(),
-                write.task,
-                write.session
-            ))
-        })?;
-        let mut applied = task.clone();
-        write
-            .apply(&mut applied)
-            .map_err(|lost| Failure::lost(lost.to_string()))?;
+        let applied = self.applied(stack, &write.task, &write.session, |t| write.apply(t))?;
         // The session's log first: a crash between the two appends loses the stack's copy of
         // this checkpoint, never the full record.
         self.append_session_event(lock, undo, &write.session, event)?;
@@ -746,10 +735,30 @@ impl Workspace {
             lease: None,
         };
         journal::append(&self.journal_path(), undo, &record)?;
-        *task = applied;
+        *stack.task_mut(&write.task).expect("found above") = applied;
         stack.journal_generation = generation;
         Ok(())
     }
+
+    /// `task` of `stack` as a write under `session`'s claim leaves it, or why not: the task is
+    /// gone (exit 1), or the write's token is stale (exit 5). Nothing is changed.
+    fn applied(
+        &self,
+        stack: &TaskStack,
+        task: &str,
+        session: &str,
+        write: impl FnOnce(&mut crate::core::stack::Task) -> Result<(), crate::core::stack::Lost>,
+    ) -> Result<crate::core::stack::Task> {
+        let mut applied = stack.task(task).cloned().ok_or_else(|| {
+            Failure::user(format!(
+                "{}: task `{task}` of session {session} is no longer in the stack",
+                self.stack_path().display(),
+            ))
+        })?;
+        write(&mut applied).map_err(|lost| Failure::lost(lost.to_string()))?;
+        Ok(applied)
+    }
+
     /// Renews a claim's lease under its token: one fsynced journal record (the stack is not
     /// rewritten, whatever its size), applied to `stack` (which may hold only that task). A
     /// stale token is refused (exit 5) before anything is written.
@@ -766,18 +775,7 @@ impl Workspace {
             }
             return Ok(());
         }
-        let task = stack.task_mut(&write.task).ok_or_else(|| {
-            Failure::user(format!(
-                "{}: task `{}` of session {} is no longer in the stack",
-                self.stack_path().display(),
-                write.task,
-                write.session
-            ))
-        })?;
-        let mut applied = task.clone();
-        write
-            .apply(&mut applied)
-            .map_err(|lost| Failure::lost(lost.to_string()))?;
+        let applied = self.applied(stack, &write.task, &write.session, |t| write.apply(t))?;
         let generation = stack.journal_generation + 1;
         let record = journal::Record {
             generation,

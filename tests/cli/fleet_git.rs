@@ -134,6 +134,40 @@ fn agent() -> (TempDir, String) {
     (dir, shown)
 }
 
+/// `orchestrator run ... -- AGENT` on every machine at once, each loop its own agent name;
+/// asserts every loop ended with all tasks done (exit 0); returns each one's stderr.
+fn run_on_all(machines: &[&Machine], options: &[&str], agent: &str) -> Vec<String> {
+    let runs: Vec<_> = machines
+        .iter()
+        .enumerate()
+        .map(|(n, m)| {
+            let name = format!("m{n:02}");
+            let mut args = vec!["run", "--agent", &name, "--poll", "50ms", "--sleep", "0s"];
+            args.extend(options);
+            args.extend(["--", agent]);
+            m.command(&args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    runs.into_iter()
+        .enumerate()
+        .map(|(n, run)| {
+            let out = run.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "machine {n}: {}\n{stderr}",
+                String::from_utf8_lossy(&out.stdout),
+            );
+            stderr
+        })
+        .collect()
+}
+
 #[test]
 fn twenty_machines_race_over_two_hundred_tasks_and_every_wrap_commit_reaches_the_remote() {
     const MACHINES: usize = 20;
@@ -143,45 +177,18 @@ fn twenty_machines_race_over_two_hundred_tasks_and_every_wrap_commit_reaches_the
     };
     let (_agent_dir, agent) = agent();
     let machines: Vec<Machine> = (0..MACHINES).map(|_| fleet.machine()).collect();
-    let runs: Vec<_> = machines
+    let machines: Vec<&Machine> = machines.iter().collect();
+    let stderrs = run_on_all(&machines, &[], &agent);
+    let not_pushed: Vec<String> = stderrs
         .iter()
         .enumerate()
-        .map(|(n, m)| {
-            m.command(&[
-                "run",
-                "--agent",
-                &format!("m{n:02}"),
-                "--poll",
-                "50ms",
-                "--sleep",
-                "0s",
-                "--",
-                &agent,
-            ])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-        })
-        .collect();
-    let mut not_pushed = Vec::new();
-    for (n, run) in runs.into_iter().enumerate() {
-        let out = run.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        not_pushed.extend(
+        .flat_map(|(n, stderr)| {
             stderr
                 .lines()
                 .filter(|l| l.contains("stays on this machine"))
-                .map(|l| format!("machine {n}: {l}")),
-        );
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "machine {n}: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+                .map(move |l| format!("machine {n}: {l}"))
+        })
+        .collect();
 
     // Every task done, each claimed exactly once, none taken over.
     let pg = &fleet.pg;
@@ -269,39 +276,7 @@ fn workers_in_their_own_worktrees_on_a_fleet_store_integrate_and_push_every_task
     let (_agent_dir, agent) = agent();
     let a = fleet.machine();
     let b = fleet.machine();
-    let runs: Vec<_> = [&a, &b]
-        .iter()
-        .enumerate()
-        .map(|(n, m)| {
-            m.command(&[
-                "run",
-                "--agent",
-                &format!("m{n}"),
-                "--workers",
-                "2",
-                "--poll",
-                "50ms",
-                "--sleep",
-                "0s",
-                "--",
-                &agent,
-            ])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-        })
-        .collect();
-    for (n, run) in runs.into_iter().enumerate() {
-        let out = run.wait_with_output().unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "machine {n}: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    run_on_all(&[&a, &b], &["--workers", "2"], &agent);
     assert_eq!(
         fleet
             .pg
