@@ -4,7 +4,11 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+#[path = "common/mod.rs"]
+mod common;
+use common::{git, median, ms, time};
 
 const TASKS: usize = 1000;
 const RUNS: usize = 200;
@@ -124,33 +128,4 @@ fn orchestrator(root: &Path, home: &Path, args: &[&str]) -> Command {
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .stdout(std::process::Stdio::null());
     cmd
-}
-
-fn git(root: &Path, home: &Path, args: &[&str]) {
-    let status = Command::new("git")
-        .args(args)
-        .current_dir(root)
-        .env("HOME", home)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .status()
-        .expect("git runs");
-    assert!(status.success(), "git {args:?} failed");
-}
-
-fn time(cmd: &mut Command) -> Duration {
-    cmd.stdout(std::process::Stdio::null());
-    let start = Instant::now();
-    let status = cmd.status().expect("command runs");
-    let elapsed = start.elapsed();
-    assert!(status.success(), "{cmd:?} failed");
-    elapsed
-}
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{git, median, ms};
+
 const ROUNDS: usize = 5;
 
 fn main() {
@@ -56,7 +60,7 @@ fn bench_backup(dir: &Path, size_mb: u64) {
         fs::remove_file(outcome.path).unwrap();
         theirs.push(cp(&db, &copy));
     }
-    let (a, b) = (median(ours), median(theirs));
+    let (a, b) = (median_ms(ours), median_ms(theirs));
     println!("  backup_database (copy + quick_check + fsync): {a:>8.1} ms");
     println!("  cp:                                          {b:>8.1} ms");
     println!(
@@ -150,7 +154,7 @@ fn bench_commit(dir: &Path, home: &Path) {
         git(&repo, home, &["commit", "-q", "-m", "msg"]);
         theirs.push(started.elapsed());
     }
-    let (a, b) = (median(ours), median(theirs));
+    let (a, b) = (median_ms(ours), median_ms(theirs));
     println!(
         "commit: {CHANGED} changed files in a {}-file repository, median of {ROUNDS}",
         DIRS * FILES_PER_DIR
@@ -176,23 +180,7 @@ fn modify(repo: &Path, round: usize) {
     }
 }
 
-fn git(repo: &Path, home: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(repo)
-        .env("HOME", home)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn median(mut samples: Vec<Duration>) -> f64 {
-    samples.sort();
-    samples[samples.len() / 2].as_secs_f64() * 1000.0
+/// The median in milliseconds.
+fn median_ms(samples: Vec<Duration>) -> f64 {
+    ms(median(samples))
 }

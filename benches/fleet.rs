@@ -492,25 +492,20 @@ fn stack_text() -> String {
     stack.to_json()
 }
 
+#[path = "common/mod.rs"]
+mod common;
 /// The tests' throwaway cluster, started with fsync on: figures for a server as users run it.
 #[path = "../tests/cli/pg_cluster.rs"]
 mod pg_cluster;
+use common::{median, ms};
 use pg_cluster::PgCluster;
 
 fn client(cluster: &PgCluster, database: &str) -> postgres::Client {
     postgres::Client::connect(&cluster.url_of(database), postgres::NoTls).expect("connect")
 }
 
-fn median(samples: Vec<Duration>) -> Duration {
-    percentile(&samples, 50)
-}
-
 fn percentile(samples: &[Duration], percent: usize) -> Duration {
     let mut sorted = samples.to_vec();
     sorted.sort();
     sorted[(sorted.len() * percent / 100).min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

@@ -12,6 +12,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{median, ms};
+
 /// The stacks of the goal: every task carries five checkpoints, as after a few sessions each.
 const SIZES: [usize; 4] = [10, 1_000, 10_000, 100_000];
 const CHECKPOINTS_PER_TASK: usize = 5;
@@ -400,15 +404,6 @@ fn longest_lock_wait(stderr: &[u8]) -> Duration {
         .map(Duration::from_micros)
         .max()
         .unwrap_or_default()
-}
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 fn bytes(n: u64) -> String {

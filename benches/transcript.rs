@@ -16,6 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{git, median, ms, time};
+
 /// Alternating checkpoint iterations.
 const RUNS: usize = 100;
 /// Fixed clock for every run of the binary: leases never run out.
@@ -851,30 +855,6 @@ fn run(root: &Path, home: &Path, args: &[&str]) {
     time(&mut orchestrator(root, home, args));
 }
 
-fn git(root: &Path, home: &Path, args: &[&str]) {
-    let status = Command::new("git")
-        .args(args)
-        .current_dir(root)
-        .env("HOME", home)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .status()
-        .expect("git runs");
-    assert!(status.success(), "git {args:?} failed");
-}
-
-fn time(cmd: &mut Command) -> Duration {
-    let start = Instant::now();
-    let out = cmd.output().expect("command runs");
-    let elapsed = start.elapsed();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    elapsed
-}
-
 /// The one transcript cache file's size, or 0.
 fn cache_file_len(cache_dir: &Path) -> u64 {
     cache_file(cache_dir).map_or(0, |p| fs::metadata(p).map_or(0, |m| m.len()))
@@ -900,17 +880,8 @@ fn cache_file(cache_dir: &Path) -> Option<PathBuf> {
         })
 }
 
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
 fn best(samples: &[Duration]) -> Duration {
     samples.iter().copied().min().unwrap()
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 fn mb(bytes: u64) -> f64 {

@@ -14,6 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{git, median, ms};
+
 const ROUNDS: usize = 5;
 const DIRS: usize = 200;
 const FILES_PER_DIR: usize = 100;
@@ -104,8 +108,8 @@ fn bench_create(repo: &Path, home: &Path) {
             "worktree: a new worktree of a {}-file repository, median of {ROUNDS}",
             DIRS * FILES_PER_DIR
         ),
-        ("worktree::ensure", median(ours)),
-        ("git worktree add -b", median(theirs)),
+        ("worktree::ensure", median_ms(ours)),
+        ("git worktree add -b", median_ms(theirs)),
     );
 }
 
@@ -180,8 +184,8 @@ fn bench_integrate(repo: &Path, home: &Path, helper: &Path, mode: Integrate, see
             "integrate ({}): a {CHANGED}-file change, base moved by one commit, median of {ROUNDS}",
             mode.as_str()
         ),
-        ("worktree::plan + apply", median(ours)),
-        (cli, median(theirs)),
+        ("worktree::plan + apply", median_ms(ours)),
+        (cli, median_ms(theirs)),
     );
 }
 
@@ -214,23 +218,7 @@ fn path_str(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
-fn git(dir: &Path, home: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("HOME", home)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn median(mut samples: Vec<Duration>) -> f64 {
-    samples.sort();
-    samples[samples.len() / 2].as_secs_f64() * 1000.0
+/// The median in milliseconds.
+fn median_ms(samples: Vec<Duration>) -> f64 {
+    ms(median(samples))
 }
