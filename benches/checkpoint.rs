@@ -8,7 +8,7 @@ use std::time::Instant;
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{git, median, ms, time};
+use common::{commit_everything, median, ms, time};
 
 const TASKS: usize = 1000;
 const RUNS: usize = 200;
@@ -18,21 +18,7 @@ fn main() {
     let home = tempfile::tempdir().expect("temp home");
     let root = dir.path();
     write_stack(root);
-    git(root, home.path(), &["init", "-q"]);
-    git(root, home.path(), &["add", "-A"]);
-    git(
-        root,
-        home.path(),
-        &[
-            "-c",
-            "user.name=b",
-            "-c",
-            "user.email=b@b",
-            "commit",
-            "-qm",
-            "seed",
-        ],
-    );
+    commit_everything(root, home.path());
     let status = orchestrator(root, home.path(), &["start", "--task", "task_0000"])
         .status()
         .expect("start runs");

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{git, median, ms};
+use common::{git, isolate_libgit2, median, ms};
 
 const ROUNDS: usize = 5;
 
@@ -26,15 +26,7 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("home");
     fs::create_dir_all(&home).unwrap();
-    // libgit2 reads $HOME/.gitconfig and /etc/gitconfig: keep it as clean as git's env.
-    for level in [
-        git2::ConfigLevel::Global,
-        git2::ConfigLevel::XDG,
-        git2::ConfigLevel::System,
-    ] {
-        // SAFETY: single-threaded, before any repository is opened.
-        unsafe { git2::opts::set_search_path(level, &home).unwrap() };
-    }
+    isolate_libgit2(&home);
     bench_backup(tmp.path(), size_mb);
     bench_commit(tmp.path(), &home);
 }

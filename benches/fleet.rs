@@ -113,17 +113,7 @@ impl Bench {
             store: store.map(str::to_string),
             now: format!("{NOW_MINUTE}:{:02}Z", number % 60),
         };
-        machine.git(&["init", "-q"]);
-        machine.git(&["add", "-A"]);
-        machine.git(&[
-            "-c",
-            "user.name=b",
-            "-c",
-            "user.email=b@b",
-            "commit",
-            "-qm",
-            "seed",
-        ]);
+        commit_everything(machine.root(), &machine.home);
         machine
     }
 
@@ -446,17 +436,6 @@ impl Machine {
             .env("HOME", &self.home);
         cmd
     }
-
-    fn git(&self, args: &[&str]) {
-        let status = Command::new("git")
-            .args(args)
-            .current_dir(self.root())
-            .env("HOME", &self.home)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .status()
-            .expect("git runs");
-        assert!(status.success(), "git {args:?} failed");
-    }
 }
 
 /// Wall time and stdout of one run of `cmd`, which must succeed (its stderr shown if not).
@@ -497,7 +476,7 @@ mod common;
 /// The tests' throwaway cluster, started with fsync on: figures for a server as users run it.
 #[path = "../tests/cli/pg_cluster.rs"]
 mod pg_cluster;
-use common::{median, ms};
+use common::{commit_everything, median, ms};
 use pg_cluster::PgCluster;
 
 fn client(cluster: &PgCluster, database: &str) -> postgres::Client {

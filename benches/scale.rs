@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{median, ms};
+use common::{commit_everything, median, ms};
 
 /// The stacks of the goal: every task carries five checkpoints, as after a few sessions each.
 const SIZES: [usize; 4] = [10, 1_000, 10_000, 100_000];
@@ -60,17 +60,7 @@ impl Workspace {
             home,
             stack_bytes: text.len() as u64,
         };
-        ws.git(&["init", "-q"]);
-        ws.git(&["add", "-A"]);
-        ws.git(&[
-            "-c",
-            "user.name=b",
-            "-c",
-            "user.email=b@b",
-            "commit",
-            "-qm",
-            "seed",
-        ]);
+        commit_everything(ws.root(), ws.home.path());
         ws
     }
 
@@ -277,17 +267,6 @@ impl Workspace {
             .env("HOME", self.home.path())
             .stdout(Stdio::null());
         cmd
-    }
-
-    fn git(&self, args: &[&str]) {
-        let status = Command::new("git")
-            .args(args)
-            .current_dir(self.root())
-            .env("HOME", self.home.path())
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .status()
-            .expect("git runs");
-        assert!(status.success(), "git {args:?} failed");
     }
 }
 

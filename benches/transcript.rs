@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{git, median, ms, time};
+use common::{commit_everything, median, ms, time};
 
 /// Alternating checkpoint iterations.
 const RUNS: usize = 100;
@@ -810,21 +810,7 @@ fn workspace(root: &Path, home: &Path, transcript: Option<&Path>) {
             "1000000",
         ],
     );
-    git(root, home, &["init", "-q"]);
-    git(root, home, &["add", "-A"]);
-    git(
-        root,
-        home,
-        &[
-            "-c",
-            "user.name=b",
-            "-c",
-            "user.email=b@b",
-            "commit",
-            "-qm",
-            "seed",
-        ],
-    );
+    commit_everything(root, home);
     match transcript {
         Some(path) => run(
             root,

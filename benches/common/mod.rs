@@ -1,4 +1,5 @@
-//! What every benchmark uses: git run in a sanitized environment, a timed command, medians.
+//! What every benchmark uses: git run in a sanitized environment, a seeded repository, a timed
+//! command, medians.
 //! Included by each bench with `#[path = "common/mod.rs"] mod common;` (benches are separate
 //! crates; a folder with `mod.rs` is not itself taken for a bench target).
 
@@ -24,6 +25,40 @@ pub fn git(dir: &Path, home: &Path, args: &[&str]) {
         "git {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A git repository in `dir` with everything in it committed once (`seed`), as a user's
+/// workspace would be before orchestrator runs there.
+pub fn commit_everything(dir: &Path, home: &Path) {
+    git(dir, home, &["init", "-q"]);
+    git(dir, home, &["add", "-A"]);
+    git(
+        dir,
+        home,
+        &[
+            "-c",
+            "user.name=b",
+            "-c",
+            "user.email=b@b",
+            "commit",
+            "-qm",
+            "seed",
+        ],
+    );
+}
+
+/// libgit2 reads $HOME/.gitconfig and /etc/gitconfig, not `GIT_CONFIG_GLOBAL`: points its
+/// search paths at `home` so the in-process side sees as clean a configuration as git's.
+/// Call once, single-threaded, before any repository is opened.
+pub fn isolate_libgit2(home: &Path) {
+    for level in [
+        git2::ConfigLevel::Global,
+        git2::ConfigLevel::XDG,
+        git2::ConfigLevel::System,
+    ] {
+        // SAFETY: the caller runs this before any repository is opened, on one thread.
+        unsafe { git2::opts::set_search_path(level, home).unwrap() };
+    }
 }
 
 /// How long `cmd` takes to run to its end; panics with its stderr when it fails.
