@@ -163,6 +163,11 @@ fn a_session_claims_checkpoints_and_wraps_through_the_store() {
         .map(|e| e["kind"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(kinds, ["claim", "checkpoint", "wrap"]);
+    // Each names the agent, the checkpoint's taken from its session's row.
+    assert_eq!(
+        pg.psql("SELECT string_agg(coalesce(agent, '?'), ',' ORDER BY id) FROM orchestrator.event"),
+        "alpha,alpha,alpha"
+    );
     assert!(
         m.json(&["status", "--fleet"])["sessions"]
             .as_array()

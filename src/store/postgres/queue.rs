@@ -323,7 +323,8 @@ impl PgStore {
         tx.commit().map_err(|e| sql(&display, e))
     }
 
-    /// A checkpoint under its claim's token: one statement writes the task (only while the
+    /// A checkpoint under its claim's token (an `origin` without its agent takes the session
+    /// row's): one statement writes the task (only while the
     /// token and the lease's session are still its own, and the task is as `loaded` had it),
     /// the session's summary and the event. A task changed in between by another write is
     /// read again and the checkpoint applied to it; a stale token is refused (exit 5) and
@@ -371,7 +372,8 @@ impl PgStore {
                          WHERE id = $6 AND EXISTS (SELECT 1 FROM t)
                      )
                      INSERT INTO orchestrator.event (at, host, agent, session_id, task_id, kind, detail)
-                     SELECT $9, $10, $11, $6, id, 'checkpoint', $12::text::json FROM t
+                     SELECT $9, $10, coalesce(nullif($11, ''), (SELECT agent FROM orchestrator.session WHERE id = $6)),
+                            $6, id, 'checkpoint', $12::text::json FROM t
                      RETURNING id",
                     &[
                         (&write.task, Type::TEXT),
@@ -462,7 +464,8 @@ impl PgStore {
         let detail = json!({"holder": lost.holder}).to_string();
         let logged = self.client.execute(
             "INSERT INTO orchestrator.event (at, host, agent, session_id, task_id, kind, detail)
-             VALUES ($1, $2, $3, $4, $5, 'refused', $6::text::json)",
+             VALUES ($1, $2, coalesce(nullif($3, ''), (SELECT agent FROM orchestrator.session WHERE id = $4)),
+                     $4, $5, 'refused', $6::text::json)",
             &[
                 &now,
                 &origin.host,

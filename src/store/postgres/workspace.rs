@@ -72,10 +72,11 @@ impl Workspace {
             .0
             .as_ref()
             .and_then(|texts| texts.lock().ok()?.get(&write.task).cloned());
-        let session = self.load_active(&write.session).ok();
+        // The agent is the session row's, looked up by the statement itself: no second read of
+        // the session record on the checkpoint's path.
         let origin = Origin {
             host: &crate::store::host_name(),
-            agent: session.as_ref().map_or("", |s| s.agent.as_str()),
+            agent: "",
             session: &write.session,
         };
         let mut summary = json!({
