@@ -102,9 +102,10 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
     let lock = ws.lock()?;
     let sessions = ws.active_sessions()?;
     // Selection needs no task's checkpoints, and the claim goes to the journal: a view does,
-    // unless a recovery will rewrite the stack.
+    // unless a recovery will rewrite the stack. (A fleet store's view is already the whole
+    // stack, and other machines' claims always look like work for a recovery.)
     let mut stack = ws.load_view()?;
-    if wrap::needs_recovery(&stack, &sessions, ctx.now) {
+    if ws.fleet().is_none() && wrap::needs_recovery(&stack, &sessions, ctx.now) {
         stack = ws.load_stack()?;
     }
 
