@@ -5,13 +5,14 @@
 //! zone; a time with no zone (Codex prints local time; Claude Code's documented examples show
 //! none) is read in the machine's local offset; a named IANA zone such as `(Europe/Paris)` is
 //! read in that zone, with its daylight saving time on the date of the reset, from the IANA
-//! database that `chrono-tz` embeds. An unknown name leaves the reset unknown, and the loop
-//! falls back to the doubling backoff.
+//! database that `jiff` embeds (its bundled copy only: core reads no files). An unknown name
+//! leaves the reset unknown, and the loop falls back to the doubling backoff.
 
 use chrono::{
-    DateTime, Datelike, Duration, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc,
+    DateTime, Datelike, Duration, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeZone,
+    Timelike, Utc,
 };
-use chrono_tz::Tz;
+use jiff::tz::{AmbiguousOffset, TimeZone as Zone};
 
 /// The machine's zone, as the caller knows it.
 #[derive(Debug, Clone)]
@@ -179,7 +180,7 @@ fn clock_time(line: &str, now: DateTime<Utc>, zone: &LocalZone) -> Option<DateTi
         None => Place::Offset(zone.offset),
         Some(word) => place_of(word, zone)?,
     };
-    let today = place.date_at(now);
+    let today = place.date_at(now)?;
     let candidate = |d: NaiveDate| place.instant(d.and_time(time));
     let target = match date {
         DateSpec::Full(d) => candidate(d)?,
@@ -214,15 +215,18 @@ fn clock_time(line: &str, now: DateTime<Utc>, zone: &LocalZone) -> Option<DateTi
 /// the date (daylight saving time).
 enum Place {
     Offset(FixedOffset),
-    Named(Tz),
+    Named(Zone),
 }
 
 impl Place {
-    fn date_at(&self, now: DateTime<Utc>) -> NaiveDate {
-        match self {
+    fn date_at(&self, now: DateTime<Utc>) -> Option<NaiveDate> {
+        Some(match self {
             Place::Offset(offset) => now.with_timezone(offset).date_naive(),
-            Place::Named(tz) => now.with_timezone(tz).date_naive(),
-        }
+            Place::Named(zone) => {
+                let date = zone.to_datetime(timestamp(now)?).date();
+                NaiveDate::from_ymd_opt(date.year().into(), date.month() as u32, date.day() as u32)?
+            }
+        })
     }
 
     /// The instant of a local time here; the earlier one when a clock change repeats it, none
@@ -233,12 +237,32 @@ impl Place {
                 .from_local_datetime(&local)
                 .earliest()
                 .map(|t| t.with_timezone(&Utc)),
-            Place::Named(tz) => tz
-                .from_local_datetime(&local)
-                .earliest()
-                .map(|t| t.with_timezone(&Utc)),
+            Place::Named(zone) => {
+                let civil = jiff::civil::DateTime::new(
+                    i16::try_from(local.year()).ok()?,
+                    i8::try_from(local.month()).ok()?,
+                    i8::try_from(local.day()).ok()?,
+                    i8::try_from(local.hour()).ok()?,
+                    i8::try_from(local.minute()).ok()?,
+                    i8::try_from(local.second()).ok()?,
+                    0,
+                )
+                .ok()?;
+                let offset = match zone.to_ambiguous_timestamp(civil).offset() {
+                    AmbiguousOffset::Unambiguous { offset } => offset,
+                    // A repeated hour: its first instant, as for a fixed offset's `earliest`.
+                    AmbiguousOffset::Fold { before, .. } => before,
+                    AmbiguousOffset::Gap { .. } => return None,
+                };
+                let utc = local - Duration::seconds(offset.seconds().into());
+                Some(utc.and_utc())
+            }
         }
     }
+}
+
+fn timestamp(at: DateTime<Utc>) -> Option<jiff::Timestamp> {
+    jiff::Timestamp::from_second(at.timestamp()).ok()
 }
 
 enum DateSpec {
@@ -312,8 +336,8 @@ fn place_of(word: &str, zone: &LocalZone) -> Option<Place> {
         let secs = (h * 3600 + m * 60) * if sign == '-' { -1 } else { 1 };
         return FixedOffset::east_opt(secs).map(Place::Offset);
     }
-    if let Ok(tz) = Tz::from_str_insensitive(name) {
-        return Some(Place::Named(tz));
+    if let Ok(zone) = Zone::get(name) {
+        return Some(Place::Named(zone));
     }
     if zone
         .name
