@@ -167,12 +167,15 @@ fn a_second_import_needs_replace_and_keeps_fencing_tokens() {
 fn a_schema_older_or_newer_than_the_binary_is_refused_with_what_to_do() {
     let Some(pg) = PgCluster::start() else { return };
     let ws = workspace();
-    let never_initialised = error_line(&with_store(&ws, &pg, &["fleet", "import"]));
-    assert!(
-        never_initialised
-            .contains("schema version 0, this binary needs 1: run `orchestrator fleet init`"),
-        "{never_initialised}"
-    );
+    // `next` and `status` read the version in the statement that loads the stack.
+    for args in [&["fleet", "import"][..], &["next"], &["status"]] {
+        let never_initialised = error_line(&with_store(&ws, &pg, args));
+        assert!(
+            never_initialised
+                .contains("schema version 0, this binary needs 1: run `orchestrator fleet init`"),
+            "{args:?}: {never_initialised}"
+        );
+    }
 
     stdout(&with_store(&ws, &pg, &["fleet", "init"]));
     stdout(&with_store(&ws, &pg, &["fleet", "import"]));
@@ -182,6 +185,8 @@ fn a_schema_older_or_newer_than_the_binary_is_refused_with_what_to_do() {
         &["fleet", "init"][..],
         &["fleet", "export", "-o", "-"],
         &["fleet", "import", "--replace"],
+        &["next"],
+        &["start", "--agent", "claude"],
     ] {
         let newer = error_line(&with_store(&ws, &pg, args));
         assert!(
@@ -190,6 +195,11 @@ fn a_schema_older_or_newer_than_the_binary_is_refused_with_what_to_do() {
         );
     }
     assert_eq!(pg.psql("SELECT count(*) FROM orchestrator.task"), before);
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM orchestrator.task WHERE fencing_token > 0"),
+        "0",
+        "a start on a newer schema claimed a task"
+    );
     assert_eq!(
         pg.psql("SELECT max(version) FROM orchestrator.schema_version"),
         "2"

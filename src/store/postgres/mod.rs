@@ -124,6 +124,9 @@ pub fn redact(url: &str) -> String {
 pub struct PgStore {
     client: Client,
     target: Target,
+    /// Whether this connection has seen the schema's version: [`PgStore::check_schema`], or the
+    /// stack's load, which reads it in the same statement (one round trip fewer per command).
+    schema_checked: bool,
 }
 
 /// What `fleet init` did.
@@ -162,6 +165,7 @@ impl PgStore {
         Ok(PgStore {
             client,
             target: target.clone(),
+            schema_checked: false,
         })
     }
 
@@ -219,6 +223,12 @@ impl PgStore {
             Err(err) if err.code() == Some(&SqlState::UNDEFINED_TABLE) => 0,
             Err(err) => return Err(sql(&display, err)),
         };
+        self.accept_schema(version)
+    }
+
+    /// Refuses a schema version other than this binary's; remembers one that is.
+    fn accept_schema(&mut self, version: i32) -> Result<()> {
+        let display = self.target.display();
         if version > SCHEMA_VERSION {
             return Err(newer_schema(&display, version));
         }
@@ -227,6 +237,7 @@ impl PgStore {
                 "the fleet store {display} has schema version {version}, this binary needs {SCHEMA_VERSION}: run `orchestrator fleet init`"
             )));
         }
+        self.schema_checked = true;
         Ok(())
     }
 
@@ -416,14 +427,31 @@ impl Fleet {
         &self.target
     }
 
-    /// Runs `op` on the connection, connecting first if needed. A connection that failed is
-    /// dropped, so the next use connects again (the server may have restarted).
+    /// Runs `op` on the connection, connecting first if needed, on a schema of this binary's
+    /// version. A connection that failed is dropped, so the next use connects again (the
+    /// server may have restarted).
     pub fn with<T>(&self, op: impl FnOnce(&mut PgStore) -> Result<T>) -> Result<T> {
+        self.run(true, op)
+    }
+
+    /// [`Fleet::with`] for an `op` that loads the stack first, which checks the schema's
+    /// version in its own statement.
+    pub fn with_load<T>(&self, op: impl FnOnce(&mut PgStore) -> Result<T>) -> Result<T> {
+        self.run(false, op)
+    }
+
+    fn run<T>(&self, check: bool, op: impl FnOnce(&mut PgStore) -> Result<T>) -> Result<T> {
         let mut guard = self.store.lock().unwrap_or_else(|e| e.into_inner());
         if guard.is_none() {
-            let mut store = PgStore::connect(&self.target)?;
-            store.check_schema()?;
-            *guard = Some(store);
+            *guard = Some(PgStore::connect(&self.target)?);
+        }
+        let store = guard.as_mut().expect("connected above");
+        if check && !store.schema_checked {
+            let checked = store.check_schema();
+            if store.client.is_closed() {
+                *guard = None;
+            }
+            checked?;
         }
         let store = guard.as_mut().expect("connected above");
         let result = op(store);

@@ -81,22 +81,40 @@ impl PgStore {
         // One statement is one snapshot: the top level and the tasks agree, in one round trip.
         let ids: Option<Vec<String>> =
             only.map(|ids| ids.iter().map(|id| id.to_string()).collect());
-        let mut rows = self
-            .client
-            .query_typed(
-                "SELECT NULL::text, doc::text, -1 AS position FROM orchestrator.stack
-                 UNION ALL
-                 SELECT id, doc::text, position FROM orchestrator.task
-                 WHERE $1::text[] IS NULL OR id = ANY($1)
-                 ORDER BY 3",
-                &[(&ids, Type::TEXT_ARRAY)],
-            )
-            .map_err(|e| sql(&display, e))?
-            .into_iter();
-        let top: Option<String> = match rows.next() {
-            Some(row) if row.get::<_, Option<String>>(0).is_none() => Some(row.get(1)),
+        // A connection's first load reads the schema's version in the same statement.
+        let rows = self.client.query_typed(
+            "SELECT NULL::text, doc::text, -1 AS position,
+                    (SELECT max(version) FROM orchestrator.schema_version)
+             FROM orchestrator.stack
+             UNION ALL
+             SELECT id, doc::text, position, NULL FROM orchestrator.task
+             WHERE $1::text[] IS NULL OR id = ANY($1)
+             ORDER BY 3",
+            &[(&ids, Type::TEXT_ARRAY)],
+        );
+        let rows = match rows {
+            Ok(rows) => rows,
+            // No schema, or one this binary does not know: say which.
+            Err(err) if !self.schema_checked && err.as_db_error().is_some() => {
+                self.check_schema()?;
+                return Err(sql(&display, err));
+            }
+            Err(err) => return Err(sql(&display, err)),
+        };
+        let mut rows = rows.into_iter();
+        let top: Option<(String, Option<i32>)> = match rows.next() {
+            Some(row) if row.get::<_, Option<String>>(0).is_none() => {
+                Some((row.get(1), row.get(3)))
+            }
             _ => None,
         };
+        if !self.schema_checked {
+            match &top {
+                Some((_, version)) => self.accept_schema(version.unwrap_or(0))?,
+                None => self.check_schema()?,
+            }
+        }
+        let top = top.map(|(doc, _)| doc);
         let Some(top) = top else {
             return Err(Failure::user(format!(
                 "the fleet store {display} holds no stack yet: `orchestrator fleet import` puts one in"

@@ -21,7 +21,7 @@ impl Workspace {
         fleet: &Arc<Fleet>,
         only: Option<&[&str]>,
     ) -> Result<TaskStack> {
-        let stack = fleet.with(|pg| pg.load_stack(only))?;
+        let stack = fleet.with_load(|pg| pg.load_stack(only))?;
         self.check_settings_paths(&stack.settings)?;
         Ok(stack)
     }
