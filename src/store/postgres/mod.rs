@@ -24,6 +24,7 @@ use std::time::Duration;
 use crate::core::stack::{StoreSettings, TaskStack};
 use crate::error::Failure;
 
+pub mod pool;
 mod queue;
 mod workspace;
 pub use queue::{Claimed, FleetEvent, FleetSession, Origin};
