@@ -887,6 +887,7 @@ fn relay(upstream: &Upstream, mut client: UnixStream, mut backend: Backend) {
     let idle = matches!(ended, Ended::ClientLeft)
         && outstanding == 0
         && status == b'I'
+        && from_client.between_frames()
         && from_server.between_frames();
     if !idle {
         tracing::debug!(
