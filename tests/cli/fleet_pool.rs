@@ -347,18 +347,28 @@ fn no_session_state_passes_from_one_client_to_the_next() {
     );
 }
 
+/// The pool authenticates as the server asks: SCRAM-SHA-256, MD5 or a cleartext password.
 #[test]
-fn a_server_that_asks_for_a_scram_password_is_served_through_the_pool() {
-    let Some(pg) = PgCluster::start_with_password("s3cret-pool") else {
-        return;
-    };
-    let ws = machine(&pg.url());
-    let pool = RunningPool::start(&ws, &pg.url(), &[]);
-    commands_share_one_backend(&pg, &ws, &pool.dir);
-    assert_eq!(
-        pg.psql("SELECT count(*) FROM pg_authid WHERE rolname = 'postgres' AND rolpassword LIKE 'SCRAM-SHA-256$%'"),
-        "1"
-    );
+fn a_server_that_asks_for_a_password_is_served_through_the_pool() {
+    for (method, stored) in [
+        ("scram-sha-256", "SCRAM-SHA-256$%"),
+        ("md5", "md5%"),
+        ("password", "SCRAM-SHA-256$%"),
+    ] {
+        let Some(pg) = PgCluster::start_with_password("s3cret-pool", method) else {
+            return;
+        };
+        assert_eq!(
+            pg.psql(&format!(
+                "SELECT count(*) FROM pg_authid WHERE rolname = 'postgres' AND rolpassword LIKE '{stored}'"
+            )),
+            "1",
+            "{method}"
+        );
+        let ws = machine(&pg.url());
+        let pool = RunningPool::start(&ws, &pg.url(), &[]);
+        commands_share_one_backend(&pg, &ws, &pool.dir);
+    }
 }
 
 #[test]

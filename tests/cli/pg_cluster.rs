@@ -39,8 +39,10 @@ impl PgCluster {
     }
 
     /// A started cluster whose superuser has `password` and which asks every client for it by
-    /// SCRAM-SHA-256 (`initdb --pwfile -A scram-sha-256`), or `None` as [`PgCluster::start`].
-    pub fn start_with_password(password: &str) -> Option<PgCluster> {
+    /// `method`, pg_hba.conf's: `scram-sha-256`, `md5` (the password stored as an MD5 hash, so
+    /// that the server asks for MD5 rather than SCRAM) or `password` (cleartext); or `None` as
+    /// [`PgCluster::start`].
+    pub fn start_with_password(password: &str, method: &str) -> Option<PgCluster> {
         let Some(bin) = find_bindir() else {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -49,7 +51,14 @@ impl PgCluster {
             eprintln!("SKIPPED: PostgreSQL's initdb and pg_ctl are not installed");
             return None;
         };
-        Some(Self::launch(bin, false, Some(password)))
+        let cluster = Self::launch(bin, false, Some((password, method)));
+        if method == "md5" {
+            let escaped = password.replace('\'', "''");
+            cluster.psql(&format!(
+                "SET password_encryption = 'md5'; ALTER ROLE postgres PASSWORD '{escaped}'"
+            ));
+        }
+        Some(cluster)
     }
 
     /// A started cluster that syncs to disk (for benchmarks), or `None` without PostgreSQL.
@@ -57,11 +66,12 @@ impl PgCluster {
         Some(Self::launch(find_bindir()?, true, None))
     }
 
-    fn launch(bin: PathBuf, durable: bool, password: Option<&str>) -> PgCluster {
+    fn launch(bin: PathBuf, durable: bool, auth: Option<(&str, &str)>) -> PgCluster {
         // SAFETY: geteuid has no preconditions and cannot fail.
         let as_postgres = unsafe { libc::geteuid() } == 0;
         let dir = tempfile::Builder::new().prefix("pg").tempdir().unwrap();
         let pwfile = dir.path().join("pwfile");
+        let password = auth.map(|(password, _)| password);
         if let Some(password) = password {
             std::fs::write(&pwfile, format!("{password}\n")).unwrap();
         }
@@ -91,8 +101,8 @@ impl PgCluster {
             "UTF8",
             "--no-sync",
         ];
-        if password.is_some() {
-            args.extend(["-A", "scram-sha-256", &pwfile_arg]);
+        if let Some((_, method)) = auth {
+            args.extend(["-A", method, &pwfile_arg]);
         } else {
             args.extend(["-A", "trust"]);
         }
