@@ -392,3 +392,42 @@ fn fleet_pool_on_the_file_store_or_a_socket_path_too_long_is_refused() {
     assert!(stderr.contains("--socket"), "{stderr}");
     assert!(!long.exists());
 }
+
+/// What `run` hosts: `pool::spawn` serves on a thread of its own, and dropping its handle stops
+/// it and removes its socket.
+#[test]
+fn a_spawned_pool_serves_until_its_handle_is_dropped() {
+    use orchestrator::store::postgres::{Target, pool};
+    let Some(pg) = PgCluster::start() else { return };
+    let ws = machine(&pg.url());
+    let target = Target {
+        url: pg.url(),
+        source: "the test".into(),
+        timeout: Duration::from_secs(10),
+    };
+    let dir = ws.path().join("spawned");
+    let handle = pool::spawn(&target, &dir).unwrap();
+    assert_eq!(handle.dir(), dir);
+    commands_share_one_backend(&pg, &ws, &dir);
+    drop(handle);
+    assert!(!dir.join(".s.PGSQL.5432").exists());
+    // The warm backends closed with it; a command still works, directly.
+    eventually(
+        &pg,
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'orchestrator'",
+        "0",
+    );
+    ok(on_store(
+        &ws,
+        &pg.url(),
+        Some(&dir),
+        &[
+            "checkpoint",
+            "direct",
+            "--progress",
+            "5",
+            "--tokens",
+            "1000",
+        ],
+    ));
+}
