@@ -431,3 +431,60 @@ fn a_spawned_pool_serves_until_its_handle_is_dropped() {
         ],
     ));
 }
+
+/// A pool serves only its own database: a client of another is refused with a message naming
+/// the pool's, and a command on another store connects directly.
+#[test]
+fn a_command_on_another_database_goes_around_the_pool() {
+    let Some(pg) = PgCluster::start() else { return };
+    let ws = machine(&pg.url());
+    let pool = RunningPool::start(&ws, &pg.url(), &[]);
+    pg.psql("CREATE DATABASE other");
+    let other = pg.url_of("other");
+    let elsewhere = machine(&other);
+    ok(on_store(
+        &elsewhere,
+        &other,
+        Some(&pool.dir),
+        &["start", "--agent", "beta"],
+    ));
+    ok(on_store(
+        &elsewhere,
+        &other,
+        Some(&pool.dir),
+        &[
+            "checkpoint",
+            "around",
+            "--progress",
+            "3",
+            "--tokens",
+            "1000",
+        ],
+    ));
+    assert_eq!(
+        pg.psql_at(
+            &other,
+            "SELECT doc->'progress'->>'done' FROM orchestrator.task WHERE id = 'schema'"
+        ),
+        "3"
+    );
+    assert!(
+        orchestrator_backends(&pg).is_empty(),
+        "the pool opened no session for another database"
+    );
+
+    let refused = Command::new(pg.psql_bin())
+        .args(["-X", "-A", "-t", "-c", "SELECT 1", "-d"])
+        .arg(format!(
+            "host={} port=5432 user=postgres dbname=other",
+            pool.dir.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("this pool serves database `postgres` as user `postgres` only"),
+        "{stderr}"
+    );
+}
