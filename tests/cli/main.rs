@@ -13,6 +13,7 @@ mod docs;
 mod effects;
 mod fleet;
 mod fleet_git;
+mod fleet_pool;
 mod fleet_queue;
 mod fresh_clone;
 mod handoff_history;

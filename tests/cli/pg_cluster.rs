@@ -16,6 +16,8 @@ pub struct PgCluster {
     /// Whether the server flushes to disk: off for tests (speed), on for benchmarks (the
     /// figures are for a server as users run it).
     durable: bool,
+    /// The superuser's password, for a cluster that asks for one (SCRAM-SHA-256).
+    password: Option<String>,
 }
 
 /// The port only names the socket file (`.s.PGSQL.<port>`); nothing listens on TCP.
@@ -33,18 +35,46 @@ impl PgCluster {
             eprintln!("SKIPPED: PostgreSQL's initdb and pg_ctl are not installed");
             return None;
         };
-        Some(Self::launch(bin, false))
+        Some(Self::launch(bin, false, None))
+    }
+
+    /// A started cluster whose superuser has `password` and which asks every client for it by
+    /// `method`, pg_hba.conf's: `scram-sha-256`, `md5` (the password stored as an MD5 hash, so
+    /// that the server asks for MD5 rather than SCRAM) or `password` (cleartext); or `None` as
+    /// [`PgCluster::start`].
+    pub fn start_with_password(password: &str, method: &str) -> Option<PgCluster> {
+        let Some(bin) = find_bindir() else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "PostgreSQL's initdb is not installed; .ci/run installs the postgresql package"
+            );
+            eprintln!("SKIPPED: PostgreSQL's initdb and pg_ctl are not installed");
+            return None;
+        };
+        let cluster = Self::launch(bin, false, Some((password, method)));
+        if method == "md5" {
+            let escaped = password.replace('\'', "''");
+            cluster.psql(&format!(
+                "SET password_encryption = 'md5'; ALTER ROLE postgres PASSWORD '{escaped}'"
+            ));
+        }
+        Some(cluster)
     }
 
     /// A started cluster that syncs to disk (for benchmarks), or `None` without PostgreSQL.
     pub fn start_durable() -> Option<PgCluster> {
-        Some(Self::launch(find_bindir()?, true))
+        Some(Self::launch(find_bindir()?, true, None))
     }
 
-    fn launch(bin: PathBuf, durable: bool) -> PgCluster {
+    fn launch(bin: PathBuf, durable: bool, auth: Option<(&str, &str)>) -> PgCluster {
         // SAFETY: geteuid has no preconditions and cannot fail.
         let as_postgres = unsafe { libc::geteuid() } == 0;
         let dir = tempfile::Builder::new().prefix("pg").tempdir().unwrap();
+        let pwfile = dir.path().join("pwfile");
+        let password = auth.map(|(password, _)| password);
+        if let Some(password) = password {
+            std::fs::write(&pwfile, format!("{password}\n")).unwrap();
+        }
         if as_postgres {
             let status = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
@@ -58,22 +88,25 @@ impl PgCluster {
             bin,
             as_postgres,
             durable,
+            password: password.map(str::to_string),
         };
         let data = cluster.data();
-        cluster.pg(
-            "initdb",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ],
-        );
+        let pwfile_arg = format!("--pwfile={}", pwfile.display());
+        let mut args = vec![
+            "-D",
+            data.to_str().unwrap(),
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ];
+        if let Some((_, method)) = auth {
+            args.extend(["-A", method, &pwfile_arg]);
+        } else {
+            args.extend(["-A", "trust"]);
+        }
+        cluster.pg("initdb", &args);
         cluster.start_server();
         cluster
     }
@@ -94,7 +127,12 @@ impl PgCluster {
     /// The URL of `database` as the superuser, over the unix socket.
     pub fn url_of(&self, database: &str) -> String {
         let host = self.socket_dir().to_str().unwrap().replace('/', "%2F");
-        format!("postgresql://postgres@{host}:{PORT}/{database}")
+        let password = self
+            .password
+            .as_ref()
+            .map(|p| format!(":{p}"))
+            .unwrap_or_default();
+        format!("postgresql://postgres{password}@{host}:{PORT}/{database}")
     }
 
     /// Stops the server (fast shutdown: sessions are cut, as when a server restarts).
@@ -136,9 +174,19 @@ impl PgCluster {
 
     /// Runs SQL through psql when it is there; tests that need it say so.
     pub fn psql(&self, sql: &str) -> String {
+        self.psql_at(&self.url(), sql)
+    }
+
+    /// psql's path, for tests that run it themselves.
+    pub fn psql_bin(&self) -> PathBuf {
+        self.bin.join("psql")
+    }
+
+    /// Runs SQL through psql connected to `url` (or any libpq connection string).
+    pub fn psql_at(&self, url: &str, sql: &str) -> String {
         let out = Command::new(self.bin.join("psql"))
             .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
-            .arg(self.url())
+            .arg(url)
             .args(["-c", sql])
             .output()
             .expect("psql runs");

@@ -1,10 +1,11 @@
-//! `orchestrator fleet init|import|export`: the PostgreSQL store that lets machines share one
+//! `orchestrator fleet init|import|export|log|reap|pool`: the PostgreSQL store that lets machines share one
 //! task queue (see `store::postgres`).
 
 mod export;
 mod import;
 mod init;
 mod log;
+mod pool;
 mod reap;
 pub(super) mod status;
 
@@ -19,10 +20,11 @@ use export::FleetExportArgs;
 use import::FleetImportArgs;
 use init::FleetInitArgs;
 use log::FleetLogArgs;
+use pool::FleetPoolArgs;
 use reap::FleetReapArgs;
 
 /// The fleet store on PostgreSQL: create its schema, move a task stack in and out, read its
-/// events, release expired leases
+/// events, release expired leases, pool this machine's connections
 #[derive(Debug, Subcommand)]
 pub enum FleetCommand {
     Init(FleetInitArgs),
@@ -30,6 +32,7 @@ pub enum FleetCommand {
     Export(FleetExportArgs),
     Log(FleetLogArgs),
     Reap(FleetReapArgs),
+    Pool(FleetPoolArgs),
 }
 
 pub fn run(ctx: &Context, cmd: FleetCommand) -> Result<u8> {
@@ -39,6 +42,7 @@ pub fn run(ctx: &Context, cmd: FleetCommand) -> Result<u8> {
         FleetCommand::Export(args) => export::run(ctx, args),
         FleetCommand::Log(args) => log::run(ctx, args),
         FleetCommand::Reap(args) => reap::run(ctx, args),
+        FleetCommand::Pool(args) => pool::run(ctx, args),
     }
 }
 

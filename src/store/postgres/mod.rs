@@ -24,6 +24,7 @@ use std::time::Duration;
 use crate::core::stack::{StoreSettings, TaskStack};
 use crate::error::Failure;
 
+pub mod pool;
 mod queue;
 mod workspace;
 pub use queue::{Claimed, FleetEvent, FleetSession, Origin};
@@ -129,6 +130,32 @@ pub struct PgStore {
     schema_checked: bool,
 }
 
+/// `config` with the pool's socket in `dir` as its only host: the same user, password,
+/// database, options and timeouts.
+fn through_pool(config: &Config, dir: &std::path::Path) -> Config {
+    let mut pooled = Config::new();
+    pooled.host_path(dir).port(pool::SOCKET_PORT);
+    if let Some(user) = config.get_user() {
+        pooled.user(user);
+    }
+    if let Some(password) = config.get_password() {
+        pooled.password(password);
+    }
+    if let Some(dbname) = config.get_dbname() {
+        pooled.dbname(dbname);
+    }
+    if let Some(options) = config.get_options() {
+        pooled.options(options);
+    }
+    if let Some(name) = config.get_application_name() {
+        pooled.application_name(name);
+    }
+    if let Some(timeout) = config.get_connect_timeout() {
+        pooled.connect_timeout(*timeout);
+    }
+    pooled
+}
+
 /// What `fleet init` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Migrated {
@@ -154,6 +181,22 @@ impl PgStore {
         config.application_name("orchestrator");
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(30));
+        if let Some(dir) = pool::from_env() {
+            match through_pool(&config, &dir).connect(NoTls) {
+                Ok(client) => {
+                    return Ok(PgStore {
+                        client,
+                        target: target.clone(),
+                        schema_checked: false,
+                    });
+                }
+                Err(err) => tracing::debug!(
+                    "the pool in {} did not serve this command ({}): connecting directly",
+                    dir.display(),
+                    one_line(&err)
+                ),
+            }
+        }
         let client = config.connect(NoTls).map_err(|err| {
             Failure::unreachable(format!(
                 "cannot reach the fleet store {} (from {}): {}",
