@@ -631,3 +631,62 @@ fn a_loop_renews_its_lease_in_the_store_under_its_token() {
     unsafe { libc::kill(-(run.id() as i32), libc::SIGKILL) };
     run.wait().unwrap();
 }
+
+/// `run` on the fleet store hosts a pool for its agents: their commands are told where it is
+/// (`ORCHESTRATOR_POOL`), one warm server session serves all their checkpoints, and the pool's
+/// socket goes with the run.
+#[test]
+fn a_run_hosts_a_pool_that_serves_its_agents_checkpoints_from_one_server_session() {
+    let Some(pg) = PgCluster::start() else { return };
+    let stack = fleet_with(&pg, &[("one", "5")], serde_json::json!({}));
+    let m = Machine::new(&pg.url(), &stack);
+    crate::run::agent(
+        &m.ws,
+        "works.sh",
+        r#"printf '%s' "$ORCHESTRATOR_POOL" > pool_seen
+for unit in 1 2 3 4 5; do
+  orchestrator checkpoint "unit $unit" --progress "$unit" --tokens 10 || exit 1
+done"#,
+    );
+    let out = run_on(
+        &m,
+        &[
+            "run",
+            "--agent",
+            "alpha",
+            "--max-sessions",
+            "1",
+            "--",
+            "./works.sh",
+        ],
+    )
+    .env("RUST_LOG", "orchestrator::store::postgres::pool=debug")
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(20),
+        "--max-sessions reached: {out:?}"
+    );
+    let pool = m.ws.path().join(".orchestrator/pool");
+    assert_eq!(m.ws.read("pool_seen"), pool.display().to_string());
+    assert_eq!(
+        stderr.matches("client served by backend").count(),
+        5,
+        "each checkpoint through the pool: {stderr}"
+    );
+    assert_eq!(
+        stderr.matches("new backend").count(),
+        1,
+        "one server session for them all: {stderr}"
+    );
+    assert!(
+        !pool.join(".s.PGSQL.5432").exists(),
+        "the pool's socket outlived the run"
+    );
+    assert_eq!(
+        pg.psql("SELECT doc->'progress'->>'done' FROM orchestrator.task WHERE id = 'one'"),
+        "5"
+    );
+}

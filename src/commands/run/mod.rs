@@ -7,7 +7,7 @@ use clap::Args;
 use serde_json::{Value, json};
 use std::fs::{File, OpenOptions};
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -32,6 +32,7 @@ use crate::error::{Failure, code};
 use crate::live_line;
 use crate::meters;
 use crate::store::Workspace;
+use crate::store::postgres::pool::{self, PoolHandle};
 use crate::store::undo::Undo;
 use crate::wrap::vcs;
 
@@ -118,7 +119,9 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
     // Refuse a broken stack before anything runs.
     let settings = ws.load_stack()?.settings.run;
     check_agent_command(&ws, &args.command)?;
-    let options = LoopOptions::new(&args, &settings);
+    let mut options = LoopOptions::new(&args, &settings);
+    let agents_pool = AgentsPool::for_run(&ws);
+    options.pool = agents_pool.as_ref().map(|pool| pool.dir.clone());
     let signals = Signals::install()?;
     let run_id = format!(
         "run_{}_{}",
@@ -198,6 +201,44 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<u8> {
     );
     ctx.emit(json, &text);
     Ok(worst.exit_code())
+}
+
+/// The fleet pool a run's agents connect through: each `checkpoint` they run is a process of
+/// its own, and a new server session costs the server more than the checkpoint does.
+struct AgentsPool {
+    dir: PathBuf,
+    /// Served by this run, on a thread of its own, until the run ends; `None` when a pool
+    /// already listened there (`fleet pool`, or another run on this workspace).
+    _hosted: Option<PoolHandle>,
+}
+
+impl AgentsPool {
+    /// On the fleet store, a pool in `.orchestrator/pool`: this run's own, or the one already
+    /// there. Without one, agents connect to the server themselves, as before: a pool only
+    /// saves time, so failing to make one is no reason to stop.
+    fn for_run(ws: &Workspace) -> Option<AgentsPool> {
+        let fleet = ws.fleet()?;
+        if let Some(dir) = pool::from_env() {
+            // Agents inherit it with the rest of the environment.
+            tracing::debug!("agents use the pool in {} they inherit", dir.display());
+            return None;
+        }
+        let dir = ws.state_dir().join("pool");
+        match pool::spawn(fleet.target(), &dir) {
+            Ok(handle) => Some(AgentsPool {
+                dir,
+                _hosted: Some(handle),
+            }),
+            Err(err) if pool::is_live(&dir) => {
+                tracing::debug!("{err:#}: agents use that pool");
+                Some(AgentsPool { dir, _hosted: None })
+            }
+            Err(err) => {
+                tracing::info!("agents connect to the fleet store themselves: {err:#}");
+                None
+            }
+        }
+    }
 }
 
 /// How one loop ended.
@@ -547,6 +588,9 @@ fn drive(
         ("ORCHESTRATOR_AGENT", agent.to_string()),
         ("ORCHESTRATOR_RUN", log.run_id.clone()),
     ];
+    if let Some(pool) = &options.pool {
+        env.push(("ORCHESTRATOR_POOL", pool.display().to_string()));
+    }
     // A session in its own worktree: the agent works there, and is told so.
     let workdir = crate::wrap::session_workdir(ws, &started_session);
     if started_session.worktree.is_some() {

@@ -27,6 +27,8 @@ pub(super) struct LoopOptions {
     /// What the run's sessions cost so far, over all its loops: `--max-cost` is the run's limit,
     /// not each worker's.
     pub spent: RunSpend,
+    /// The fleet pool its agents' commands connect through (`ORCHESTRATOR_POOL`), if any.
+    pub pool: Option<std::path::PathBuf>,
 }
 
 /// US dollars, counted in millionths so that loops on several threads can add to them.
@@ -57,6 +59,7 @@ impl LoopOptions {
             },
             settings: settings.clone(),
             spent: RunSpend::default(),
+            pool: None,
         }
     }
 

@@ -73,6 +73,11 @@ pub fn from_env() -> Option<PathBuf> {
     is_socket.then_some(dir)
 }
 
+/// Whether a pool answers on the socket in `dir`.
+pub fn is_live(dir: &Path) -> bool {
+    UnixStream::connect(socket_path(dir)).is_ok()
+}
+
 /// A bound pool: its socket exists and clients queue on it until [`Pool::serve`] runs.
 pub struct Pool {
     listener: UnixListener,
