@@ -488,3 +488,56 @@ fn a_command_on_another_database_goes_around_the_pool() {
         "{stderr}"
     );
 }
+
+/// A pool that accepts and never answers (here stopped with SIGSTOP: the kernel still queues
+/// connections on its socket) costs a command its connect timeout, then it connects directly.
+#[test]
+fn a_pool_that_never_answers_is_given_up_for_a_direct_connection() {
+    let Some(pg) = PgCluster::start() else { return };
+    let ws = machine(&pg.url());
+    let pool = RunningPool::start(&ws, &pg.url(), &[]);
+    ok(on_store(
+        &ws,
+        &pg.url(),
+        Some(&pool.dir),
+        &["start", "--agent", "alpha"],
+    ));
+    pool.signal("STOP");
+    let url = format!("{}?connect_timeout=2", pg.url());
+    let mut checkpoint = on_store(
+        &ws,
+        &url,
+        Some(&pool.dir),
+        &[
+            "checkpoint",
+            "around",
+            "--progress",
+            "6",
+            "--tokens",
+            "1000",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    // Not a speed assertion: a guard so that a hang fails instead of stalling the suite.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = checkpoint.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = checkpoint.kill();
+            pool.signal("CONT");
+            panic!("the checkpoint waited on the stopped pool");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    pool.signal("CONT");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        pg.psql("SELECT doc->'progress'->>'done' FROM orchestrator.task WHERE id = 'schema'"),
+        "6"
+    );
+}

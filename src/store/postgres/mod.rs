@@ -130,6 +130,30 @@ pub struct PgStore {
     schema_checked: bool,
 }
 
+/// A connection through the pool in `dir`, or why not within `bound`. The client's
+/// `connect_timeout` covers only reaching the socket, and a pool that accepts and then never
+/// answers (stopped, wedged) must cost no more than the timeout: the attempt runs on a thread
+/// of its own, left behind if it takes longer.
+fn connect_through_pool(
+    config: &Config,
+    dir: &std::path::Path,
+    bound: Duration,
+) -> std::result::Result<Client, String> {
+    let pooled = through_pool(config, dir);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("pool-connect".into())
+        .spawn(move || {
+            let _ = tx.send(pooled.connect(NoTls));
+        })
+        .map_err(|err| format!("no thread to connect on: {err}"))?;
+    match rx.recv_timeout(bound) {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(err)) => Err(one_line(&err)),
+        Err(_) => Err(format!("no answer within {} s", bound.as_secs_f64())),
+    }
+}
+
 /// `config` with the pool's socket in `dir` as its only host: the same user, password,
 /// database, options and timeouts.
 fn through_pool(config: &Config, dir: &std::path::Path) -> Config {
@@ -182,7 +206,11 @@ impl PgStore {
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(30));
         if let Some(dir) = pool::from_env() {
-            match through_pool(&config, &dir).connect(NoTls) {
+            let bound = config
+                .get_connect_timeout()
+                .copied()
+                .unwrap_or(target.timeout);
+            match connect_through_pool(&config, &dir, bound) {
                 Ok(client) => {
                     return Ok(PgStore {
                         client,
@@ -190,10 +218,9 @@ impl PgStore {
                         schema_checked: false,
                     });
                 }
-                Err(err) => tracing::debug!(
-                    "the pool in {} did not serve this command ({}): connecting directly",
-                    dir.display(),
-                    one_line(&err)
+                Err(why) => tracing::debug!(
+                    "the pool in {} did not serve this command ({why}): connecting directly",
+                    dir.display()
                 ),
             }
         }
