@@ -1,5 +1,7 @@
 //! The fleet store against the file store in the same run: claims with 1, 5 and 20 processes at
-//! once, a whole `checkpoint` process, and 20 processes checkpointing at once.
+//! once, a whole `checkpoint` process, and 20 processes checkpointing at once, each connecting
+//! to the server itself and through `orchestrator fleet pool` (the per-machine pool `run` hosts
+//! for its agents).
 //!
 //! Run with `cargo bench --bench fleet`. It starts a throwaway PostgreSQL cluster of its own
 //! (`initdb` and `pg_ctl` into a temp dir, unix socket only), and skips where PostgreSQL is not
@@ -67,8 +69,18 @@ fn main() {
         ms(single.pg) / ms(single.file)
     );
     println!(
-        "| {WRITERS} processes checkpointing | {:.0}/s (goal >= 500/s), none lost | {:.0}/s, none lost | |",
+        "| `checkpoint` process through the pool | {:.2} ms | {:.2} ms | {:.1}x (goal <= 3x) |",
+        ms(single.pooled),
+        ms(single.file),
+        ms(single.pooled) / ms(single.file)
+    );
+    println!(
+        "| {WRITERS} processes checkpointing | {:.0}/s, none lost | {:.0}/s, none lost | |",
         concurrent.pg, concurrent.file
+    );
+    println!(
+        "| {WRITERS} processes checkpointing through the pool | {:.0}/s (goal >= 500/s), none lost | {:.0}/s, none lost | |",
+        concurrent.pooled, concurrent.file
     );
 }
 
@@ -93,12 +105,14 @@ struct ClaimRow {
 
 struct Single {
     pg: Duration,
+    pooled: Duration,
     file: Duration,
     git: Duration,
 }
 
 struct Concurrent {
     pg: f64,
+    pooled: f64,
     file: f64,
 }
 
@@ -111,6 +125,7 @@ impl Bench {
             dir,
             home: self.home.clone(),
             store: store.map(str::to_string),
+            pool: None,
             now: format!("{NOW_MINUTE}:{:02}Z", number % 60),
         };
         commit_everything(machine.root(), &machine.home);
@@ -184,11 +199,15 @@ impl Bench {
     fn checkpoints(&self) -> Single {
         let url = self.database("single");
         let fleet = self.machine(1, Some(&url));
+        let pool = Pool::start(&fleet);
+        let mut pooled = self.machine(2, Some(&url));
+        pooled.pool = Some(pool.dir().to_path_buf());
         let file = self.machine(1, None);
-        for m in [&fleet, &file] {
+        for m in [&fleet, &pooled, &file] {
             m.ok(&["start", "--agent", "bench"]);
         }
-        let (mut on_pg, mut on_file, mut git) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut on_pg, mut on_pool, mut on_file, mut git) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for i in 0..CHECKPOINT_RUNS {
             let tokens = (1000 + i).to_string();
             let args = [
@@ -201,19 +220,23 @@ impl Bench {
                 "--exit-zero",
             ];
             on_pg.push(fleet.timed(&args).0);
+            on_pool.push(pooled.timed(&args).0);
             on_file.push(file.timed(&args).0);
             git.push(timed(&mut fleet.git_rev_parse()).0);
         }
         let single = Single {
             pg: median(on_pg),
+            pooled: median(on_pool),
             file: median(on_file),
             git: median(git),
         };
         println!(
-            "checkpoint process: PostgreSQL {:>6.2} ms   file store {:>6.2} ms   ratio {:.1}x (goal <= 3x)   git rev-parse {:.2} ms (PostgreSQL {:.1}x git, file {:.1}x git)",
+            "checkpoint process: PostgreSQL {:>6.2} ms (through the pool {:.2} ms)   file store {:>6.2} ms   ratio {:.1}x, through the pool {:.1}x (goal <= 3x)   git rev-parse {:.2} ms (PostgreSQL {:.1}x git, file {:.1}x git)",
             ms(single.pg),
+            ms(single.pooled),
             ms(single.file),
             ms(single.pg) / ms(single.file),
+            ms(single.pooled) / ms(single.file),
             ms(single.git),
             ms(single.pg) / ms(single.git),
             ms(single.file) / ms(single.git)
@@ -221,38 +244,11 @@ impl Bench {
         single
     }
 
-    /// 20 processes, each its own session on its own task, checkpointing as fast as they can.
+    /// 20 processes, each its own session on its own task, checkpointing as fast as they can:
+    /// on PostgreSQL each connecting itself, then through one pool, then on the file store.
     fn concurrent(&self) -> Concurrent {
-        let url = self.database("concurrent");
-        let fleet: Vec<Machine> = (0..WRITERS)
-            .map(|n| self.machine(n as i64, Some(&url)))
-            .collect();
-        let fleet_writers: Vec<(&Machine, String, String)> = fleet
-            .iter()
-            .enumerate()
-            .map(|(n, m)| {
-                let agent = format!("writer{n:02}");
-                let task = m.start(&agent);
-                (m, agent, task)
-            })
-            .collect();
-        let (pg_wall, pg_median) = checkpoint_run(&fleet_writers);
-        let mut client = client(&self.pg, "concurrent");
-        for (_, _, task) in &fleet_writers {
-            let row = client
-                .query_one(
-                    "SELECT (SELECT count(*) FROM orchestrator.event WHERE kind = 'checkpoint' AND task_id = $1),
-                            (SELECT (doc->'progress'->>'done')::bigint FROM orchestrator.task WHERE id = $1)",
-                    &[task],
-                )
-                .expect("count the checkpoints");
-            let (events, done): (i64, i64) = (row.get(0), row.get(1));
-            assert_eq!(
-                (events, done),
-                (CHECKPOINTS_PER_WRITER as i64, CHECKPOINTS_PER_WRITER as i64),
-                "checkpoints on {task} were lost"
-            );
-        }
+        let (pg_wall, pg_median) = self.fleet_writers("concurrent", false);
+        let (pool_wall, pool_median) = self.fleet_writers("pooled", true);
 
         let shared = self.machine(0, None);
         let file_writers: Vec<(&Machine, String, String)> = (0..WRITERS)
@@ -274,18 +270,107 @@ impl Bench {
         let total = (WRITERS * CHECKPOINTS_PER_WRITER) as f64;
         let rates = Concurrent {
             pg: total / pg_wall.as_secs_f64(),
+            pooled: total / pool_wall.as_secs_f64(),
             file: total / file_wall.as_secs_f64(),
         };
         println!(
-            "concurrent: {WRITERS} processes x {CHECKPOINTS_PER_WRITER} checkpoints: PostgreSQL {:.2} s, {:.0} checkpoints/s (goal >= 500/s), median {:.1} ms   file store {:.2} s, {:.0} checkpoints/s, median {:.1} ms   none lost",
+            "concurrent: {WRITERS} processes x {CHECKPOINTS_PER_WRITER} checkpoints: PostgreSQL {:.2} s, {:.0} checkpoints/s, median {:.1} ms   through the pool {:.2} s, {:.0} checkpoints/s (goal >= 500/s), median {:.1} ms   file store {:.2} s, {:.0} checkpoints/s, median {:.1} ms   none lost",
             pg_wall.as_secs_f64(),
             rates.pg,
             ms(pg_median),
+            pool_wall.as_secs_f64(),
+            rates.pooled,
+            ms(pool_median),
             file_wall.as_secs_f64(),
             rates.file,
             ms(file_median)
         );
         rates
+    }
+
+    /// The fleet half of [`Bench::concurrent`] in a database of its own: each writer a machine
+    /// of its own, all through one pool when `pooled`; checks that no checkpoint was lost.
+    fn fleet_writers(&self, database: &str, pooled: bool) -> (Duration, Duration) {
+        let url = self.database(database);
+        let mut fleet: Vec<Machine> = (0..WRITERS)
+            .map(|n| self.machine(n as i64, Some(&url)))
+            .collect();
+        let pool = pooled.then(|| Pool::start(&fleet[0]));
+        if let Some(pool) = &pool {
+            for machine in &mut fleet {
+                machine.pool = Some(pool.dir().to_path_buf());
+            }
+        }
+        let writers: Vec<(&Machine, String, String)> = fleet
+            .iter()
+            .enumerate()
+            .map(|(n, m)| {
+                let agent = format!("writer{n:02}");
+                let task = m.start(&agent);
+                (m, agent, task)
+            })
+            .collect();
+        let timing = checkpoint_run(&writers);
+        let mut client = client(&self.pg, database);
+        for (_, _, task) in &writers {
+            let row = client
+                .query_one(
+                    "SELECT (SELECT count(*) FROM orchestrator.event WHERE kind = 'checkpoint' AND task_id = $1),
+                            (SELECT (doc->'progress'->>'done')::bigint FROM orchestrator.task WHERE id = $1)",
+                    &[task],
+                )
+                .expect("count the checkpoints");
+            let (events, done): (i64, i64) = (row.get(0), row.get(1));
+            assert_eq!(
+                (events, done),
+                (CHECKPOINTS_PER_WRITER as i64, CHECKPOINTS_PER_WRITER as i64),
+                "checkpoints on {task} were lost"
+            );
+        }
+        timing
+    }
+}
+
+/// `orchestrator fleet pool` running for the bench's fleet, stopped when dropped.
+struct Pool {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Pool {
+    /// Starts the pool from `machine`'s workspace and waits for its line on stdout.
+    fn start(machine: &Machine) -> Pool {
+        let dir = tempfile::tempdir().expect("temp dir for the socket");
+        let mut child = machine
+            .orchestrator(&["fleet", "pool", "--socket"])
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("fleet pool starts");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().expect("piped")),
+            &mut line,
+        )
+        .expect("read the pool's line");
+        assert!(
+            line.contains("listening"),
+            "fleet pool did not start: {line:?}"
+        );
+        Pool { child, dir }
+    }
+
+    fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // SAFETY: kill has no memory preconditions; the pid is our own child's.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
     }
 }
 
@@ -379,6 +464,8 @@ struct Machine {
     dir: tempfile::TempDir,
     home: PathBuf,
     store: Option<String>,
+    /// `ORCHESTRATOR_POOL`: the commands connect through this pool.
+    pool: Option<PathBuf>,
     now: String,
 }
 
@@ -425,6 +512,9 @@ impl Machine {
             .env("RUST_LOG", "warn");
         if let Some(url) = &self.store {
             cmd.env("ORCHESTRATOR_STORE", url);
+        }
+        if let Some(pool) = &self.pool {
+            cmd.env("ORCHESTRATOR_POOL", pool);
         }
         cmd
     }
