@@ -258,7 +258,12 @@ impl Bench {
                 (&shared, agent, task)
             })
             .collect();
+        let before = children_cpu();
         let (file_wall, file_median) = checkpoint_run(&file_writers);
+        println!(
+            "  CPU per checkpoint on the file store: the command {:.2} ms",
+            ms(children_cpu() - before) / (WRITERS * CHECKPOINTS_PER_WRITER) as f64
+        );
         for (_, _, task) in &file_writers {
             assert_eq!(
                 shared.done(task),
@@ -291,6 +296,20 @@ impl Bench {
     /// The fleet half of [`Bench::concurrent`] in a database of its own: each writer a machine
     /// of its own, all through one pool when `pooled`; checks that no checkpoint was lost.
     fn fleet_writers(&self, database: &str, pooled: bool) -> (Duration, Duration) {
+        let (timing, cpu) = self.fleet_writers_cpu(database, pooled);
+        let per = |d: Duration| ms(d) / (WRITERS * CHECKPOINTS_PER_WRITER) as f64;
+        println!(
+            "  CPU per checkpoint{}: the command {:.2} ms, the pool {:.2} ms, the server {:.2} ms (so one server core alone serves {:.0}/s)",
+            if pooled { " through the pool" } else { "" },
+            per(cpu.commands),
+            per(cpu.pool),
+            per(cpu.server),
+            1000.0 / (per(cpu.server) + per(cpu.pool)),
+        );
+        timing
+    }
+
+    fn fleet_writers_cpu(&self, database: &str, pooled: bool) -> ((Duration, Duration), CpuSplit) {
         let url = self.database(database);
         let mut fleet: Vec<Machine> = (0..WRITERS)
             .map(|n| self.machine(n as i64, Some(&url)))
@@ -310,7 +329,17 @@ impl Bench {
                 (m, agent, task)
             })
             .collect();
+        let (commands, server, pool_cpu) = (
+            children_cpu(),
+            server_cpu(&self.pg),
+            pool.as_ref().map_or(Duration::ZERO, Pool::cpu),
+        );
         let timing = checkpoint_run(&writers);
+        let cpu = CpuSplit {
+            commands: children_cpu() - commands,
+            server: server_cpu(&self.pg) - server,
+            pool: pool.as_ref().map_or(Duration::ZERO, Pool::cpu) - pool_cpu,
+        };
         let mut client = client(&self.pg, database);
         for (_, _, task) in &writers {
             let row = client
@@ -327,8 +356,67 @@ impl Bench {
                 "checkpoints on {task} were lost"
             );
         }
-        timing
+        (timing, cpu)
     }
+}
+
+/// Where the CPU time of a run went.
+struct CpuSplit {
+    /// The `checkpoint` processes.
+    commands: Duration,
+    pool: Duration,
+    /// Every process of the cluster, backends that ended included.
+    server: Duration,
+}
+
+/// User and system time of this process's children that ended (the commands it ran).
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage fills the struct it is given; zeroed is a valid rusage.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// User and system time from `/proc/<pid>/stat` (proc(5): utime, stime, cutime and cstime are
+/// fields 14 to 17, in clock ticks), with the children it waited for when `reaped`.
+fn proc_cpu(pid: u32, reaped: bool) -> Option<(Duration, u32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: the fields after it start past its `)`.
+    let fields: Vec<&str> = text[text.rfind(')')? + 2..].split(' ').collect();
+    let field = |n: usize| fields[n - 3].parse::<u64>().unwrap_or(0);
+    let ppid = field(4) as u32;
+    let mut ticks = field(14) + field(15);
+    if reaped {
+        ticks += field(16) + field(17);
+    }
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Some((Duration::from_micros(ticks * 1_000_000 / per_second), ppid))
+}
+
+/// The server's CPU time so far: the postmaster with the backends it reaped, and the live ones.
+fn server_cpu(pg: &PgCluster) -> Duration {
+    let postmaster = pg.postmaster_pid();
+    let mut total = proc_cpu(postmaster, true).map_or(Duration::ZERO, |(cpu, _)| cpu);
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some((cpu, ppid)) = proc_cpu(pid, false)
+            && ppid == postmaster
+        {
+            total += cpu;
+        }
+    }
+    total
 }
 
 /// `orchestrator fleet pool` running for the bench's fleet, stopped when dropped.
@@ -363,6 +451,10 @@ impl Pool {
 
     fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    fn cpu(&self) -> Duration {
+        proc_cpu(self.child.id(), false).map_or(Duration::ZERO, |(cpu, _)| cpu)
     }
 }
 

@@ -115,6 +115,12 @@ impl PgCluster {
         self.dir.path().join("data")
     }
 
+    /// The server's main process, from the first line of `postmaster.pid`.
+    pub fn postmaster_pid(&self) -> u32 {
+        let text = std::fs::read_to_string(self.data().join("postmaster.pid")).unwrap();
+        text.lines().next().unwrap().trim().parse().unwrap()
+    }
+
     pub fn socket_dir(&self) -> &Path {
         self.dir.path()
     }
