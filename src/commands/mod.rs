@@ -288,8 +288,10 @@ pub fn select_session(
             ws.display(&ws.active_dir())
         )));
     }
+    // Chosen from the records alone: only the session chosen replays its checkpoint log, so a
+    // command does not read every other live session's.
     let live: Vec<Session> = ws
-        .active_sessions()?
+        .active_records()?
         .into_iter()
         .filter(|s| include_wrapping || !s.is_wrapping())
         .collect();
@@ -319,7 +321,7 @@ pub fn select_session(
         0 => Err(Failure::user(
             "no live session; run `orchestrator start` first",
         )),
-        1 => Ok(sessions.remove(0)),
+        1 => ws.load_active(&sessions.remove(0).id),
         _ => Err(Failure::user(format!(
             "{} live sessions: {}; name one with --session or ORCHESTRATOR_SESSION",
             sessions.len(),

@@ -887,6 +887,17 @@ impl Workspace {
     /// Every session in the active directory (live ones and ones whose wrap was cut off),
     /// oldest first.
     pub fn active_sessions(&self) -> Result<Vec<Session>> {
+        self.active(true)
+    }
+
+    /// [`Workspace::active_sessions`] without their checkpoint logs: who holds which task, and
+    /// which are being wrapped, is in the records; the checkpoints since the last rewrite of a
+    /// record are not. Cheap to list when each of many live sessions has a long log.
+    pub fn active_records(&self) -> Result<Vec<Session>> {
+        self.active(false)
+    }
+
+    fn active(&self, with_logs: bool) -> Result<Vec<Session>> {
         let dir = self.active_dir();
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
@@ -903,7 +914,11 @@ impl Workspace {
             if check_session_id(id).is_err() {
                 continue;
             }
-            sessions.push(self.load_active(id)?);
+            sessions.push(if with_logs {
+                self.load_active(id)?
+            } else {
+                self.load_session(&self.active_path(id))?
+            });
         }
         sessions.sort_by(|a, b| (a.started, &a.id).cmp(&(b.started, &b.id)));
         Ok(sessions)
