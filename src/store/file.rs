@@ -650,7 +650,7 @@ impl Workspace {
         let on_disk = journal_generation_on_disk(&self.stack_path())?;
         if stack.journal_generation != on_disk {
             self.save_stack(lock, &stack)?;
-            crash_point("fold-snapshot");
+            super::crash_point("fold-snapshot");
         }
         remove_if_exists(&path)
     }
@@ -978,16 +978,6 @@ impl Store for Workspace {
     }
     fn release(&self, lock: &WorkspaceLock, session: &str) -> Result<()> {
         self.remove_active(lock, session)
-    }
-}
-
-/// Test-only: exit abruptly at a named point of a store write, as a kill -9 would.
-const CRASH_AT_VAR: &str = "ORCHESTRATOR_TEST_CRASH_AFTER";
-
-fn crash_point(point: &str) {
-    if std::env::var_os(CRASH_AT_VAR).is_some_and(|v| v == point) {
-        eprintln!("{CRASH_AT_VAR}: exiting after {point}");
-        std::process::exit(86);
     }
 }
 

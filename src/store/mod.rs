@@ -500,6 +500,17 @@ fn absolute(dir: &Path) -> Result<PathBuf> {
     Ok(cwd.join(dir))
 }
 
+/// Test-only: a process whose `ORCHESTRATOR_TEST_CRASH_AFTER` names `point` exits there at
+/// once, as a kill -9 would (no destructor, no cleanup), so tests can stop a command between
+/// two writes.
+pub(crate) fn crash_point(point: &str) {
+    const CRASH_AFTER_VAR: &str = "ORCHESTRATOR_TEST_CRASH_AFTER";
+    if std::env::var_os(CRASH_AFTER_VAR).is_some_and(|v| v == point) {
+        eprintln!("{CRASH_AFTER_VAR}: exiting after {point}");
+        std::process::exit(86);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,9 +46,6 @@ use crate::store::{Workspace, WorkspaceLock};
 use git2::Oid;
 use handoff::{HandoffInput, thousands};
 
-/// Test-only: exit abruptly right after the named step is recorded, as a crash would.
-const CRASH_AFTER_VAR: &str = "ORCHESTRATOR_TEST_CRASH_AFTER";
-
 pub struct WrapOptions {
     pub reason: String,
     pub summary: Option<String>,
@@ -464,13 +461,7 @@ fn is_pending(step: Option<&Value>) -> bool {
     step.is_some_and(|v| v["result"] == "pending")
 }
 
-/// Test-only crash points, also inside the commit (`git-owner`).
-pub(crate) fn crash_point(step: &str) {
-    if std::env::var(CRASH_AFTER_VAR).is_ok_and(|v| v == step) {
-        eprintln!("{CRASH_AFTER_VAR}: exiting after step {step}");
-        std::process::exit(86);
-    }
-}
+pub(crate) use crate::store::crash_point;
 
 fn backup_step(
     ws: &Workspace,
