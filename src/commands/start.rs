@@ -108,6 +108,23 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
     if ws.fleet().is_none() && wrap::needs_recovery(&stack, &sessions, ctx.now) {
         stack = ws.load_stack()?;
     }
+    if let Some(fleet) = ws.fleet() {
+        let released = ws.fleet_release_unfinished_starts(fleet, ctx.now)?;
+        for start in &released {
+            eprintln!(
+                "gave back {} of session {}: its start (pid {}) died before recording the session",
+                match &start.claim {
+                    Some((task, _)) => format!("task `{task}`"),
+                    None => "the id".to_string(),
+                },
+                start.session,
+                start.pid
+            );
+        }
+        if released.iter().any(|start| start.claim.is_some()) {
+            stack = ws.load_view()?;
+        }
+    }
 
     // Refuse a double start before touching anything.
     if let Some(live) = sessions
@@ -250,6 +267,7 @@ pub(super) fn open_session(ctx: &Context, args: StartArgs) -> Result<(Value, Str
             if let Some(give_back) = give_back.as_mut() {
                 give_back.claim = Some((task_id.clone(), claimed.token));
             }
+            crate::store::crash_point("fleet-claim");
             Some(claimed.token)
         }
         None => None,
@@ -636,8 +654,6 @@ pub(super) fn check_agent_name(agent: &str) -> Result<()> {
     }
 }
 
-/// The first three of `names`, and how many more: a warning stays one readable line however many
-/// sessions share the tree.
 /// What a `start` failing before its session record gives back to the fleet store: its
 /// reserved session id, and its claim once it has one.
 struct GiveBack<'a> {
@@ -660,6 +676,8 @@ impl Drop for GiveBack<'_> {
     }
 }
 
+/// The first three of `names`, and how many more: a warning stays one readable line however many
+/// sessions share the tree.
 fn name_a_few(names: &[String]) -> String {
     const SHOWN: usize = 3;
     match names.len() {

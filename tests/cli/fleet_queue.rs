@@ -690,3 +690,56 @@ done"#,
         "5"
     );
 }
+
+/// A `start` killed between its claim and its session record leaves the task claimed by a
+/// session nobody holds. The next `start` on that machine gives it back once that start is
+/// older than the grace and its process is gone, instead of the task waiting out its lease.
+#[test]
+fn a_start_killed_between_its_claim_and_its_record_has_the_claim_given_back() {
+    let Some(pg) = PgCluster::start() else { return };
+    let stack = fleet_with(&pg, &[("one", "5")], serde_json::json!({}));
+    let m = Machine::new(&pg.url(), &stack);
+    let out =
+        m.ws.command(&["start", "--agent", "alpha"])
+            .env("ORCHESTRATOR_STORE", &m.url)
+            .env("ORCHESTRATOR_TEST_CRASH_AFTER", "fleet-claim")
+            .output()
+            .unwrap();
+    assert_eq!(out.status.code(), Some(86), "{out:?}");
+    let dead = pg.psql("SELECT id FROM orchestrator.session WHERE state = 'starting'");
+    assert_eq!(
+        pg.psql("SELECT fencing_token || ' ' || (doc->'claim'->>'session') FROM orchestrator.task WHERE id = 'one'"),
+        format!("1 {dead}")
+    );
+
+    // Within the grace the claim is left alone: that start may still be checking out.
+    let (_, stderr) = m.expect(3, &["start", "--agent", "beta"]);
+    assert!(stderr.contains("no ready task"), "{stderr}");
+
+    pg.psql("UPDATE orchestrator.session SET updated_at = now() - interval '5 minutes' WHERE state = 'starting'");
+    let (stdout, stderr) = m.expect(0, &["start", "--agent", "beta", "--json"]);
+    assert!(
+        stderr.contains(&format!(
+            "gave back task `one` of session {dead}: its start (pid "
+        )),
+        "{stderr}"
+    );
+    let started: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(started["task"], "one");
+    assert_eq!(
+        pg.psql("SELECT fencing_token || ' ' || (doc->'claim'->>'agent') FROM orchestrator.task WHERE id = 'one'"),
+        "2 beta"
+    );
+    assert_eq!(
+        pg.psql("SELECT string_agg(kind, ',' ORDER BY id) FROM orchestrator.event WHERE session_id = '{dead}'".replace("{dead}", &dead).as_str()),
+        "claim,abandoned"
+    );
+    assert_eq!(
+        pg.psql(&format!(
+            "SELECT state FROM orchestrator.session WHERE id = '{dead}'"
+        )),
+        "archived"
+    );
+    let (stdout, _) = m.expect(0, &["status", "--fleet"]);
+    assert!(!stdout.contains(&format!("session={dead} ")), "{stdout}");
+}

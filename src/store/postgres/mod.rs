@@ -27,7 +27,7 @@ use crate::error::Failure;
 pub mod pool;
 mod queue;
 mod workspace;
-pub use queue::{Claimed, FleetEvent, FleetSession, Origin};
+pub use queue::{Claimed, FleetEvent, FleetSession, Origin, UnfinishedStart};
 
 /// The migrations, oldest first: the schema's version is how many have been applied.
 const MIGRATIONS: &[&str] = &[include_str!("0001_queue.sql")];

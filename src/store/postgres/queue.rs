@@ -65,6 +65,18 @@ pub struct Origin<'a> {
     pub session: &'a str,
 }
 
+/// A `start` that reserved a session id and never recorded the session (see
+/// [`PgStore::unfinished_starts`]).
+#[derive(Debug, Clone)]
+pub struct UnfinishedStart {
+    pub session: String,
+    /// The process that ran it, on the same host.
+    pub pid: u32,
+    pub agent: String,
+    /// The task it claimed and its token, if it got that far.
+    pub claim: Option<(String, u64)>,
+}
+
 /// A claim the queue gave: the task as it now is, and whose expired lease it took over.
 #[derive(Debug)]
 pub struct Claimed {
@@ -526,9 +538,9 @@ impl PgStore {
                 .client
                 .execute(
                     "INSERT INTO orchestrator.session (id, task_id, agent, host, state, doc, started_at)
-                     VALUES ($1, '', $2, $3, 'starting', '{}', $4)
+                     VALUES ($1, '', $2, $3, 'starting', json_build_object('pid', $5::bigint), $4)
                      ON CONFLICT (id) DO NOTHING",
-                    &[&id, &origin.agent, &origin.host, &now],
+                    &[&id, &origin.agent, &origin.host, &now, &i64::from(std::process::id())],
                 )
                 .map_err(|e| sql(&display, e))?;
             if inserted == 1 {
@@ -541,6 +553,83 @@ impl PgStore {
     }
 
     /// Drops a reserved session row that never became a session (a `start` that failed).
+    /// Starts on `host` that reserved a session id at least `grace` ago (by the server's clock)
+    /// and never recorded their session: each with the process that made it, and the claim it
+    /// left, if any.
+    pub fn unfinished_starts(
+        &mut self,
+        host: &str,
+        grace: std::time::Duration,
+    ) -> Result<Vec<UnfinishedStart>> {
+        let display = self.target.display();
+        let rows = self
+            .client
+            .query(
+                "SELECT s.id, (s.doc->>'pid')::bigint, s.agent, t.id, t.fencing_token
+                 FROM orchestrator.session s
+                 LEFT JOIN orchestrator.task t ON t.lease_session = s.id
+                 WHERE s.host = $1 AND s.state = 'starting'
+                   AND s.updated_at < now() - make_interval(secs => $2)",
+                &[&host, &grace.as_secs_f64()],
+            )
+            .map_err(|e| sql(&display, e))?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                let pid = u32::try_from(row.get::<_, Option<i64>>(1)?).ok()?;
+                let task: Option<String> = row.get(3);
+                let token: Option<i64> = row.get(4);
+                Some(UnfinishedStart {
+                    session: row.get(0),
+                    pid,
+                    agent: row.get(2),
+                    claim: task.zip(token.map(|t| t as u64)),
+                })
+            })
+            .collect())
+    }
+
+    /// Gives back what a start that died before recording its session left: its claim; its
+    /// session row is archived, and the whole logged as `abandoned`.
+    pub fn release_unfinished(
+        &mut self,
+        start: &UnfinishedStart,
+        host: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let display = self.target.display();
+        if let Some((task, token)) = &start.claim {
+            self.unclaim(task, &start.session, *token)?;
+        }
+        let mut tx = self.client.transaction().map_err(|e| sql(&display, e))?;
+        // Archived, not deleted: its id stays taken, so its events never mix with a later
+        // session's.
+        let ended = tx
+            .execute(
+                "UPDATE orchestrator.session SET state = 'archived', updated_at = now()
+                 WHERE id = $1 AND state = 'starting'",
+                &[&start.session],
+            )
+            .map_err(|e| sql(&display, e))?;
+        if ended > 0 {
+            let origin = Origin {
+                host,
+                agent: &start.agent,
+                session: &start.session,
+            };
+            insert_event(
+                &mut tx,
+                &display,
+                &origin,
+                start.claim.as_ref().map(|(task, _)| task.as_str()),
+                "abandoned",
+                &json!({"pid": start.pid}),
+                now,
+            )?;
+        }
+        tx.commit().map_err(|e| sql(&display, e))
+    }
+
     pub fn drop_reserved_session(&mut self, id: &str) -> Result<()> {
         let display = self.target.display();
         self.client

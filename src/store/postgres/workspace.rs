@@ -8,11 +8,15 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-use super::{Claimed, Fleet, Origin};
+use super::{Claimed, Fleet, Origin, UnfinishedStart};
 use crate::core::session::{CheckpointEvent, Session};
 use crate::core::stack::{CheckpointWrite, Claim, Loaded, TaskStack};
 use crate::error::Failure;
 use crate::store::{Workspace, WorkspaceLock};
+
+/// How old a start's reservation must be before a dead one's claim is given back: longer than
+/// a start takes, worktree checkout included.
+pub const UNFINISHED_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl Workspace {
     /// The stack (or, with `only`, its settings and those tasks) from the fleet store.
@@ -203,6 +207,33 @@ impl Workspace {
     }
 
     /// Gives back a claim (and the reserved session id) that a failed `start` took.
+    /// Gives back the claims of starts on this machine that died (killed) between their claim
+    /// and their session record: without this their task would wait for its lease to run out.
+    /// Only starts older than [`UNFINISHED_GRACE`] whose process is gone count, so a start
+    /// still checking out a worktree, or one on another machine of the same host name a moment
+    /// ago, is left alone. The ones given back.
+    pub fn fleet_release_unfinished_starts(
+        &self,
+        fleet: &Arc<Fleet>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<UnfinishedStart>> {
+        let host = crate::store::host_name();
+        let unfinished = fleet.with(|pg| pg.unfinished_starts(&host, UNFINISHED_GRACE))?;
+        let mut released = Vec::new();
+        for start in unfinished {
+            let pid = libc::pid_t::try_from(start.pid).unwrap_or(0);
+            if pid <= 0
+                || crate::store::file::process_alive(pid)
+                || self.active_path(&start.session).exists()
+            {
+                continue;
+            }
+            fleet.with(|pg| pg.release_unfinished(&start, &host, now))?;
+            released.push(start);
+        }
+        Ok(released)
+    }
+
     pub fn fleet_unclaim(&self, fleet: &Arc<Fleet>, claim: Option<(&str, u64)>, session: &str) {
         let given_back = fleet.with(|pg| {
             if let Some((task, token)) = claim {
