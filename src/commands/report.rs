@@ -27,6 +27,10 @@ pub struct ReportArgs {
     /// Also write the report as one self-contained HTML page with charts to FILE
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
+    /// Every machine's sessions, from the fleet store (wrapped ones; the live ones of this
+    /// machine), instead of this machine's
+    #[arg(long)]
+    pub fleet: bool,
 }
 
 pub fn run(ctx: &Context, args: ReportArgs) -> Result<u8> {
@@ -47,7 +51,19 @@ pub fn run(ctx: &Context, args: ReportArgs) -> Result<u8> {
         )));
     }
     let budget = &stack.settings.budget;
-    let mut sessions: Vec<SessionFacts> = all_sessions(&ws)?
+    let recorded = if args.fleet {
+        let Some(fleet) = ws.fleet() else {
+            return Err(Failure::user(
+                "report --fleet: this workspace is on the file store; the fleet's sessions are in a fleet store (see `orchestrator fleet init`)",
+            ));
+        };
+        let mut sessions = ws.active_sessions()?;
+        sessions.extend(ws.fleet_archived_sessions(fleet)?);
+        sessions
+    } else {
+        all_sessions(&ws)?
+    };
+    let mut sessions: Vec<SessionFacts> = recorded
         .iter()
         .map(|s| SessionFacts::of(s, ctx.now, budget))
         .filter(|s| args.task.is_empty() || args.task.contains(&s.task))

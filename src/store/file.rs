@@ -876,7 +876,7 @@ impl Workspace {
 
     pub fn remove_active(&self, _lock: &WorkspaceLock, id: &str) -> Result<()> {
         if let Some(fleet) = self.fleet()
-            && let Ok(session) = self.load_session(&self.active_path(id))
+            && let Ok(session) = self.load_active(id)
         {
             self.fleet_end_session(fleet, &session)?;
         }

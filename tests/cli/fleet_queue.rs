@@ -743,3 +743,64 @@ fn a_start_killed_between_its_claim_and_its_record_has_the_claim_given_back() {
     let (stdout, _) = m.expect(0, &["status", "--fleet"]);
     assert!(!stdout.contains(&format!("session={dead} ")), "{stdout}");
 }
+
+/// Each wrap keeps its session's record in the store: `report --fleet` on any machine counts
+/// every machine's sessions, while `report` counts its own.
+#[test]
+fn report_fleet_counts_the_sessions_of_every_machine() {
+    let Some(pg) = PgCluster::start() else { return };
+    let stack = fleet_with(&pg, &[("one", "4"), ("two", "4")], serde_json::json!({}));
+    let a = Machine::new(&pg.url(), &stack);
+    let b = Machine::new(&pg.url(), &stack);
+    let mut ids = Vec::new();
+    for (m, agent, tokens) in [(&a, "alpha", "1200"), (&b, "beta", "3400")] {
+        let started = m.json(&["start", "--agent", agent]);
+        ids.push(started["session"].as_str().unwrap().to_string());
+        m.ok(&[
+            "checkpoint",
+            "half",
+            "--progress",
+            "2",
+            "--tokens",
+            tokens,
+            "--agent",
+            agent,
+        ]);
+        m.ok(&["wrap", "--agent", agent]);
+    }
+    let sessions = |report: &Value| -> Vec<(String, String, u64)> {
+        let mut rows: Vec<(String, String, u64)> = report["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["session"].as_str().unwrap().to_string(),
+                    s["agent"].as_str().unwrap().to_string(),
+                    s["progress_to"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    let fleet = a.json(&["report", "--fleet"]);
+    let mut want = vec![
+        (ids[0].clone(), "alpha".to_string(), 2),
+        (ids[1].clone(), "beta".to_string(), 2),
+    ];
+    want.sort();
+    assert_eq!(sessions(&fleet), want, "{fleet}");
+    let own = a.json(&["report"]);
+    assert_eq!(
+        sessions(&own),
+        vec![(ids[0].clone(), "alpha".to_string(), 2)],
+        "{own}"
+    );
+
+    let refused = Ws::new().refused(&["report", "--fleet"]);
+    assert!(
+        refused.contains("report --fleet: this workspace is on the file store"),
+        "{refused}"
+    );
+}

@@ -667,20 +667,24 @@ impl PgStore {
         Ok(())
     }
 
-    /// The session is over (wrapped): its row stays, archived, for the log.
+    /// The session is over (wrapped): its row stays, archived, for the log, with the whole
+    /// `record` the machine archived (for `report --fleet`).
     pub fn end_session(
         &mut self,
         origin: &Origin<'_>,
         task: &str,
+        record: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
         let display = self.target.display();
         let mut tx = self.client.transaction().map_err(|e| sql(&display, e))?;
         let ended = tx
             .execute(
-                "UPDATE orchestrator.session SET state = 'archived', updated_at = now()
+                "UPDATE orchestrator.session
+                 SET state = 'archived', updated_at = now(),
+                     doc = (doc::jsonb || jsonb_build_object('record', $2::text::jsonb))::json
                  WHERE id = $1 AND state <> 'archived'",
-                &[&origin.session],
+                &[&origin.session, &record],
             )
             .map_err(|e| sql(&display, e))?;
         if ended > 0 {
@@ -695,6 +699,22 @@ impl PgStore {
             )?;
         }
         tx.commit().map_err(|e| sql(&display, e))
+    }
+
+    /// The records of every archived session, on every machine, oldest first (rows archived
+    /// without one, by an older binary or an abandoned start, are left out).
+    pub fn archived_records(&mut self) -> Result<Vec<String>> {
+        let display = self.target.display();
+        let rows = self
+            .client
+            .query(
+                "SELECT (doc->'record')::text FROM orchestrator.session
+                 WHERE state = 'archived' AND doc->'record' IS NOT NULL
+                 ORDER BY started_at, id",
+                &[],
+            )
+            .map_err(|e| sql(&display, e))?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
     /// Every session not yet archived, on every machine, oldest first.

@@ -3,7 +3,7 @@
 //! own sessions), with a summary of each in the store for `status --fleet`; `task_stack.json`
 //! is the store's export, written after every whole-stack save for the wrap to commit.
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -281,7 +281,24 @@ impl Workspace {
             .wrap
             .as_ref()
             .map_or_else(|| session.last_activity(), |w| w.ended);
-        fleet.with(|pg| pg.end_session(&origin, &session.task, at))
+        let record = serde_json::to_string(session).context("serializing a session")?;
+        fleet.with(|pg| pg.end_session(&origin, &session.task, &record, at))
+    }
+
+    /// Every machine's archived sessions, from the store; a record this binary cannot read is
+    /// skipped with a warning.
+    pub fn fleet_archived_sessions(&self, fleet: &Arc<Fleet>) -> Result<Vec<Session>> {
+        let records = fleet.with(|pg| pg.archived_records())?;
+        Ok(records
+            .iter()
+            .filter_map(|text| match serde_json::from_str::<Session>(text) {
+                Ok(session) => Some(session),
+                Err(err) => {
+                    tracing::warn!("skipping a session record in the fleet store: {err}");
+                    None
+                }
+            })
+            .collect())
     }
 }
 
