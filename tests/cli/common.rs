@@ -210,6 +210,18 @@ impl Ws {
 }
 
 /// `2025-11-06T00:13:55Z` plus whole minutes.
+/// The stdout of a run that must have succeeded (its output shown if not).
+pub fn success_stdout(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
 pub fn at_minutes(minutes: i64) -> String {
     let t0 = chrono::DateTime::parse_from_rfc3339(T0).unwrap();
     (t0 + chrono::Duration::minutes(minutes))

@@ -38,14 +38,7 @@ fn with_store(ws: &Ws, pg: &PgCluster, args: &[&str]) -> std::process::Output {
 }
 
 fn stdout(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
+    crate::common::success_stdout(out)
 }
 
 fn error_line(out: &std::process::Output) -> String {

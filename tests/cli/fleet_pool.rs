@@ -40,15 +40,7 @@ fn on_store(ws: &Ws, url: &str, pool: Option<&Path>, args: &[&str]) -> Command {
 }
 
 fn ok(mut cmd: Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    crate::common::success_stdout(&cmd.output().unwrap())
 }
 
 /// A `fleet pool` running in the foreground, killed if the test ends first.

@@ -27,14 +27,7 @@ impl PgCluster {
     /// A started cluster, or `None` (printing SKIPPED) where PostgreSQL is not installed and
     /// this is not CI; under `CI` a missing PostgreSQL fails the test.
     pub fn start() -> Option<PgCluster> {
-        let Some(bin) = find_bindir() else {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "PostgreSQL's initdb is not installed; .ci/run installs the postgresql package"
-            );
-            eprintln!("SKIPPED: PostgreSQL's initdb and pg_ctl are not installed");
-            return None;
-        };
+        let bin = installed_bindir()?;
         Some(Self::launch(bin, false, None))
     }
 
@@ -43,14 +36,7 @@ impl PgCluster {
     /// that the server asks for MD5 rather than SCRAM) or `password` (cleartext); or `None` as
     /// [`PgCluster::start`].
     pub fn start_with_password(password: &str, method: &str) -> Option<PgCluster> {
-        let Some(bin) = find_bindir() else {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "PostgreSQL's initdb is not installed; .ci/run installs the postgresql package"
-            );
-            eprintln!("SKIPPED: PostgreSQL's initdb and pg_ctl are not installed");
-            return None;
-        };
+        let bin = installed_bindir()?;
         let cluster = Self::launch(bin, false, Some((password, method)));
         if method == "md5" {
             let escaped = password.replace('\'', "''");
@@ -244,6 +230,20 @@ impl Drop for PgCluster {
             ])
             .output();
     }
+}
+
+/// Where PostgreSQL's programs are, or `None` (printing SKIPPED) where it is not installed and
+/// this is not CI; under `CI` a missing PostgreSQL fails the test.
+fn installed_bindir() -> Option<PathBuf> {
+    let bin = find_bindir();
+    if bin.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "PostgreSQL's initdb is not installed; .ci/run installs the postgresql package"
+        );
+        eprintln!("SKIPPED: PostgreSQL's initdb and pg_ctl are not installed");
+    }
+    bin
 }
 
 /// Debian's layout first (the highest version), then whatever `initdb` is on PATH.
