@@ -52,13 +52,16 @@ fn main() {
     println!("|---|---:|---:|---:|");
     for row in rows {
         println!(
-            "| claims, {:>2} processes | {:.0}/s, median {:.1} ms | {:.0}/s, median {:.1} ms | {:.1}x |",
+            "| claims, {:>2} processes | {:.0}/s, median {:.1} ms (through the pool {:.0}/s, {:.1} ms) | {:.0}/s, median {:.1} ms | {:.1}x ({:.1}x) |",
             row.processes,
             row.pg.rate,
             ms(row.pg.median),
+            row.pooled.rate,
+            ms(row.pooled.median),
             row.file.rate,
             ms(row.file.median),
-            ms(row.pg.median) / ms(row.file.median)
+            ms(row.pg.median) / ms(row.file.median),
+            ms(row.pooled.median) / ms(row.file.median)
         );
     }
     println!(
@@ -100,6 +103,7 @@ struct Rate {
 struct ClaimRow {
     processes: usize,
     pg: Rate,
+    pooled: Rate,
     file: Rate,
 }
 
@@ -146,15 +150,49 @@ impl Bench {
     }
 
     /// `processes` processes at once, each making `rounds` claims in turn, each claim by an agent
-    /// of its own: on the fleet store each process is a machine of its own, on the file store
-    /// all share one workspace.
+    /// of its own: on the fleet store each process is a machine of its own (connecting itself,
+    /// then through one pool), on the file store all share one workspace.
     fn claims(&self, processes: usize, rounds: usize) -> ClaimRow {
-        let url = self.database(&format!("claims{processes}"));
-        let machines: Vec<Machine> = (0..processes)
+        let pg = self.fleet_claims(&format!("claims{processes}"), processes, rounds, false);
+        let pooled = self.fleet_claims(&format!("pooled{processes}"), processes, rounds, true);
+        let shared = self.machine(0, None);
+        let file = claim_run(&vec![&shared; processes], rounds);
+        let row = ClaimRow {
+            processes,
+            pg,
+            pooled,
+            file,
+        };
+        println!(
+            "claims, {processes:>2} processes x {rounds:>2}: PostgreSQL {:>4.0}/s median {:>6.1} ms p90 {:>6.1} ms   through the pool {:>4.0}/s median {:>6.1} ms p90 {:>6.1} ms   file store {:>4.0}/s median {:>6.1} ms p90 {:>6.1} ms   each task claimed once",
+            row.pg.rate,
+            ms(row.pg.median),
+            ms(row.pg.p90),
+            row.pooled.rate,
+            ms(row.pooled.median),
+            ms(row.pooled.p90),
+            row.file.rate,
+            ms(row.file.median),
+            ms(row.file.p90)
+        );
+        row
+    }
+
+    /// The fleet half of [`Bench::claims`] in a database of its own; checks in the store's
+    /// events that each task was claimed once.
+    fn fleet_claims(&self, database: &str, processes: usize, rounds: usize, pooled: bool) -> Rate {
+        let url = self.database(database);
+        let mut machines: Vec<Machine> = (0..processes)
             .map(|n| self.machine(n as i64, Some(&url)))
             .collect();
-        let pg = claim_run(&machines.iter().collect::<Vec<_>>(), rounds);
-        let mut client = client(&self.pg, &format!("claims{processes}"));
+        let pool = pooled.then(|| Pool::start(&machines[0]));
+        if let Some(pool) = &pool {
+            for machine in &mut machines {
+                machine.pool = Some(pool.dir().to_path_buf());
+            }
+        }
+        let rate = claim_run(&machines.iter().collect::<Vec<_>>(), rounds);
+        let mut client = client(&self.pg, database);
         let row = client
             .query_one(
                 "SELECT count(*), count(DISTINCT task_id) FROM orchestrator.event WHERE kind = 'claim'",
@@ -175,24 +213,7 @@ impl Bench {
             (total, total, 0),
             "the store logged claims that are not one per task"
         );
-
-        let shared = self.machine(0, None);
-        let file = claim_run(&vec![&shared; processes], rounds);
-        let row = ClaimRow {
-            processes,
-            pg,
-            file,
-        };
-        println!(
-            "claims, {processes:>2} processes x {rounds:>2}: PostgreSQL {:>4.0}/s median {:>6.1} ms p90 {:>6.1} ms   file store {:>4.0}/s median {:>6.1} ms p90 {:>6.1} ms   each task claimed once",
-            row.pg.rate,
-            ms(row.pg.median),
-            ms(row.pg.p90),
-            row.file.rate,
-            ms(row.file.median),
-            ms(row.file.p90)
-        );
-        row
+        rate
     }
 
     /// A whole `checkpoint` process on each store, alternating with git.
