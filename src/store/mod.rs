@@ -51,6 +51,8 @@ pub fn never_committed(settings: &Settings) -> Vec<String> {
         format!("{STATE_DIR}/PAUSE"),
         format!("{STATE_DIR}/breaker/"),
         format!("{STATE_DIR}/{GIT_OWNERS_DIR}/"),
+        // The socket of this machine's fleet pool (`fleet pool`, or `run`'s).
+        format!("{STATE_DIR}/pool/"),
         // Sessions' own worktrees: their work comes back through their branches.
         format!("{STATE_DIR}/{}/", crate::wrap::worktree::WORKTREES_DIR),
         format!(".*{TEMP_MARKER}*"),

@@ -22,6 +22,7 @@ fn init_writes_defaults_handoff_dir_and_gitignore() {
     for line in [
         ".orchestrator/lock",
         ".orchestrator/sessions/active/",
+        ".orchestrator/pool/",
         "backups/crypto.db.backup_*",
         "crypto.db-wal",
     ] {
