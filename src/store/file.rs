@@ -557,8 +557,8 @@ impl Workspace {
         }
         self.check_layout()?;
         let path = self.stack_path();
-        // The journal first, as in `read_stack`.
-        let journal = journal::Journal::read(&self.journal_path())?;
+        // The journal first, as in `read_stack`: these tasks' records, and the generation.
+        let journal = journal::Journal::read_for(&self.journal_path(), tasks)?;
         let Ok(file) = File::open(&path) else {
             return self.load_view();
         };

@@ -109,6 +109,62 @@ impl Journal {
         })
     }
 
+    /// [`Journal::read`] for a reader of `tasks` only (a checkpoint's): the records of those
+    /// tasks, and the last record, whose generation is the journal's highest (records are
+    /// appended in order under the lock). Other lines are passed over unparsed, so a
+    /// checkpoint's cost does not grow with the other agents' records since the last fold.
+    pub fn read_for(path: &Path, tasks: &[&str]) -> Result<Journal> {
+        let bytes = match fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Journal::default()),
+            Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let complete = match bytes.iter().rposition(|&b| b == b'\n') {
+            Some(end) => &bytes[..=end],
+            None => &[][..],
+        };
+        // An id JSON would escape (a hand edit; commands refuse them) is looked for the slow way.
+        if tasks
+            .iter()
+            .any(|id| id.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20))
+        {
+            return Journal::read(path);
+        }
+        // A task id needs no escaping in JSON, and a quote inside a string is escaped: this
+        // is found in a line only where the line's own `task` field names the task.
+        let needles: Vec<String> = tasks
+            .iter()
+            .map(|id| format!("\"task\":\"{id}\""))
+            .collect();
+        let finders: Vec<memchr::memmem::Finder<'_>> = needles
+            .iter()
+            .map(|needle| memchr::memmem::Finder::new(needle.as_bytes()))
+            .collect();
+        let lines: Vec<&[u8]> = complete.split(|&b| b == b'\n').collect();
+        let last = lines
+            .iter()
+            .rposition(|line| !line.is_empty() && serde_json::from_slice::<Record>(line).is_ok());
+        let mut records = Vec::new();
+        for (number, line) in lines.iter().enumerate() {
+            let named = finders.iter().any(|finder| finder.find(line).is_some());
+            if line.is_empty() || !(named || Some(number) == last) {
+                continue;
+            }
+            match serde_json::from_slice(line) {
+                Ok(record) => records.push(record),
+                Err(err) => tracing::warn!(
+                    "{}:{}: skipping a damaged journal record: {err}",
+                    path.display(),
+                    number + 1
+                ),
+            }
+        }
+        Ok(Journal {
+            records,
+            bytes: bytes.len() as u64,
+        })
+    }
+
     /// The records the snapshot does not hold yet.
     pub fn pending<'a>(&'a self, stack: &'a TaskStack) -> impl Iterator<Item = &'a Record> {
         self.records
@@ -269,6 +325,54 @@ mod tests {
         });
         stack.tasks.push(task);
         stack
+    }
+
+    /// A record of task `task` at `generation`, `progress` units done.
+    fn checkpoint_of(task: &str, generation: u64, progress: u64) -> Record {
+        let mut record = checkpoint(generation, progress);
+        let write = record.checkpoint.as_mut().unwrap();
+        write.task = task.into();
+        // A message that quotes another task's field, escaped in the line as JSON escapes it.
+        write.checkpoint.message = format!("moved \"task\":\"a\" along to {progress}");
+        record
+    }
+
+    #[test]
+    fn a_read_for_some_tasks_folds_them_as_the_whole_read_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let mut undo = crate::store::undo::Undo::new();
+        let mut generation = 0;
+        for round in 1..=5 {
+            for task in ["a", "b", "c"] {
+                generation += 1;
+                append(&path, &mut undo, &checkpoint_of(task, generation, round)).unwrap();
+            }
+        }
+        undo.commit();
+        // A damaged line in the middle is skipped by both readers.
+        let mut text = fs::read_to_string(&path).unwrap();
+        text.insert_str(text.find('\n').unwrap() + 1, "{not json\n");
+        fs::write(&path, &text).unwrap();
+
+        let whole = Journal::read(&path).unwrap();
+        let part = Journal::read_for(&path, &["a"]).unwrap();
+        // a's five records and the last line (c's), nothing of b's.
+        assert_eq!(part.records.len(), 6);
+        assert_eq!(part.bytes, whole.bytes);
+        let (mut from_whole, mut from_part) = (claimed_stack(), claimed_stack());
+        assert_eq!(whole.fold_into_part(&mut from_whole), 15);
+        assert_eq!(part.fold_into_part(&mut from_part), 15);
+        assert_eq!(from_part.tasks, from_whole.tasks);
+        assert_eq!(from_part.tasks[0].progress.done, 5);
+
+        // A reader of a task without records still learns the generation.
+        let none = Journal::read_for(&path, &["z"]).unwrap();
+        assert_eq!(none.records.len(), 1);
+        assert_eq!(
+            none.fold_into_part(&mut TaskStack::new(Default::default())),
+            15
+        );
     }
 
     #[test]
