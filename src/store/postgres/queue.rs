@@ -271,15 +271,17 @@ impl PgStore {
         let display = self.target.display();
         let ids: Vec<String> = candidates.iter().map(|id| id.to_string()).collect();
         let mut tx = self.client.transaction().map_err(|e| sql(&display, e))?;
+        // Typed statements, here and in the rest of a claim: one round trip each, where a
+        // prepared one takes two (prepare, then run).
         let row = tx
-            .query_opt(
+            .query_typed_opt(
                 "SELECT id, doc::text FROM orchestrator.task
                  WHERE id = ANY($1) AND status IN ('pending', 'in_progress')
                    AND (lease_expires_at IS NULL OR lease_expires_at <= $2)
                  ORDER BY array_position($1, id)
                  LIMIT 1
                  FOR UPDATE SKIP LOCKED",
-                &[&ids, &now],
+                &[(&ids, Type::TEXT_ARRAY), (&now, Type::TIMESTAMPTZ)],
             )
             .map_err(|e| sql(&display, e))?;
         let Some(row) = row else {
@@ -300,20 +302,28 @@ impl PgStore {
             .map_err(|lost| Failure::lost(lost.to_string()))?;
         let text = serde_json::to_string(&task).context("serializing a task")?;
         let (status, priority, token, session, expires) = columns(&task);
-        tx.execute(
+        tx.execute_typed(
             "UPDATE orchestrator.task
              SET doc = $2::text::json, status = $3, priority = $4, fencing_token = $5,
                  lease_session = $6, lease_expires_at = $7, updated_at = now()
              WHERE id = $1",
-            &[&id, &text, &status, &priority, &token, &session, &expires],
+            &[
+                (&id, Type::TEXT),
+                (&text, Type::TEXT),
+                (&status, Type::TEXT),
+                (&priority, Type::INT8),
+                (&token, Type::INT8),
+                (&session, Type::TEXT),
+                (&expires, Type::TIMESTAMPTZ),
+            ],
         )
         .map_err(|e| sql(&display, e))?;
         let (kind, detail) = match &previous {
             Some(old) => {
-                tx.execute(
+                tx.execute_typed(
                     "UPDATE orchestrator.session SET state = 'lost', updated_at = now()
                      WHERE id = $1 AND state <> 'archived'",
-                    &[&old.session],
+                    &[(&old.session, Type::TEXT)],
                 )
                 .map_err(|e| sql(&display, e))?;
                 (
@@ -524,9 +534,9 @@ impl PgStore {
         for _ in 0..50 {
             let used: std::collections::HashSet<String> = self
                 .client
-                .query(
+                .query_typed(
                     "SELECT id FROM orchestrator.session WHERE id = $1 OR id LIKE $1 || '\\_%'",
-                    &[&base],
+                    &[(&base, Type::TEXT)],
                 )
                 .map_err(|e| sql(&display, e))?
                 .iter()
@@ -536,11 +546,17 @@ impl PgStore {
                 crate::core::ids::new_session_id(now, |id| used.contains(id) || taken_here(id));
             let inserted = self
                 .client
-                .execute(
+                .execute_typed(
                     "INSERT INTO orchestrator.session (id, task_id, agent, host, state, doc, started_at)
                      VALUES ($1, '', $2, $3, 'starting', json_build_object('pid', $5::bigint), $4)
                      ON CONFLICT (id) DO NOTHING",
-                    &[&id, &origin.agent, &origin.host, &now, &i64::from(std::process::id())],
+                    &[
+                        (&id, Type::TEXT),
+                        (&origin.agent, Type::TEXT),
+                        (&origin.host, Type::TEXT),
+                        (&now, Type::TIMESTAMPTZ),
+                        (&i64::from(std::process::id()), Type::INT8),
+                    ],
                 )
                 .map_err(|e| sql(&display, e))?;
             if inserted == 1 {
@@ -564,13 +580,13 @@ impl PgStore {
         let display = self.target.display();
         let rows = self
             .client
-            .query(
+            .query_typed(
                 "SELECT s.id, (s.doc->>'pid')::bigint, s.agent, t.id, t.fencing_token
                  FROM orchestrator.session s
                  LEFT JOIN orchestrator.task t ON t.lease_session = s.id
                  WHERE s.host = $1 AND s.state = 'starting'
                    AND s.updated_at < now() - make_interval(secs => $2)",
-                &[&host, &grace.as_secs_f64()],
+                &[(&host, Type::TEXT), (&grace.as_secs_f64(), Type::FLOAT8)],
             )
             .map_err(|e| sql(&display, e))?;
         Ok(rows
@@ -654,14 +670,22 @@ impl PgStore {
         let display = self.target.display();
         let summary = summary.to_string();
         self.client
-            .execute(
+            .execute_typed(
                 "INSERT INTO orchestrator.session (id, task_id, agent, host, state, doc, started_at)
                  VALUES ($1, $2, $3, $4, $5, $6::text::json, $7)
                  ON CONFLICT (id) DO UPDATE
                  SET state = CASE WHEN orchestrator.session.state = 'lost' THEN 'lost' ELSE excluded.state END,
                      task_id = excluded.task_id, agent = excluded.agent, host = excluded.host,
                      doc = excluded.doc, updated_at = now()",
-                &[&id, &task, &origin.agent, &origin.host, &state, &summary, &started],
+                &[
+                    (&id, Type::TEXT),
+                    (&task, Type::TEXT),
+                    (&origin.agent, Type::TEXT),
+                    (&origin.host, Type::TEXT),
+                    (&state, Type::TEXT),
+                    (&summary, Type::TEXT),
+                    (&started, Type::TIMESTAMPTZ),
+                ],
             )
             .map_err(|e| sql(&display, e))?;
         Ok(())
@@ -974,10 +998,18 @@ fn insert_event(
     let detail = detail.to_string();
     let session = (!origin.session.is_empty()).then_some(origin.session);
     let agent = (!origin.agent.is_empty()).then_some(origin.agent);
-    tx.execute(
+    tx.execute_typed(
         "INSERT INTO orchestrator.event (at, host, agent, session_id, task_id, kind, detail)
          VALUES ($1, $2, $3, $4, $5, $6, $7::text::json)",
-        &[&now, &origin.host, &agent, &session, &task, &kind, &detail],
+        &[
+            (&now, Type::TIMESTAMPTZ),
+            (&origin.host, Type::TEXT),
+            (&agent, Type::TEXT),
+            (&session, Type::TEXT),
+            (&task, Type::TEXT),
+            (&kind, Type::TEXT),
+            (&detail, Type::TEXT),
+        ],
     )
     .map_err(|e| sql(display, e))?;
     Ok(())
