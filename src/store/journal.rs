@@ -86,23 +86,11 @@ impl Journal {
     /// Reads the journal at `path`; none is an empty journal. A damaged line that is not the
     /// last is skipped with a warning, by every reader alike.
     pub fn read(path: &Path) -> Result<Journal> {
-        let bytes = match fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Journal::default()),
-            Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+        let Some(bytes) = read_bytes(path)? else {
+            return Ok(Journal::default());
         };
-        let complete = match bytes.iter().rposition(|&b| b == b'\n') {
-            Some(end) => &bytes[..=end],
-            None => &[][..],
-        };
-        if complete.len() < bytes.len() {
-            tracing::debug!(
-                "{}: ignoring a torn last line ({} bytes)",
-                path.display(),
-                bytes.len() - complete.len()
-            );
-        }
-        let records = super::file::json_lines::<Record>(complete, path, "journal record");
+        let records =
+            super::file::json_lines::<Record>(complete_lines(&bytes, path), path, "journal record");
         Ok(Journal {
             records,
             bytes: bytes.len() as u64,
@@ -114,15 +102,6 @@ impl Journal {
     /// appended in order under the lock). Other lines are passed over unparsed, so a
     /// checkpoint's cost does not grow with the other agents' records since the last fold.
     pub fn read_for(path: &Path, tasks: &[&str]) -> Result<Journal> {
-        let bytes = match fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Journal::default()),
-            Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
-        };
-        let complete = match bytes.iter().rposition(|&b| b == b'\n') {
-            Some(end) => &bytes[..=end],
-            None => &[][..],
-        };
         // An id JSON would escape (a hand edit; commands refuse them) is looked for the slow way.
         if tasks
             .iter()
@@ -130,6 +109,10 @@ impl Journal {
         {
             return Journal::read(path);
         }
+        let Some(bytes) = read_bytes(path)? else {
+            return Ok(Journal::default());
+        };
+        let complete = complete_lines(&bytes, path);
         // A task id needs no escaping in JSON, and a quote inside a string is escaped: this
         // is found in a line only where the line's own `task` field names the task.
         let needles: Vec<String> = tasks
@@ -219,6 +202,32 @@ impl Journal {
         }
         generation
     }
+}
+
+/// The journal's bytes; `None` when there is none.
+fn read_bytes(path: &Path) -> Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// `bytes` up to its last newline: a torn last line (only a crash inside a write leaves one)
+/// is no record.
+fn complete_lines<'a>(bytes: &'a [u8], path: &Path) -> &'a [u8] {
+    let complete = match bytes.iter().rposition(|&b| b == b'\n') {
+        Some(end) => &bytes[..=end],
+        None => &[][..],
+    };
+    if complete.len() < bytes.len() {
+        tracing::debug!(
+            "{}: ignoring a torn last line ({} bytes)",
+            path.display(),
+            bytes.len() - complete.len()
+        );
+    }
+    complete
 }
 
 /// Appends one record and syncs it. A torn tail a killed writer left is cut off first, so the
