@@ -321,7 +321,7 @@ pub fn select_session(
         0 => Err(Failure::user(
             "no live session; run `orchestrator start` first",
         )),
-        1 => ws.load_active(&sessions.remove(0).id),
+        1 => ws.replay_log(sessions.remove(0)),
         _ => Err(Failure::user(format!(
             "{} live sessions: {}; name one with --session or ORCHESTRATOR_SESSION",
             sessions.len(),

@@ -806,8 +806,13 @@ impl Workspace {
 
     /// A live session: its record with the checkpoint log replayed on top.
     pub fn load_active(&self, id: &str) -> Result<Session> {
-        let mut session = self.load_session(&self.active_path(id))?;
-        let log = self.checkpoint_log_path(id);
+        self.replay_log(self.load_session(&self.active_path(id))?)
+    }
+
+    /// A live session's record (from [`Workspace::active_records`]) with its checkpoint log
+    /// replayed on top: [`Workspace::load_active`] without reading the record again.
+    pub fn replay_log(&self, mut session: Session) -> Result<Session> {
+        let log = self.checkpoint_log_path(&session.id);
         let text = match fs::read(&log) {
             Ok(bytes) => bytes,
             Err(err) if err.kind() == ErrorKind::NotFound => return Ok(session),
@@ -914,10 +919,11 @@ impl Workspace {
             if check_session_id(id).is_err() {
                 continue;
             }
+            let record = self.load_session(&self.active_path(id))?;
             sessions.push(if with_logs {
-                self.load_active(id)?
+                self.replay_log(record)?
             } else {
-                self.load_session(&self.active_path(id))?
+                record
             });
         }
         sessions.sort_by(|a, b| (a.started, &a.id).cmp(&(b.started, &b.id)));
